@@ -36,8 +36,14 @@ pub(crate) fn routes() -> Router<Arc<Cluster>> {
         .route("/kube-sim/nodes", post(add_node))
         .route("/kube-sim/nodes/{name}", axum::routing::delete(delete_node))
         .route("/kube-sim/nodes/{name}/lose", post(lose_node))
-        .route("/kube-sim/namespaces/{namespace}/pods/{name}/evict", post(evict))
-        .route("/kube-sim/namespaces/{namespace}/pods/{name}/finish", post(finish))
+        .route(
+            "/kube-sim/namespaces/{namespace}/pods/{name}/evict",
+            post(evict),
+        )
+        .route(
+            "/kube-sim/namespaces/{namespace}/pods/{name}/finish",
+            post(finish),
+        )
 }
 
 async fn get_faults(cluster: Shared) -> Json<Faults> {
@@ -54,7 +60,9 @@ async fn stats(cluster: Shared) -> Json<serde_json::Value> {
         let state = cluster.lock();
         (state.pods.len(), state.created.len(), state.nodes.len())
     };
-    Json(json!({ "verbs": cluster.faults.stats(), "pods": pods, "podsCreated": created, "nodes": nodes }))
+    Json(
+        json!({ "verbs": cluster.faults.stats(), "pods": pods, "podsCreated": created, "nodes": nodes }),
+    )
 }
 
 async fn created(cluster: Shared) -> Response {
@@ -82,20 +90,39 @@ async fn add_node(cluster: Shared, body: Option<Json<NewNode>>) -> Response {
 }
 
 async fn delete_node(cluster: Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    if cluster.mutate(|state| state.delete_node(&name)) { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found("nodes", &name)) }
+    if cluster.mutate(|state| state.delete_node(&name)) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("nodes", &name))
+    }
 }
 
 async fn lose_node(cluster: Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    if cluster.mutate(|state| state.lose_node(&name)) { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found("nodes", &name)) }
+    if cluster.mutate(|state| state.lose_node(&name)) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("nodes", &name))
+    }
 }
 
-async fn evict(cluster: Shared, Path((namespace, name)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn evict(
+    cluster: Shared,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let done = cluster.mutate(|state| {
         let pod = state.get_pod(&namespace, &name)?;
         let uid = crate::cluster::uid_of(&pod);
         Ok::<_, ApiError>(state.evict(&(namespace.clone(), name.clone()), &uid))
     })?;
-    if done { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::conflict("pods", &name, "the pod is not on a node or has already ended")) }
+    if done {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::conflict(
+            "pods",
+            &name,
+            "the pod is not on a node or has already ended",
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,14 +131,26 @@ struct FinishQuery {
     exit_code: Option<i32>,
 }
 
-async fn finish(cluster: Shared, Path((namespace, name)): Path<(String, String)>, Query(query): Query<FinishQuery>) -> Result<StatusCode, ApiError> {
+async fn finish(
+    cluster: Shared,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<FinishQuery>,
+) -> Result<StatusCode, ApiError> {
     let finished = cluster.mutate(|state| {
         let pod = state.get_pod(&namespace, &name)?;
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         if running {
-            state.finish(&(namespace.clone(), name.clone()), &crate::cluster::uid_of(&pod), Some(query.exit_code.unwrap_or(0)));
+            state.finish(
+                &(namespace.clone(), name.clone()),
+                &crate::cluster::uid_of(&pod),
+                Some(query.exit_code.unwrap_or(0)),
+            );
         }
         Ok::<_, ApiError>(running)
     })?;
-    if finished { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::conflict("pods", &name, "the pod is not running")) }
+    if finished {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::conflict("pods", &name, "the pod is not running"))
+    }
 }

@@ -133,7 +133,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,19 +148,31 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 pub(crate) fn random_suffix(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
+        .collect()
 }
 
 pub(crate) fn new_uid() -> String {
     let mut rng = rand::rng();
     let bytes: [u8; 16] = rng.random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 impl Cluster {
     pub(crate) fn new(config: SimConfig) -> Arc<Self> {
-        let token = config.token.clone().unwrap_or_else(|| format!("kube-sim-{}", random_suffix(24)));
+        let token = config
+            .token
+            .clone()
+            .unwrap_or_else(|| format!("kube-sim-{}", random_suffix(24)));
         let (changes, _) = broadcast::channel(4096);
         let mut state = State {
             rv: 1,
@@ -197,7 +211,9 @@ impl Cluster {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the state and wakes the lifecycle driver, which may have new timers.
@@ -236,12 +252,19 @@ impl State {
 
     pub fn at(&mut self, after: Duration, action: Action) {
         self.timer_seq += 1;
-        let timer = Timer { due: Instant::now() + after, seq: self.timer_seq, action };
+        let timer = Timer {
+            due: Instant::now() + after,
+            seq: self.timer_seq,
+            action,
+        };
         self.timers.push(Reverse(timer));
     }
 
     pub fn behavior_defaults(&self) -> Defaults {
-        Defaults { run: self.config.timings.run, pull: self.config.timings.pull }
+        Defaults {
+            run: self.config.timings.run,
+            pull: self.config.timings.pull,
+        }
     }
 
     fn publish(&mut self, kind: ChangeKind, old: Option<Arc<Pod>>, pod: Arc<Pod>, rv: u64) {
@@ -266,11 +289,19 @@ impl State {
                 uid: Some(new_uid()),
                 resource_version: Some(rv.to_string()),
                 creation_timestamp: Some(now()),
-                labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name.to_owned())])),
+                labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    name.to_owned(),
+                )])),
                 ..Default::default()
             },
-            spec: Some(k8s_openapi::api::core::v1::NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) }),
-            status: Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() }),
+            spec: Some(k8s_openapi::api::core::v1::NamespaceSpec {
+                finalizers: Some(vec!["kubernetes".into()]),
+            }),
+            status: Some(NamespaceStatus {
+                phase: Some("Active".into()),
+                ..Default::default()
+            }),
         });
         self.namespaces.insert(name.to_owned(), namespace.clone());
         namespace
@@ -288,7 +319,12 @@ impl State {
 
     /// Creates a pod as the apiserver does: name generation, defaulting, validation,
     /// uniqueness, then storage; `dry_run` stops before storage.
-    pub fn create_pod(&mut self, namespace: &str, mut pod: Pod, dry_run: bool) -> ApiResult<Arc<Pod>> {
+    pub fn create_pod(
+        &mut self,
+        namespace: &str,
+        mut pod: Pod,
+        dry_run: bool,
+    ) -> ApiResult<Arc<Pod>> {
         if let Some(body_namespace) = pod.metadata.namespace.as_deref()
             && body_namespace != namespace
         {
@@ -298,7 +334,11 @@ impl State {
         }
         self.require_namespace(namespace)?;
         if pod.metadata.name.as_deref().is_none_or(str::is_empty)
-            && let Some(prefix) = pod.metadata.generate_name.as_deref().filter(|p| !p.is_empty())
+            && let Some(prefix) = pod
+                .metadata
+                .generate_name
+                .as_deref()
+                .filter(|p| !p.is_empty())
         {
             // The apiserver truncates the prefix so the result stays a valid name.
             let prefix: String = prefix.chars().take(58).collect();
@@ -332,9 +372,18 @@ impl State {
             created_at: jiff::Timestamp::now().to_string(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
         });
-        self.pods.insert(key.clone(), PodEntry { pod: pod.clone(), sim: PodSim::new(&pod, behavior) });
+        self.pods.insert(
+            key.clone(),
+            PodEntry {
+                pod: pod.clone(),
+                sim: PodSim::new(&pod, behavior),
+            },
+        );
         self.publish(ChangeKind::Added, None, pod.clone(), rv);
-        self.at(self.config.timings.schedule, Action::Schedule(key, uid_of(&pod)));
+        self.at(
+            self.config.timings.schedule,
+            Action::Schedule(key, uid_of(&pod)),
+        );
         Ok(pod)
     }
 
@@ -353,7 +402,11 @@ impl State {
         uid: &str,
         change: impl FnOnce(&mut State, &mut Pod, &mut PodSim) -> R,
     ) -> Option<R> {
-        if self.pods.get(key).is_none_or(|entry| uid_of(&entry.pod) != uid) {
+        if self
+            .pods
+            .get(key)
+            .is_none_or(|entry| uid_of(&entry.pod) != uid)
+        {
             return None;
         }
         let mut entry = self.pods.remove(key)?;
@@ -371,7 +424,11 @@ impl State {
 
     /// Removes a pod from storage (the end of a deletion) and frees what it held.
     pub fn remove_pod(&mut self, key: &Key, uid: &str) -> Option<Arc<Pod>> {
-        if self.pods.get(key).is_none_or(|entry| uid_of(&entry.pod) != uid) {
+        if self
+            .pods
+            .get(key)
+            .is_none_or(|entry| uid_of(&entry.pod) != uid)
+        {
             return None;
         }
         let mut entry = self.pods.remove(key)?;
@@ -395,7 +452,10 @@ impl State {
         continue_token: Option<&str>,
     ) -> ApiResult<Page<Arc<Pod>>> {
         let lower = lower_bound(namespace, continue_token)?;
-        let entries = self.pods.range((lower, Bound::Unbounded)).map(|(k, e)| (k, &e.pod));
+        let entries = self
+            .pods
+            .range((lower, Bound::Unbounded))
+            .map(|(k, e)| (k, &e.pod));
         Ok(paginate(entries, namespace, filter, limit, self.rv))
     }
 
@@ -408,7 +468,13 @@ impl State {
         continue_token: Option<&str>,
     ) -> ApiResult<Page<Arc<Event>>> {
         let lower = lower_bound(namespace, continue_token)?;
-        Ok(paginate(self.events.range((lower, Bound::Unbounded)), namespace, filter, limit, self.rv))
+        Ok(paginate(
+            self.events.range((lower, Bound::Unbounded)),
+            namespace,
+            filter,
+            limit,
+            self.rv,
+        ))
     }
 
     /// Starts a watch from `from` (a resourceVersion), or with the current pods as
@@ -417,8 +483,15 @@ impl State {
         let live = self.changes.subscribe();
         match from {
             None | Some(0) => {
-                let pods = self.pods.iter().filter(|(key, _)| namespace.is_none_or(|ns| key.0 == ns));
-                Ok(WatchStart { initial: pods.map(|(_, e)| e.pod.clone()).collect(), replay: Vec::new(), live })
+                let pods = self
+                    .pods
+                    .iter()
+                    .filter(|(key, _)| namespace.is_none_or(|ns| key.0 == ns));
+                Ok(WatchStart {
+                    initial: pods.map(|(_, e)| e.pod.clone()).collect(),
+                    replay: Vec::new(),
+                    live,
+                })
             }
             Some(rv) if rv < self.history_floor => Err(ApiError::expired(format!(
                 "too old resource version: {rv} ({})",
@@ -426,7 +499,11 @@ impl State {
             ))),
             Some(rv) => {
                 let replay = self.history.iter().filter(|c| c.rv > rv).cloned().collect();
-                Ok(WatchStart { initial: Vec::new(), replay, live })
+                Ok(WatchStart {
+                    initial: Vec::new(),
+                    replay,
+                    live,
+                })
             }
         }
     }
@@ -435,7 +512,15 @@ impl State {
 
     /// Records an event about `pod`, folding repeats into `count` as the event
     /// recorder does.
-    pub fn record_event(&mut self, pod: &Pod, kind: &str, reason: &str, message: &str, component: &str, field_path: Option<&str>) {
+    pub fn record_event(
+        &mut self,
+        pod: &Pod,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+        field_path: Option<&str>,
+    ) {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let uid = uid_of(pod);
@@ -475,14 +560,22 @@ impl State {
             message: Some(message.to_owned()),
             source: Some(EventSource {
                 component: Some(component.to_owned()),
-                host: if component == "kubelet" { host.clone() } else { None },
+                host: if component == "kubelet" {
+                    host.clone()
+                } else {
+                    None
+                },
             }),
             first_timestamp: Some(timestamp.clone()),
             last_timestamp: Some(timestamp),
             count: Some(1),
             type_: Some(kind.to_owned()),
             reporting_component: Some(component.to_owned()),
-            reporting_instance: Some(if component == "kubelet" { host.unwrap_or_default() } else { component.to_owned() }),
+            reporting_instance: Some(if component == "kubelet" {
+                host.unwrap_or_default()
+            } else {
+                component.to_owned()
+            }),
             ..Default::default()
         };
         let key = (namespace, name);
@@ -494,7 +587,11 @@ impl State {
                 && let Some(event) = self.events.remove(&old)
             {
                 let uid = event.involved_object.uid.clone().unwrap_or_default();
-                let dedup = (uid, event.reason.clone().unwrap_or_default(), event.message.clone().unwrap_or_default());
+                let dedup = (
+                    uid,
+                    event.reason.clone().unwrap_or_default(),
+                    event.message.clone().unwrap_or_default(),
+                );
                 self.event_index.remove(&dedup);
             }
         }
@@ -546,7 +643,11 @@ fn paginate<'a, T: 'a>(
     Page {
         items,
         resource_version: rv,
-        continue_token: if more { last.map(|key| encode_continue(key, rv)) } else { None },
+        continue_token: if more {
+            last.map(|key| encode_continue(key, rv))
+        } else {
+            None
+        },
         remaining: more.then_some(remaining),
     }
 }
@@ -559,8 +660,11 @@ fn encode_continue(key: &Key, rv: u64) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<Key> {
     use base64::Engine;
-    let invalid = || ApiError::bad_request(format!("invalid value for continue parameter: {token:?}"));
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let invalid =
+        || ApiError::bad_request(format!("invalid value for continue parameter: {token:?}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     let start = value["start"].as_str().ok_or_else(invalid)?;
     let (namespace, name) = start.split_once('/').ok_or_else(invalid)?;

@@ -61,11 +61,18 @@ fn verb_of(method: &Method, path: &str, query: Option<&str>) -> Option<&'static 
     })
 }
 
-async fn handle(cluster: Arc<Cluster>, router: Router, request: Request<hyper::body::Incoming>) -> Result<Response<Body>, std::io::Error> {
+async fn handle(
+    cluster: Arc<Cluster>,
+    router: Router,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
     let path = request.uri().path().to_owned();
     if !is_public(&path) {
         let expected = format!("Bearer {}", cluster.token);
-        let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if presented != Some(expected.as_str()) {
             return Ok(ApiError::unauthorized().into_response());
         }
@@ -79,15 +86,26 @@ async fn handle(cluster: Arc<Cluster>, router: Router, request: Request<hyper::b
             Decision::Serve => {}
             Decision::Fail(error) => return Ok(error.into_response()),
             // Returning an error makes hyper close the connection with no response.
-            Decision::Drop => return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "kube-sim: injected dropped connection")),
+            Decision::Drop => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "kube-sim: injected dropped connection",
+                ));
+            }
         }
     }
     let request = request.map(Body::new);
-    Ok(router.oneshot(request).await.unwrap_or_else(|never| match never {}))
+    Ok(router
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {}))
 }
 
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, cluster: Arc<Cluster>) {
-    let router = Router::new().merge(api::routes()).merge(admin::routes()).with_state(cluster.clone());
+    let router = Router::new()
+        .merge(api::routes())
+        .merge(admin::routes())
+        .with_state(cluster.clone());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -98,8 +116,14 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, cluster: Arc<Cluste
         let cluster = cluster.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else { return };
-            let service = hyper::service::service_fn(move |request| handle(cluster.clone(), router.clone(), request));
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request| {
+                handle(cluster.clone(), router.clone(), request)
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
@@ -121,7 +145,12 @@ impl KubeSim {
             tokio::spawn(serve(listener, acceptor, cluster.clone())),
             tokio::spawn(cluster.clone().drive()),
         ];
-        Ok(Self { addr, ca_pem: pki.ca_pem, cluster, tasks })
+        Ok(Self {
+            addr,
+            ca_pem: pki.ca_pem,
+            cluster,
+            tasks,
+        })
     }
 
     /// The address the server listens on.
@@ -201,8 +230,13 @@ impl KubeSim {
     /// The kubelet evicts the pod now; false when it is not on a node or has ended.
     pub fn evict_pod(&self, namespace: &str, name: &str) -> bool {
         self.cluster.mutate(|state| {
-            let Ok(pod) = state.get_pod(namespace, name) else { return false };
-            state.evict(&(namespace.to_owned(), name.to_owned()), &crate::cluster::uid_of(&pod))
+            let Ok(pod) = state.get_pod(namespace, name) else {
+                return false;
+            };
+            state.evict(
+                &(namespace.to_owned(), name.to_owned()),
+                &crate::cluster::uid_of(&pod),
+            )
         })
     }
 }

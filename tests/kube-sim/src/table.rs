@@ -10,7 +10,11 @@ use crate::units::human_age;
 
 /// Whether the request's `Accept` header asks for a Table.
 pub fn wants_table(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains("as=Table")))
+    accept.is_some_and(|a| {
+        a.split(',')
+            .next()
+            .is_some_and(|first| first.contains("as=Table"))
+    })
 }
 
 /// What each row carries besides its cells (`includeObject`).
@@ -45,7 +49,14 @@ fn age(time: Option<&Time>) -> String {
     }
 }
 
-fn row(cells: Vec<Value>, kind: &str, api_version: &str, metadata: &ObjectMeta, object: &impl Serialize, include: Include) -> Value {
+fn row(
+    cells: Vec<Value>,
+    kind: &str,
+    api_version: &str,
+    metadata: &ObjectMeta,
+    object: &impl Serialize,
+    include: Include,
+) -> Value {
     let object = match include {
         Include::None => Value::Null,
         Include::Metadata => json!({
@@ -68,7 +79,13 @@ fn row(cells: Vec<Value>, kind: &str, api_version: &str, metadata: &ObjectMeta, 
 }
 
 /// A Table of rows under the given columns.
-pub fn table(columns: Vec<Value>, rows: Vec<Value>, resource_version: u64, continue_token: Option<&str>, remaining: Option<i64>) -> Value {
+pub fn table(
+    columns: Vec<Value>,
+    rows: Vec<Value>,
+    resource_version: u64,
+    continue_token: Option<&str>,
+    remaining: Option<i64>,
+) -> Value {
     let mut metadata = json!({ "resourceVersion": resource_version.to_string() });
     if let Some(token) = continue_token {
         metadata["continue"] = json!(token);
@@ -81,26 +98,90 @@ pub fn table(columns: Vec<Value>, rows: Vec<Value>, resource_version: u64, conti
 
 pub fn pod_columns() -> Vec<Value> {
     vec![
-        column("Name", "string", "name", "Name must be unique within a namespace.", 0),
-        column("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
-        column("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
-        column("Restarts", "string", "", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.", 0),
-        column("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0),
-        column("IP", "string", "", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.", 1),
-        column("Node", "string", "", "NodeName is a request to schedule this pod onto a specific node.", 1),
-        column("Nominated Node", "string", "", "nominatedNodeName is set when this pod preempts other pods on the node.", 1),
-        column("Readiness Gates", "string", "", "If specified, all readiness gates will be evaluated for pod readiness.", 1),
+        column(
+            "Name",
+            "string",
+            "name",
+            "Name must be unique within a namespace.",
+            0,
+        ),
+        column(
+            "Ready",
+            "string",
+            "",
+            "The aggregate readiness state of this pod for accepting traffic.",
+            0,
+        ),
+        column(
+            "Status",
+            "string",
+            "",
+            "The aggregate status of the containers in this pod.",
+            0,
+        ),
+        column(
+            "Restarts",
+            "string",
+            "",
+            "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            0,
+        ),
+        column(
+            "Age",
+            "string",
+            "",
+            "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            0,
+        ),
+        column(
+            "IP",
+            "string",
+            "",
+            "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+            1,
+        ),
+        column(
+            "Node",
+            "string",
+            "",
+            "NodeName is a request to schedule this pod onto a specific node.",
+            1,
+        ),
+        column(
+            "Nominated Node",
+            "string",
+            "",
+            "nominatedNodeName is set when this pod preempts other pods on the node.",
+            1,
+        ),
+        column(
+            "Readiness Gates",
+            "string",
+            "",
+            "If specified, all readiness gates will be evaluated for pod readiness.",
+            1,
+        ),
     ]
 }
 
 /// The STATUS column as `kubectl get pods` shows it.
 pub fn pod_status_text(pod: &Pod) -> String {
     let status = pod.status.clone().unwrap_or_default();
-    let mut reason = status.reason.clone().filter(|r| !r.is_empty()).or(status.phase.clone()).unwrap_or_default();
+    let mut reason = status
+        .reason
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or(status.phase.clone())
+        .unwrap_or_default();
     let mut has_running = false;
     for container in status.container_statuses.iter().flatten().rev() {
         let state = container.state.clone().unwrap_or_default();
-        if let Some(waiting) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
+        if let Some(waiting) = state
+            .waiting
+            .as_ref()
+            .and_then(|w| w.reason.clone())
+            .filter(|r| !r.is_empty())
+        {
             reason = waiting;
         } else if let Some(terminated) = &state.terminated {
             reason = match (&terminated.reason, terminated.signal) {
@@ -116,7 +197,11 @@ pub fn pod_status_text(pod: &Pod) -> String {
         reason = "Running".to_owned();
     }
     if pod.metadata.deletion_timestamp.is_some() {
-        reason = if status.reason.as_deref() == Some("NodeLost") { "Unknown".to_owned() } else { "Terminating".to_owned() };
+        reason = if status.reason.as_deref() == Some("NodeLost") {
+            "Unknown".to_owned()
+        } else {
+            "Terminating".to_owned()
+        };
     }
     reason
 }
@@ -135,7 +220,12 @@ pub fn pod_row(pod: &Pod, include: Include) -> Value {
         json!(restarts.to_string()),
         json!(age(pod.metadata.creation_timestamp.as_ref())),
         json!(status.pod_ip.clone().unwrap_or_else(none)),
-        json!(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(none)),
+        json!(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(none)
+        ),
         json!(status.nominated_node_name.clone().unwrap_or_else(none)),
         json!(none()),
     ];
@@ -145,13 +235,31 @@ pub fn pod_row(pod: &Pod, include: Include) -> Value {
 /// Name / Status / Age, for the kinds whose Tables matter less (nodes, namespaces, events).
 pub fn basic_columns(status_header: &str) -> Vec<Value> {
     vec![
-        column("Name", "string", "name", "Name must be unique within a namespace.", 0),
+        column(
+            "Name",
+            "string",
+            "name",
+            "Name must be unique within a namespace.",
+            0,
+        ),
         column(status_header, "string", "", "The object's state.", 0),
-        column("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0),
+        column(
+            "Age",
+            "string",
+            "",
+            "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            0,
+        ),
     ]
 }
 
-pub fn basic_row(kind: &str, metadata: &ObjectMeta, status: &str, object: &impl Serialize, include: Include) -> Value {
+pub fn basic_row(
+    kind: &str,
+    metadata: &ObjectMeta,
+    status: &str,
+    object: &impl Serialize,
+    include: Include,
+) -> Value {
     let cells = vec![
         json!(metadata.name.clone().unwrap_or_default()),
         json!(status),
@@ -166,7 +274,9 @@ mod tests {
 
     #[test]
     fn accept_headers() {
-        assert!(wants_table(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")));
+        assert!(wants_table(Some(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        )));
         assert!(!wants_table(Some("application/json")));
         assert!(!wants_table(None));
     }
@@ -180,13 +290,27 @@ mod tests {
             }
             serde_json::from_value(value).unwrap()
         };
-        let check = |status: Value, deleting: bool, expected: &str| assert_eq!(pod_status_text(&pod(status, deleting)), expected);
+        let check = |status: Value, deleting: bool, expected: &str| {
+            assert_eq!(pod_status_text(&pod(status, deleting)), expected)
+        };
         check(json!({ "phase": "Pending" }), false, "Pending");
-        check(json!({ "phase": "Pending", "containerStatuses": [{ "name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": { "waiting": { "reason": "ImagePullBackOff" } } }] }), false, "ImagePullBackOff");
-        check(json!({ "phase": "Failed", "containerStatuses": [{ "name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": { "terminated": { "exitCode": 137, "reason": "OOMKilled" } } }] }), false, "OOMKilled");
-        check(json!({ "phase": "Failed", "reason": "Evicted" }), false, "Evicted");
+        check(
+            json!({ "phase": "Pending", "containerStatuses": [{ "name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ImagePullBackOff" } } }] }),
+            false,
+            "ImagePullBackOff",
+        );
+        check(
+            json!({ "phase": "Failed", "containerStatuses": [{ "name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": 137, "reason": "OOMKilled" } } }] }),
+            false,
+            "OOMKilled",
+        );
+        check(
+            json!({ "phase": "Failed", "reason": "Evicted" }),
+            false,
+            "Evicted",
+        );
         check(json!({ "phase": "Running" }), true, "Terminating");
     }
 }
