@@ -36,14 +36,8 @@ pub(crate) fn routes() -> Router<Arc<Cluster>> {
         .route("/kube-sim/nodes", post(add_node))
         .route("/kube-sim/nodes/{name}", axum::routing::delete(delete_node))
         .route("/kube-sim/nodes/{name}/lose", post(lose_node))
-        .route(
-            "/kube-sim/namespaces/{namespace}/pods/{name}/evict",
-            post(evict),
-        )
-        .route(
-            "/kube-sim/namespaces/{namespace}/pods/{name}/finish",
-            post(finish),
-        )
+        .route("/kube-sim/namespaces/{namespace}/pods/{name}/evict", post(evict))
+        .route("/kube-sim/namespaces/{namespace}/pods/{name}/finish", post(finish))
 }
 
 async fn get_faults(cluster: Shared) -> Json<Faults> {
@@ -60,9 +54,7 @@ async fn stats(cluster: Shared) -> Json<serde_json::Value> {
         let state = cluster.lock();
         (state.pods.len(), state.created.len(), state.nodes.len())
     };
-    Json(
-        json!({ "verbs": cluster.faults.stats(), "pods": pods, "podsCreated": created, "nodes": nodes }),
-    )
+    Json(json!({ "verbs": cluster.faults.stats(), "pods": pods, "podsCreated": created, "nodes": nodes }))
 }
 
 async fn created(cluster: Shared) -> Response {
@@ -105,10 +97,7 @@ async fn lose_node(cluster: Shared, Path(name): Path<String>) -> Result<StatusCo
     }
 }
 
-async fn evict(
-    cluster: Shared,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+async fn evict(cluster: Shared, Path((namespace, name)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     let done = cluster.mutate(|state| {
         let pod = state.get_pod(&namespace, &name)?;
         let uid = crate::cluster::uid_of(&pod);
@@ -117,11 +106,7 @@ async fn evict(
     if done {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::conflict(
-            "pods",
-            &name,
-            "the pod is not on a node or has already ended",
-        ))
+        Err(ApiError::conflict("pods", &name, "the pod is not on a node or has already ended"))
     }
 }
 
@@ -148,9 +133,5 @@ async fn finish(
         }
         Ok::<_, ApiError>(running)
     })?;
-    if finished {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::conflict("pods", &name, "the pod is not running"))
-    }
+    if finished { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::conflict("pods", &name, "the pod is not running")) }
 }

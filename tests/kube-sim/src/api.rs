@@ -36,35 +36,18 @@ pub(crate) fn routes() -> Router<Arc<Cluster>> {
         .route("/api/v1", get(api_resources))
         .route("/apis", get(api_groups))
         .route("/api/v1/pods", get(list_all_pods))
-        .route(
-            "/api/v1/namespaces/{namespace}/pods",
-            get(list_pods).post(create_pod),
-        )
-        .route(
-            "/api/v1/namespaces/{namespace}/pods/{name}",
-            get(get_pod).delete(delete_pod),
-        )
-        .route(
-            "/api/v1/namespaces/{namespace}/pods/{name}/status",
-            get(get_pod),
-        )
-        .route(
-            "/api/v1/namespaces/{namespace}/pods/{name}/log",
-            get(pod_log),
-        )
+        .route("/api/v1/namespaces/{namespace}/pods", get(list_pods).post(create_pod))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}", get(get_pod).delete(delete_pod))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/status", get(get_pod))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/log", get(pod_log))
         .route("/api/v1/events", get(list_all_events))
         .route("/api/v1/namespaces/{namespace}/events", get(list_events))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(get_node))
-        .route(
-            "/api/v1/namespaces",
-            get(list_namespaces).post(create_namespace),
-        )
+        .route("/api/v1/namespaces", get(list_namespaces).post(create_namespace))
         .route("/api/v1/namespaces/{namespace}", get(get_namespace))
         .fallback(|| async { ApiError::no_route() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::method_not_allowed("this verb", "this resource")
-        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed("this verb", "this resource") })
 }
 
 // ---- discovery ------------------------------------------------------------------
@@ -88,10 +71,7 @@ async fn version() -> Json<Value> {
 }
 
 async fn api_versions(headers: HeaderMap) -> Json<Value> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     Json(json!({
         "kind": "APIVersions",
         "versions": ["v1"],
@@ -104,12 +84,7 @@ async fn api_groups() -> Json<Value> {
 }
 
 async fn api_resources() -> Json<Value> {
-    let resource = |name: &str,
-                    singular: &str,
-                    namespaced: bool,
-                    kind: &str,
-                    verbs: &[&str],
-                    short: &[&str]| {
+    let resource = |name: &str, singular: &str, namespaced: bool, kind: &str, verbs: &[&str], short: &[&str]| {
         let mut value = json!({
             "name": name, "singularName": singular, "namespaced": namespaced, "kind": kind, "verbs": verbs,
         });
@@ -160,10 +135,9 @@ impl ListQuery {
     fn resource_version(&self) -> ApiResult<Option<u64>> {
         match self.resource_version.as_deref() {
             None | Some("") => Ok(None),
-            Some(rv) => rv
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}"))),
+            Some(rv) => {
+                rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+            }
         }
     }
 }
@@ -187,22 +161,10 @@ fn authorize(
     if namespace.is_some_and(|ns| allowed.iter().any(|a| a == ns)) {
         return Ok(());
     }
-    Err(ApiError::forbidden(
-        &cluster.user,
-        verb,
-        resource,
-        name,
-        namespace,
-    ))
+    Err(ApiError::forbidden(&cluster.user, verb, resource, name, namespace))
 }
 
-fn list_body(
-    kind: &str,
-    items: Vec<Value>,
-    rv: u64,
-    continue_token: Option<&str>,
-    remaining: Option<i64>,
-) -> Value {
+fn list_body(kind: &str, items: Vec<Value>, rv: u64, continue_token: Option<&str>, remaining: Option<i64>) -> Value {
     let mut metadata = json!({ "resourceVersion": rv.to_string() });
     if let Some(token) = continue_token {
         metadata["continue"] = json!(token);
@@ -252,21 +214,19 @@ fn pod_field(pod: &Pod, field: &str) -> String {
     value.unwrap_or_default()
 }
 
+/// Whether a list or watch of pods has selectors (an unfiltered list reports
+/// `remainingItemCount`, a filtered one cannot know it).
+fn has_selectors(query: &ListQuery) -> bool {
+    [&query.label_selector, &query.field_selector].iter().any(|s| s.as_deref().is_some_and(|s| !s.is_empty()))
+}
+
 /// The predicate a list or watch of pods applies.
-fn pod_filter(
-    query: &ListQuery,
-    namespace: Option<&str>,
-) -> ApiResult<impl Fn(&Pod) -> bool + Send + Sync + 'static> {
+fn pod_filter(query: &ListQuery, namespace: Option<&str>) -> ApiResult<impl Fn(&Pod) -> bool + Send + Sync + 'static> {
     let labels = LabelSelector::parse(query.label_selector.as_deref().unwrap_or_default())?;
-    let fields = FieldSelector::parse(
-        query.field_selector.as_deref().unwrap_or_default(),
-        POD_FIELDS,
-    )?;
+    let fields = FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default(), POD_FIELDS)?;
     let namespace = namespace.map(str::to_owned);
     Ok(move |pod: &Pod| {
-        namespace
-            .as_ref()
-            .is_none_or(|ns| pod.metadata.namespace.as_ref() == Some(ns))
+        namespace.as_ref().is_none_or(|ns| pod.metadata.namespace.as_ref() == Some(ns))
             && labels.matches(pod.metadata.labels.as_ref())
             && fields.matches(|f| pod_field(pod, f))
     })
@@ -277,13 +237,7 @@ async fn list_all_pods(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(
-        &cluster,
-        if query.is_watch() { "watch" } else { "list" },
-        "pods",
-        None,
-        None,
-    )?;
+    authorize(&cluster, if query.is_watch() { "watch" } else { "list" }, "pods", None, None)?;
     pods_list_or_watch(cluster.0, headers, query, None).await
 }
 
@@ -293,13 +247,7 @@ async fn list_pods(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(
-        &cluster,
-        if query.is_watch() { "watch" } else { "list" },
-        "pods",
-        Some(&namespace),
-        None,
-    )?;
+    authorize(&cluster, if query.is_watch() { "watch" } else { "list" }, "pods", Some(&namespace), None)?;
     pods_list_or_watch(cluster.0, headers, query, Some(namespace)).await
 }
 
@@ -315,48 +263,22 @@ async fn pods_list_or_watch(
     if query.is_watch() {
         return watch_pods(cluster, query, namespace, filter, as_table, include);
     }
-    let page = cluster.lock().list_pods(
-        namespace.as_deref(),
-        &filter,
-        query.limit,
-        query.continue_token.as_deref(),
-    )?;
+    let selective = has_selectors(&query).then_some(&filter);
+    let page =
+        cluster.lock().list_pods(namespace.as_deref(), selective, query.limit, query.continue_token.as_deref())?;
     let body = if as_table {
-        let rows = page
-            .items
-            .iter()
-            .map(|p| table::pod_row(p, include))
-            .collect();
-        table::table(
-            table::pod_columns(),
-            rows,
-            page.resource_version,
-            page.continue_token.as_deref(),
-            page.remaining,
-        )
+        let rows = page.items.iter().map(|p| table::pod_row(p, include)).collect();
+        table::table(table::pod_columns(), rows, page.resource_version, page.continue_token.as_deref(), page.remaining)
     } else {
-        let items = page
-            .items
-            .iter()
-            .map(|p| serde_json::to_value(p.as_ref()).unwrap_or_default())
-            .collect();
-        list_body(
-            "Pod",
-            items,
-            page.resource_version,
-            page.continue_token.as_deref(),
-            page.remaining,
-        )
+        let items = page.items.iter().map(|p| serde_json::to_value(p.as_ref()).unwrap_or_default()).collect();
+        list_body("Pod", items, page.resource_version, page.continue_token.as_deref(), page.remaining)
     };
     Ok(Json(body).into_response())
 }
 
 /// The watch event a filtered watcher sees for `change`, if any: a pod that starts
 /// matching is ADDED, one that stops matching is DELETED.
-fn filtered_event(
-    change: &Change,
-    filter: &impl Fn(&Pod) -> bool,
-) -> Option<(ChangeKind, Arc<Pod>)> {
+fn filtered_event(change: &Change, filter: &impl Fn(&Pod) -> bool) -> Option<(ChangeKind, Arc<Pod>)> {
     let now = filter(&change.pod);
     let before = change.old.as_ref().is_some_and(|old| filter(old));
     match change.kind {
@@ -370,8 +292,7 @@ fn filtered_event(
 }
 
 fn watch_line(kind: &str, object: Value) -> Bytes {
-    let mut line =
-        serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+    let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -388,13 +309,7 @@ fn watch_pods(
     let start = cluster.lock().watch(from, namespace.as_deref());
     let render = move |kind: ChangeKind, pod: &Pod| {
         let object = if as_table {
-            table::table(
-                table::pod_columns(),
-                vec![table::pod_row(pod, include)],
-                0,
-                None,
-                None,
-            )
+            table::table(table::pod_columns(), vec![table::pod_row(pod, include)], 0, None, None)
         } else {
             serde_json::to_value(pod).unwrap_or_default()
         };
@@ -415,11 +330,7 @@ fn watch_pods(
             tokio::spawn(async move {
                 let deadline = tokio::time::Instant::now() + timeout;
                 for pod in start.initial.iter().filter(|p| filter(p)) {
-                    if sender
-                        .send(Ok(render(ChangeKind::Added, pod)))
-                        .await
-                        .is_err()
-                    {
+                    if sender.send(Ok(render(ChangeKind::Added, pod))).await.is_err() {
                         return;
                     }
                 }
@@ -470,19 +381,10 @@ async fn create_pod(
     Query(query): Query<CreateQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let raw: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "Pod in version \"v1\" cannot be handled as a Pod: {e}"
-        ))
-    })?;
+    let raw: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Pod in version \"v1\" cannot be handled as a Pod: {e}")))?;
     let name = raw["metadata"]["name"].as_str().map(str::to_owned);
-    authorize(
-        &cluster,
-        "create",
-        "pods",
-        Some(&namespace),
-        name.as_deref(),
-    )?;
+    authorize(&cluster, "create", "pods", Some(&namespace), name.as_deref())?;
     if let Some(kind) = raw.get("kind").and_then(Value::as_str)
         && kind != "Pod"
     {
@@ -490,29 +392,17 @@ async fn create_pod(
             "the kind of the provided object ({kind}) does not match the resource (Pod)"
         )));
     }
-    let pod: Pod = serde_json::from_value(raw).map_err(|e| {
-        ApiError::bad_request(format!(
-            "Pod in version \"v1\" cannot be handled as a Pod: {e}"
-        ))
-    })?;
+    let pod: Pod = serde_json::from_value(raw)
+        .map_err(|e| ApiError::bad_request(format!("Pod in version \"v1\" cannot be handled as a Pod: {e}")))?;
     let dry_run = query.dry_run.as_deref() == Some("All");
     let created = cluster.mutate(|state| state.create_pod(&namespace, pod, dry_run))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_kind(created.as_ref(), "Pod")),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(with_kind(created.as_ref(), "Pod"))).into_response())
 }
 
-async fn get_pod(
-    cluster: Shared,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn get_pod(cluster: Shared, Path((namespace, name)): Path<(String, String)>) -> Result<Response, ApiError> {
     authorize(&cluster, "get", "pods", Some(&namespace), Some(&name))?;
     let state = cluster.lock();
-    state
-        .require_namespace(&namespace)
-        .map_err(|_| ApiError::not_found("pods", &name))?;
+    state.require_namespace(&namespace).map_err(|_| ApiError::not_found("pods", &name))?;
     let pod = state.get_pod(&namespace, &name)?;
     Ok(Json(with_kind(pod.as_ref(), "Pod")).into_response())
 }
@@ -547,8 +437,7 @@ async fn delete_pod(
     let options: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
     let grace = query.grace_period_seconds.or(options.grace_period_seconds);
     let deleted = cluster.mutate(|state| {
@@ -591,20 +480,13 @@ async fn pod_log(
 ) -> Result<Response, ApiError> {
     authorize(&cluster, "get", "pods/log", Some(&namespace), Some(&name))?;
     let state = cluster.lock();
-    let entry = state
-        .pods
-        .get(&(namespace.clone(), name.clone()))
-        .ok_or_else(|| ApiError::not_found("pods", &name))?;
-    let spec_containers = entry
-        .pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default();
+    let entry = state.pods.get(&(namespace.clone(), name.clone())).ok_or_else(|| ApiError::not_found("pods", &name))?;
+    let spec_containers = entry.pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
     let container = match (&query.container, spec_containers.as_slice()) {
-        (Some(wanted), all) => all.iter().find(|c| &c.name == wanted).ok_or_else(|| {
-            ApiError::bad_request(format!("container {wanted} is not valid for pod {name}"))
-        })?,
+        (Some(wanted), all) => all
+            .iter()
+            .find(|c| &c.name == wanted)
+            .ok_or_else(|| ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")))?,
         (None, [only]) => only,
         (None, all) => {
             let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
@@ -729,30 +611,17 @@ fn events_list(
         return Err(ApiError::method_not_allowed("watch", "Event"));
     }
     let labels = LabelSelector::parse(query.label_selector.as_deref().unwrap_or_default())?;
-    let fields = FieldSelector::parse(
-        query.field_selector.as_deref().unwrap_or_default(),
-        EVENT_FIELDS,
-    )?;
-    let filter = |e: &Event| {
-        labels.matches(e.metadata.labels.as_ref()) && fields.matches(|f| event_field(e, f))
-    };
-    let page = cluster.lock().list_events(
-        namespace,
-        filter,
-        query.limit,
-        query.continue_token.as_deref(),
-    )?;
+    let fields = FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default(), EVENT_FIELDS)?;
+    let filter = |e: &Event| labels.matches(e.metadata.labels.as_ref()) && fields.matches(|f| event_field(e, f));
+    let page = cluster.lock().list_events(namespace, filter, query.limit, query.continue_token.as_deref())?;
     let body = if table::wants_table(accept(headers)) {
         let include = Include::parse(query.include_object.as_deref());
         let rows = page
             .items
             .iter()
             .map(|e| {
-                let status = format!(
-                    "{} {}",
-                    e.type_.clone().unwrap_or_default(),
-                    e.reason.clone().unwrap_or_default()
-                );
+                let status =
+                    format!("{} {}", e.type_.clone().unwrap_or_default(), e.reason.clone().unwrap_or_default());
                 table::basic_row("Event", &e.metadata, &status, e.as_ref(), include)
             })
             .collect();
@@ -764,39 +633,22 @@ fn events_list(
             page.remaining,
         )
     } else {
-        let items = page
-            .items
-            .iter()
-            .map(|e| serde_json::to_value(e.as_ref()).unwrap_or_default())
-            .collect();
-        list_body(
-            "Event",
-            items,
-            page.resource_version,
-            page.continue_token.as_deref(),
-            page.remaining,
-        )
+        let items = page.items.iter().map(|e| serde_json::to_value(e.as_ref()).unwrap_or_default()).collect();
+        list_body("Event", items, page.resource_version, page.continue_token.as_deref(), page.remaining)
     };
     Ok(Json(body).into_response())
 }
 
 // ---- nodes and namespaces -----------------------------------------------------------
 
-async fn list_nodes(
-    cluster: Shared,
-    headers: HeaderMap,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+async fn list_nodes(cluster: Shared, headers: HeaderMap, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
     authorize(&cluster, "list", "nodes", None, None)?;
     let labels = LabelSelector::parse(query.label_selector.as_deref().unwrap_or_default())?;
     let (nodes, rv) = {
         let state = cluster.lock();
         (state.node_objects(), state.rv)
     };
-    let nodes: Vec<_> = nodes
-        .into_iter()
-        .filter(|n| labels.matches(n.metadata.labels.as_ref()))
-        .collect();
+    let nodes: Vec<_> = nodes.into_iter().filter(|n| labels.matches(n.metadata.labels.as_ref())).collect();
     let body = if table::wants_table(accept(&headers)) {
         let include = Include::parse(query.include_object.as_deref());
         let rows = nodes
@@ -808,39 +660,20 @@ async fn list_nodes(
                     .and_then(|s| s.conditions.as_ref())
                     .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
                     .is_some_and(|c| c.status == "True");
-                table::basic_row(
-                    "Node",
-                    &n.metadata,
-                    if ready { "Ready" } else { "NotReady" },
-                    n.as_ref(),
-                    include,
-                )
+                table::basic_row("Node", &n.metadata, if ready { "Ready" } else { "NotReady" }, n.as_ref(), include)
             })
             .collect();
         table::table(table::basic_columns("Status"), rows, rv, None, None)
     } else {
-        list_body(
-            "Node",
-            nodes
-                .iter()
-                .map(|n| with_kind(n.as_ref(), "Node"))
-                .collect(),
-            rv,
-            None,
-            None,
-        )
+        list_body("Node", nodes.iter().map(|n| with_kind(n.as_ref(), "Node")).collect(), rv, None, None)
     };
     Ok(Json(body).into_response())
 }
 
 async fn get_node(cluster: Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
     authorize(&cluster, "get", "nodes", None, Some(&name))?;
-    let node = cluster
-        .lock()
-        .nodes
-        .get(&name)
-        .map(|n| n.object.clone())
-        .ok_or_else(|| ApiError::not_found("nodes", &name))?;
+    let node =
+        cluster.lock().nodes.get(&name).map(|n| n.object.clone()).ok_or_else(|| ApiError::not_found("nodes", &name))?;
     Ok(Json(with_kind(node.as_ref(), "Node")).into_response())
 }
 
@@ -855,10 +688,7 @@ async fn list_namespaces(
         let state = cluster.lock();
         (state.namespaces.values().cloned().collect(), state.rv)
     };
-    let namespaces: Vec<_> = namespaces
-        .into_iter()
-        .filter(|n| labels.matches(n.metadata.labels.as_ref()))
-        .collect();
+    let namespaces: Vec<_> = namespaces.into_iter().filter(|n| labels.matches(n.metadata.labels.as_ref())).collect();
     let body = if table::wants_table(accept(&headers)) {
         let include = Include::parse(query.include_object.as_deref());
         let rows = namespaces
@@ -867,36 +697,20 @@ async fn list_namespaces(
             .collect();
         table::table(table::basic_columns("Status"), rows, rv, None, None)
     } else {
-        list_body(
-            "Namespace",
-            namespaces
-                .iter()
-                .map(|n| with_kind(n.as_ref(), "Namespace"))
-                .collect(),
-            rv,
-            None,
-            None,
-        )
+        list_body("Namespace", namespaces.iter().map(|n| with_kind(n.as_ref(), "Namespace")).collect(), rv, None, None)
     };
     Ok(Json(body).into_response())
 }
 
 async fn get_namespace(cluster: Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
     authorize(&cluster, "get", "namespaces", None, Some(&name))?;
-    let namespace = cluster
-        .lock()
-        .namespaces
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("namespaces", &name))?;
+    let namespace =
+        cluster.lock().namespaces.get(&name).cloned().ok_or_else(|| ApiError::not_found("namespaces", &name))?;
     Ok(Json(with_kind(namespace.as_ref(), "Namespace")).into_response())
 }
 
 async fn create_namespace(cluster: Shared, Json(body): Json<Value>) -> Result<Response, ApiError> {
-    let name = body["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     authorize(&cluster, "create", "namespaces", None, Some(&name))?;
     if !is_dns1123_label(&name) {
         let cause = crate::status::Cause::invalid(
@@ -904,12 +718,7 @@ async fn create_namespace(cluster: Shared, Json(body): Json<Value>) -> Result<Re
             &json!(name),
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
         );
-        return Err(ApiError::invalid(
-            "Namespace",
-            "namespaces",
-            &name,
-            vec![cause],
-        ));
+        return Err(ApiError::invalid("Namespace", "namespaces", &name, vec![cause]));
     }
     let created = cluster.mutate(|state| {
         if state.namespaces.contains_key(&name) {
@@ -920,20 +729,12 @@ async fn create_namespace(cluster: Shared, Json(body): Json<Value>) -> Result<Re
         let namespace = state.add_namespace(&name);
         if !labels.is_empty() {
             let mut updated = (*namespace).clone();
-            updated
-                .metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .extend(labels);
+            updated.metadata.labels.get_or_insert_with(BTreeMap::new).extend(labels);
             let updated = Arc::new(updated);
             state.namespaces.insert(name.clone(), updated.clone());
             return Ok(updated);
         }
         Ok(namespace)
     })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_kind(created.as_ref(), "Namespace")),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(with_kind(created.as_ref(), "Namespace"))).into_response())
 }

@@ -61,12 +61,7 @@ pub struct Defaults {
 impl Behavior {
     /// Reads the behaviour of `pod`, or says which term is wrong.
     pub fn of(pod: &Pod, defaults: Defaults) -> Result<Self, String> {
-        let from_annotation = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION))
-            .cloned();
+        let from_annotation = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION)).cloned();
         let from_env = || {
             let container = pod.spec.as_ref()?.containers.first()?;
             let env = container.env.as_ref()?.iter().find(|e| e.name == ENV)?;
@@ -88,19 +83,14 @@ impl Behavior {
             lines: 0,
         };
         for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (key, value) = term
-                .split_once('=')
-                .map_or((term, None), |(k, v)| (k.trim(), Some(v.trim())));
+            let (key, value) = term.split_once('=').map_or((term, None), |(k, v)| (k.trim(), Some(v.trim())));
             let bad = |why: &str| format!("invalid {ANNOTATION} term {term:?}: {why}");
-            let duration =
-                |v: Option<&str>| parse_duration(v.unwrap_or_default()).map_err(|e| bad(&e));
+            let duration = |v: Option<&str>| parse_duration(v.unwrap_or_default()).map_err(|e| bad(&e));
             match (key, value) {
                 ("run", Some("forever")) => behavior.run = None,
                 ("run", v) => behavior.run = Some(duration(v)?),
                 ("exit", Some(v)) => {
-                    behavior.exit_code = v
-                        .parse()
-                        .map_err(|_| bad("expected an integer exit code"))?
+                    behavior.exit_code = v.parse().map_err(|_| bad("expected an integer exit code"))?
                 }
                 ("oom", None) => behavior.oom = true,
                 ("pull", Some("fail")) => behavior.pull = Pull::Fails,
@@ -108,13 +98,9 @@ impl Behavior {
                 ("config-error", None) => behavior.config_error = true,
                 ("evict", v) => behavior.evict_after = Some(duration(v)?),
                 ("ignore-term", None) => behavior.ignore_term = true,
-                ("lines", Some(v)) => {
-                    behavior.lines = v.parse().map_err(|_| bad("expected a count"))?
-                }
+                ("lines", Some(v)) => behavior.lines = v.parse().map_err(|_| bad("expected a count"))?,
                 _ => {
-                    return Err(bad(
-                        "known terms are run, exit, oom, pull, config-error, evict, ignore-term, lines",
-                    ));
+                    return Err(bad("known terms are run, exit, oom, pull, config-error, evict, ignore-term, lines"));
                 }
             }
         }
@@ -143,15 +129,10 @@ pub fn is_valid_image_reference(image: &str) -> bool {
         None => (rest, None),
     };
     if let Some(tag) = tag {
-        let ok_start = tag
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok_start = tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !ok_start
             || tag.len() > 128
-            || !tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
         {
             return false;
         }
@@ -169,9 +150,7 @@ pub fn is_valid_image_reference(image: &str) -> bool {
 fn is_path_component(c: &str) -> bool {
     let b = c.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -180,30 +159,17 @@ fn is_path_component(c: &str) -> bool {
 mod tests {
     use super::*;
 
-    const DEFAULTS: Defaults = Defaults {
-        run: Some(Duration::from_secs(1)),
-        pull: Duration::from_millis(50),
-    };
+    const DEFAULTS: Defaults = Defaults { run: Some(Duration::from_secs(1)), pull: Duration::from_millis(50) };
 
     #[test]
     fn terms() {
         let b = Behavior::parse("run=2s, exit=3, lines=5", DEFAULTS).unwrap();
-        assert_eq!(
-            (b.run, b.exit_code, b.lines),
-            (Some(Duration::from_secs(2)), 3, 5)
-        );
+        assert_eq!((b.run, b.exit_code, b.lines), (Some(Duration::from_secs(2)), 3, 5));
         let b = Behavior::parse("run=forever,pull=fail,ignore-term", DEFAULTS).unwrap();
         assert_eq!((b.run, b.pull, b.ignore_term), (None, Pull::Fails, true));
         let b = Behavior::parse("", DEFAULTS).unwrap();
-        assert_eq!(
-            (b.run, b.exit_code, b.oom),
-            (Some(Duration::from_secs(1)), 0, false)
-        );
-        assert!(
-            Behavior::parse("oom,evict=3s,config-error", DEFAULTS)
-                .unwrap()
-                .oom
-        );
+        assert_eq!((b.run, b.exit_code, b.oom), (Some(Duration::from_secs(1)), 0, false));
+        assert!(Behavior::parse("oom,evict=3s,config-error", DEFAULTS).unwrap().oom);
     }
 
     #[test]
@@ -226,15 +192,7 @@ mod tests {
         ] {
             assert!(is_valid_image_reference(good), "{good}");
         }
-        for bad in [
-            "Busybox",
-            "busybox:",
-            "app:bad tag",
-            "a//b",
-            "",
-            "app@sha256:xyz",
-            "UPPER/case:1",
-        ] {
+        for bad in ["Busybox", "busybox:", "app:bad tag", "a//b", "", "app@sha256:xyz", "UPPER/case:1"] {
             assert!(!is_valid_image_reference(bad), "{bad}");
         }
     }

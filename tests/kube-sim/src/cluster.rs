@@ -11,9 +11,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    Event, EventSource, Namespace, NamespaceStatus, Node, ObjectReference, Pod,
-};
+use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, NamespaceStatus, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use rand::Rng;
 use serde::Serialize;
@@ -133,9 +131,7 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+        f.debug_struct("Cluster").field("user", &self.user).finish_non_exhaustive()
     }
 }
 
@@ -148,31 +144,19 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 pub(crate) fn random_suffix(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char).collect()
 }
 
 pub(crate) fn new_uid() -> String {
     let mut rng = rand::rng();
     let bytes: [u8; 16] = rng.random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[17..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
 }
 
 impl Cluster {
     pub(crate) fn new(config: SimConfig) -> Arc<Self> {
-        let token = config
-            .token
-            .clone()
-            .unwrap_or_else(|| format!("kube-sim-{}", random_suffix(24)));
+        let token = config.token.clone().unwrap_or_else(|| format!("kube-sim-{}", random_suffix(24)));
         let (changes, _) = broadcast::channel(4096);
         let mut state = State {
             rv: 1,
@@ -211,9 +195,7 @@ impl Cluster {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the state and wakes the lifecycle driver, which may have new timers.
@@ -252,19 +234,12 @@ impl State {
 
     pub fn at(&mut self, after: Duration, action: Action) {
         self.timer_seq += 1;
-        let timer = Timer {
-            due: Instant::now() + after,
-            seq: self.timer_seq,
-            action,
-        };
+        let timer = Timer { due: Instant::now() + after, seq: self.timer_seq, action };
         self.timers.push(Reverse(timer));
     }
 
     pub fn behavior_defaults(&self) -> Defaults {
-        Defaults {
-            run: self.config.timings.run,
-            pull: self.config.timings.pull,
-        }
+        Defaults { run: self.config.timings.run, pull: self.config.timings.pull }
     }
 
     fn publish(&mut self, kind: ChangeKind, old: Option<Arc<Pod>>, pod: Arc<Pod>, rv: u64) {
@@ -289,42 +264,25 @@ impl State {
                 uid: Some(new_uid()),
                 resource_version: Some(rv.to_string()),
                 creation_timestamp: Some(now()),
-                labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".to_owned(),
-                    name.to_owned(),
-                )])),
+                labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name.to_owned())])),
                 ..Default::default()
             },
-            spec: Some(k8s_openapi::api::core::v1::NamespaceSpec {
-                finalizers: Some(vec!["kubernetes".into()]),
-            }),
-            status: Some(NamespaceStatus {
-                phase: Some("Active".into()),
-                ..Default::default()
-            }),
+            spec: Some(k8s_openapi::api::core::v1::NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) }),
+            status: Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() }),
         });
         self.namespaces.insert(name.to_owned(), namespace.clone());
         namespace
     }
 
     pub fn require_namespace(&self, namespace: &str) -> ApiResult<()> {
-        if self.namespaces.contains_key(namespace) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found("namespaces", namespace))
-        }
+        if self.namespaces.contains_key(namespace) { Ok(()) } else { Err(ApiError::not_found("namespaces", namespace)) }
     }
 
     // ---- pods -------------------------------------------------------------------
 
     /// Creates a pod as the apiserver does: name generation, defaulting, validation,
     /// uniqueness, then storage; `dry_run` stops before storage.
-    pub fn create_pod(
-        &mut self,
-        namespace: &str,
-        mut pod: Pod,
-        dry_run: bool,
-    ) -> ApiResult<Arc<Pod>> {
+    pub fn create_pod(&mut self, namespace: &str, mut pod: Pod, dry_run: bool) -> ApiResult<Arc<Pod>> {
         if let Some(body_namespace) = pod.metadata.namespace.as_deref()
             && body_namespace != namespace
         {
@@ -334,11 +292,7 @@ impl State {
         }
         self.require_namespace(namespace)?;
         if pod.metadata.name.as_deref().is_none_or(str::is_empty)
-            && let Some(prefix) = pod
-                .metadata
-                .generate_name
-                .as_deref()
-                .filter(|p| !p.is_empty())
+            && let Some(prefix) = pod.metadata.generate_name.as_deref().filter(|p| !p.is_empty())
         {
             // The apiserver truncates the prefix so the result stays a valid name.
             let prefix: String = prefix.chars().take(58).collect();
@@ -372,18 +326,9 @@ impl State {
             created_at: jiff::Timestamp::now().to_string(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
         });
-        self.pods.insert(
-            key.clone(),
-            PodEntry {
-                pod: pod.clone(),
-                sim: PodSim::new(&pod, behavior),
-            },
-        );
+        self.pods.insert(key.clone(), PodEntry { pod: pod.clone(), sim: PodSim::new(&pod, behavior) });
         self.publish(ChangeKind::Added, None, pod.clone(), rv);
-        self.at(
-            self.config.timings.schedule,
-            Action::Schedule(key, uid_of(&pod)),
-        );
+        self.at(self.config.timings.schedule, Action::Schedule(key, uid_of(&pod)));
         Ok(pod)
     }
 
@@ -402,11 +347,7 @@ impl State {
         uid: &str,
         change: impl FnOnce(&mut State, &mut Pod, &mut PodSim) -> R,
     ) -> Option<R> {
-        if self
-            .pods
-            .get(key)
-            .is_none_or(|entry| uid_of(&entry.pod) != uid)
-        {
+        if self.pods.get(key).is_none_or(|entry| uid_of(&entry.pod) != uid) {
             return None;
         }
         let mut entry = self.pods.remove(key)?;
@@ -424,11 +365,7 @@ impl State {
 
     /// Removes a pod from storage (the end of a deletion) and frees what it held.
     pub fn remove_pod(&mut self, key: &Key, uid: &str) -> Option<Arc<Pod>> {
-        if self
-            .pods
-            .get(key)
-            .is_none_or(|entry| uid_of(&entry.pod) != uid)
-        {
+        if self.pods.get(key).is_none_or(|entry| uid_of(&entry.pod) != uid) {
             return None;
         }
         let mut entry = self.pods.remove(key)?;
@@ -443,20 +380,19 @@ impl State {
         Some(pod)
     }
 
-    /// Lists pods in key order, `filter`ed, one page at a time.
+    /// Lists pods in key order, `filter`ed (`None`: every pod), one page at a time.
     pub fn list_pods(
         &self,
         namespace: Option<&str>,
-        filter: impl Fn(&Pod) -> bool,
+        filter: Option<impl Fn(&Pod) -> bool>,
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> ApiResult<Page<Arc<Pod>>> {
         let lower = lower_bound(namespace, continue_token)?;
-        let entries = self
-            .pods
-            .range((lower, Bound::Unbounded))
-            .map(|(k, e)| (k, &e.pod));
-        Ok(paginate(entries, namespace, filter, limit, self.rv))
+        let entries = self.pods.range((lower, Bound::Unbounded)).map(|(k, e)| (k, &e.pod));
+        let exact = filter.is_none();
+        let filter = |pod: &Pod| filter.as_ref().is_none_or(|f| f(pod));
+        Ok(paginate(entries, namespace, filter, limit, exact, self.rv))
     }
 
     /// Lists events in key order, `filter`ed, one page at a time.
@@ -468,13 +404,7 @@ impl State {
         continue_token: Option<&str>,
     ) -> ApiResult<Page<Arc<Event>>> {
         let lower = lower_bound(namespace, continue_token)?;
-        Ok(paginate(
-            self.events.range((lower, Bound::Unbounded)),
-            namespace,
-            filter,
-            limit,
-            self.rv,
-        ))
+        Ok(paginate(self.events.range((lower, Bound::Unbounded)), namespace, filter, limit, false, self.rv))
     }
 
     /// Starts a watch from `from` (a resourceVersion), or with the current pods as
@@ -483,27 +413,15 @@ impl State {
         let live = self.changes.subscribe();
         match from {
             None | Some(0) => {
-                let pods = self
-                    .pods
-                    .iter()
-                    .filter(|(key, _)| namespace.is_none_or(|ns| key.0 == ns));
-                Ok(WatchStart {
-                    initial: pods.map(|(_, e)| e.pod.clone()).collect(),
-                    replay: Vec::new(),
-                    live,
-                })
+                let pods = self.pods.iter().filter(|(key, _)| namespace.is_none_or(|ns| key.0 == ns));
+                Ok(WatchStart { initial: pods.map(|(_, e)| e.pod.clone()).collect(), replay: Vec::new(), live })
             }
-            Some(rv) if rv < self.history_floor => Err(ApiError::expired(format!(
-                "too old resource version: {rv} ({})",
-                self.history_floor + 1
-            ))),
+            Some(rv) if rv < self.history_floor => {
+                Err(ApiError::expired(format!("too old resource version: {rv} ({})", self.history_floor + 1)))
+            }
             Some(rv) => {
                 let replay = self.history.iter().filter(|c| c.rv > rv).cloned().collect();
-                Ok(WatchStart {
-                    initial: Vec::new(),
-                    replay,
-                    live,
-                })
+                Ok(WatchStart { initial: Vec::new(), replay, live })
             }
         }
     }
@@ -560,11 +478,7 @@ impl State {
             message: Some(message.to_owned()),
             source: Some(EventSource {
                 component: Some(component.to_owned()),
-                host: if component == "kubelet" {
-                    host.clone()
-                } else {
-                    None
-                },
+                host: if component == "kubelet" { host.clone() } else { None },
             }),
             first_timestamp: Some(timestamp.clone()),
             last_timestamp: Some(timestamp),
@@ -587,11 +501,7 @@ impl State {
                 && let Some(event) = self.events.remove(&old)
             {
                 let uid = event.involved_object.uid.clone().unwrap_or_default();
-                let dedup = (
-                    uid,
-                    event.reason.clone().unwrap_or_default(),
-                    event.message.clone().unwrap_or_default(),
-                );
+                let dedup = (uid, event.reason.clone().unwrap_or_default(), event.message.clone().unwrap_or_default());
                 self.event_index.remove(&dedup);
             }
         }
@@ -618,13 +528,19 @@ fn lower_bound(namespace: Option<&str>, continue_token: Option<&str>) -> ApiResu
 }
 
 /// One page of `entries` (already positioned at the start), staying in `namespace`.
+///
+/// Like the apiserver, it reports `remainingItemCount` only for unfiltered lists
+/// (`exact`); a filtered page stops at the first match past the limit, so paging
+/// through a large collection costs one pass in all, not one per page.
 fn paginate<'a, T: 'a>(
     entries: impl Iterator<Item = (&'a Key, &'a Arc<T>)>,
     namespace: Option<&str>,
     filter: impl Fn(&T) -> bool,
     limit: Option<usize>,
+    exact: bool,
     rv: u64,
 ) -> Page<Arc<T>> {
+    let limit = limit.filter(|l| *l > 0);
     let mut items = Vec::new();
     let mut last = None;
     let mut remaining = 0i64;
@@ -632,8 +548,11 @@ fn paginate<'a, T: 'a>(
         if !filter(item) {
             continue;
         }
-        if limit.is_some_and(|l| l > 0 && items.len() >= l) {
+        if limit.is_some_and(|l| items.len() >= l) {
             remaining += 1;
+            if !exact {
+                break;
+            }
             continue;
         }
         items.push(item.clone());
@@ -643,12 +562,8 @@ fn paginate<'a, T: 'a>(
     Page {
         items,
         resource_version: rv,
-        continue_token: if more {
-            last.map(|key| encode_continue(key, rv))
-        } else {
-            None
-        },
-        remaining: more.then_some(remaining),
+        continue_token: if more { last.map(|key| encode_continue(key, rv)) } else { None },
+        remaining: (more && exact).then_some(remaining),
     }
 }
 
@@ -660,11 +575,8 @@ fn encode_continue(key: &Key, rv: u64) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<Key> {
     use base64::Engine;
-    let invalid =
-        || ApiError::bad_request(format!("invalid value for continue parameter: {token:?}"));
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| invalid())?;
+    let invalid = || ApiError::bad_request(format!("invalid value for continue parameter: {token:?}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     let start = value["start"].as_str().ok_or_else(invalid)?;
     let (namespace, name) = start.split_once('/').ok_or_else(invalid)?;

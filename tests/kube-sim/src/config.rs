@@ -19,11 +19,7 @@ pub struct NodeShape {
 
 impl Default for NodeShape {
     fn default() -> Self {
-        Self {
-            cpu_millis: 4_000,
-            memory_bytes: 16 << 30,
-            max_pods: 110,
-        }
+        Self { cpu_millis: 4_000, memory_bytes: 16 << 30, max_pods: 110 }
     }
 }
 
@@ -97,11 +93,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            namespaces: vec![
-                "default".into(),
-                "kube-system".into(),
-                "podbridge-jobs".into(),
-            ],
+            namespaces: vec!["default".into(), "kube-system".into(), "podbridge-jobs".into()],
             token: None,
             user: "podbridge".into(),
             allowed_namespaces: None,

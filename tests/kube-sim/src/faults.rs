@@ -29,9 +29,7 @@ impl std::str::FromStr for ErrorFault {
 
     /// `VERB=RATE:CODE`, e.g. `create=0.1:503`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let usage = || {
-            format!("invalid error fault {text:?}: expected VERB=RATE:CODE, e.g. create=0.1:503")
-        };
+        let usage = || format!("invalid error fault {text:?}: expected VERB=RATE:CODE, e.g. create=0.1:503");
         let (verb, rest) = text.split_once('=').ok_or_else(usage)?;
         let (rate, code) = rest.split_once(':').ok_or_else(usage)?;
         let fault = Self {
@@ -48,23 +46,13 @@ impl ErrorFault {
     fn check(&self) -> Result<(), String> {
         const VERBS: [&str; 7] = ["*", "create", "get", "list", "watch", "delete", "log"];
         if !VERBS.contains(&self.verb.as_str()) {
-            return Err(format!(
-                "error fault verb {:?} is not one of {}",
-                self.verb,
-                VERBS.join(", ")
-            ));
+            return Err(format!("error fault verb {:?} is not one of {}", self.verb, VERBS.join(", ")));
         }
         if !(0.0..=1.0).contains(&self.rate) {
-            return Err(format!(
-                "error fault rate {} is not between 0 and 1",
-                self.rate
-            ));
+            return Err(format!("error fault rate {} is not between 0 and 1", self.rate));
         }
         if ![500, 503, 429].contains(&self.code) {
-            return Err(format!(
-                "error fault code {} is not one of 500, 503, 429",
-                self.code
-            ));
+            return Err(format!("error fault code {} is not one of 500, 503, 429", self.code));
         }
         Ok(())
     }
@@ -98,10 +86,7 @@ impl Faults {
     /// Checks every field, naming the wrong one.
     pub fn check(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.drop_rate) {
-            return Err(format!(
-                "dropRate {} is not between 0 and 1",
-                self.drop_rate
-            ));
+            return Err(format!("dropRate {} is not between 0 and 1", self.drop_rate));
         }
         self.errors.iter().try_for_each(ErrorFault::check)
     }
@@ -133,10 +118,7 @@ pub struct FaultInjector {
 
 impl FaultInjector {
     pub fn new(faults: Faults) -> Self {
-        Self {
-            faults: Mutex::new(faults),
-            stats: Mutex::default(),
-        }
+        Self { faults: Mutex::new(faults), stats: Mutex::default() }
     }
 
     pub fn get(&self) -> Faults {
@@ -157,11 +139,7 @@ impl FaultInjector {
     pub fn decide(&self, verb: &str) -> (Duration, Decision) {
         let faults = self.faults.lock().unwrap().clone();
         let mut rng = rand::rng();
-        let jitter = if faults.jitter_ms > 0 {
-            rng.random_range(0..=faults.jitter_ms)
-        } else {
-            0
-        };
+        let jitter = if faults.jitter_ms > 0 { rng.random_range(0..=faults.jitter_ms) } else { 0 };
         let delay = Duration::from_millis(faults.latency_ms + jitter);
         let decision = if faults.drop_rate > 0.0 && rng.random_bool(faults.drop_rate) {
             Decision::Drop
@@ -174,7 +152,9 @@ impl FaultInjector {
                 .map_or(Decision::Serve, |f| {
                     Decision::Fail(match f.code {
                         429 => ApiError::too_many_requests(faults.retry_after_seconds),
-                        503 => ApiError::unavailable("the server is currently unable to handle the request (injected by kube-sim)"),
+                        503 => ApiError::unavailable(
+                            "the server is currently unable to handle the request (injected by kube-sim)",
+                        ),
                         _ => ApiError::internal("injected by kube-sim"),
                     })
                 })
@@ -198,58 +178,25 @@ mod tests {
     #[test]
     fn parses_error_faults() {
         let fault: ErrorFault = "create=0.25:503".parse().unwrap();
-        assert_eq!(
-            fault,
-            ErrorFault {
-                verb: "create".into(),
-                rate: 0.25,
-                code: 503
-            }
-        );
-        assert!(
-            "create=2:503"
-                .parse::<ErrorFault>()
-                .unwrap_err()
-                .contains("between 0 and 1")
-        );
-        assert!(
-            "patch=0.1:500"
-                .parse::<ErrorFault>()
-                .unwrap_err()
-                .contains("verb")
-        );
-        assert!(
-            "create=0.1:404"
-                .parse::<ErrorFault>()
-                .unwrap_err()
-                .contains("code")
-        );
+        assert_eq!(fault, ErrorFault { verb: "create".into(), rate: 0.25, code: 503 });
+        assert!("create=2:503".parse::<ErrorFault>().unwrap_err().contains("between 0 and 1"));
+        assert!("patch=0.1:500".parse::<ErrorFault>().unwrap_err().contains("verb"));
+        assert!("create=0.1:404".parse::<ErrorFault>().unwrap_err().contains("code"));
         assert!("create".parse::<ErrorFault>().is_err());
     }
 
     #[test]
     fn certain_faults_always_fire_and_are_counted() {
         let injector = FaultInjector::new(Faults {
-            errors: vec![ErrorFault {
-                verb: "create".into(),
-                rate: 1.0,
-                code: 429,
-            }],
+            errors: vec![ErrorFault { verb: "create".into(), rate: 1.0, code: 429 }],
             retry_after_seconds: 7,
             ..Faults::default()
         });
         let (_, decision) = injector.decide("create");
-        let Decision::Fail(error) = decision else {
-            panic!("expected an injected error")
-        };
+        let Decision::Fail(error) = decision else { panic!("expected an injected error") };
         assert_eq!((error.code, error.retry_after), (429, Some(7)));
         assert_eq!(injector.decide("list").1, Decision::Serve);
-        injector
-            .set(Faults {
-                drop_rate: 1.0,
-                ..Faults::default()
-            })
-            .unwrap();
+        injector.set(Faults { drop_rate: 1.0, ..Faults::default() }).unwrap();
         assert_eq!(injector.decide("get").1, Decision::Drop);
         let stats = injector.stats();
         assert_eq!(stats["create"].injected_errors, 1);

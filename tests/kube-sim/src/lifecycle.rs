@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Node, NodeAddress, NodeCondition, NodeSpec,
-    NodeStatus, NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Taint,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    HostIP, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodIP,
+    PodStatus, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -87,16 +87,9 @@ fn requests(pod: &Pod) -> (i64, i64) {
     let mut cpu = 0.0;
     let mut memory = 0.0;
     for container in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        let requests = container
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref());
-        let value = |name: &str| {
-            requests
-                .and_then(|r| r.get(name))
-                .and_then(|q| parse_quantity(&q.0).ok())
-                .unwrap_or(0.0)
-        };
+        let requests = container.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let value =
+            |name: &str| requests.and_then(|r| r.get(name)).and_then(|q| parse_quantity(&q.0).ok()).unwrap_or(0.0);
         cpu += value("cpu");
         memory += value("memory");
     }
@@ -129,14 +122,8 @@ fn node_labels(name: &str, index: u32, autoscaled: bool) -> BTreeMap<String, Str
         ("kubernetes.io/hostname".to_owned(), name.to_owned()),
         ("kubernetes.io/os".to_owned(), "linux".to_owned()),
         ("kubernetes.io/arch".to_owned(), "amd64".to_owned()),
-        (
-            "node.kubernetes.io/instance-type".to_owned(),
-            "sim.xlarge".to_owned(),
-        ),
-        (
-            "topology.kubernetes.io/zone".to_owned(),
-            format!("sim-zone-{zone}"),
-        ),
+        ("node.kubernetes.io/instance-type".to_owned(), "sim.xlarge".to_owned()),
+        ("topology.kubernetes.io/zone".to_owned(), format!("sim-zone-{zone}")),
     ]);
     if autoscaled {
         labels.insert("kube-sim/autoscaled".to_owned(), "true".to_owned());
@@ -146,17 +133,10 @@ fn node_labels(name: &str, index: u32, autoscaled: bool) -> BTreeMap<String, Str
 
 fn hex(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
-        .collect()
+    (0..len).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
 }
 
-fn condition(
-    type_: &str,
-    status: bool,
-    reason: Option<&str>,
-    message: Option<&str>,
-) -> PodCondition {
+fn condition(type_: &str, status: bool, reason: Option<&str>, message: Option<&str>) -> PodCondition {
     PodCondition {
         type_: type_.to_owned(),
         status: if status { "True" } else { "False" }.to_owned(),
@@ -177,10 +157,7 @@ fn set_condition(status: &mut PodStatus, new: PodCondition) {
             } else {
                 new.last_transition_time.clone()
             };
-            *existing = PodCondition {
-                last_transition_time: transition,
-                ..new
-            };
+            *existing = PodCondition { last_transition_time: transition, ..new };
         }
         None => conditions.push(new),
     }
@@ -191,25 +168,15 @@ fn status_mut(pod: &mut Pod) -> &mut PodStatus {
 }
 
 fn containers(pod: &Pod) -> Vec<Container> {
-    pod.spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default()
+    pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default()
 }
 
 fn container_names(pod: &Pod) -> String {
-    containers(pod)
-        .iter()
-        .map(|c| c.name.clone())
-        .collect::<Vec<_>>()
-        .join(" ")
+    containers(pod).iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(" ")
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
 fn image_id(image: &str) -> String {
@@ -219,39 +186,22 @@ fn image_id(image: &str) -> String {
         Some(i) => &repository[..last_slash + i],
         None => repository,
     };
-    let qualified = if name.contains('/') {
-        name.to_owned()
-    } else {
-        format!("docker.io/library/{name}")
-    };
+    let qualified = if name.contains('/') { name.to_owned() } else { format!("docker.io/library/{name}") };
     // A stable digest per image, as a registry would give.
     let mut digest = String::new();
-    let mut seed = image.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let mut seed =
+        image.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     while digest.len() < 64 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         digest.push_str(&format!("{seed:016x}"));
     }
     format!("{qualified}@sha256:{}", &digest[..64])
 }
 
 /// Every container of the pod in one state.
-fn set_container_states(
-    pod: &mut Pod,
-    state: impl Fn(&Container, Option<&ContainerStatus>) -> ContainerStatus,
-) {
-    let previous = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.clone())
-        .unwrap_or_default();
-    let statuses = containers(pod)
-        .iter()
-        .map(|c| state(c, previous.iter().find(|p| p.name == c.name)))
-        .collect();
+fn set_container_states(pod: &mut Pod, state: impl Fn(&Container, Option<&ContainerStatus>) -> ContainerStatus) {
+    let previous = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+    let statuses = containers(pod).iter().map(|c| state(c, previous.iter().find(|p| p.name == c.name))).collect();
     status_mut(pod).container_statuses = Some(statuses);
 }
 
@@ -279,12 +229,8 @@ fn waiting_status(container: &Container, reason: &str, message: Option<&str>) ->
 fn terminate(pod: &mut Pod, exit_code: i32, reason: &str, message: Option<String>) {
     let finished = now();
     set_container_states(pod, |container, previous| {
-        let running = previous
-            .and_then(|p| p.state.as_ref())
-            .and_then(|s| s.running.clone());
-        let base = previous
-            .cloned()
-            .unwrap_or_else(|| waiting_status(container, "ContainerCreating", None));
+        let running = previous.and_then(|p| p.state.as_ref()).and_then(|s| s.running.clone());
+        let base = previous.cloned().unwrap_or_else(|| waiting_status(container, "ContainerCreating", None));
         let terminated = match running {
             Some(running) => ContainerStateTerminated {
                 exit_code,
@@ -299,9 +245,7 @@ fn terminate(pod: &mut Pod, exit_code: i32, reason: &str, message: Option<String
             None => ContainerStateTerminated {
                 exit_code: 137,
                 reason: Some("ContainerStatusUnknown".into()),
-                message: Some(
-                    "The container could not be located when the pod was terminated".into(),
-                ),
+                message: Some("The container could not be located when the pod was terminated".into()),
                 started_at: None,
                 finished_at: None,
                 ..Default::default()
@@ -310,51 +254,25 @@ fn terminate(pod: &mut Pod, exit_code: i32, reason: &str, message: Option<String
         ContainerStatus {
             ready: false,
             started: Some(false),
-            state: Some(ContainerState {
-                terminated: Some(terminated),
-                ..Default::default()
-            }),
+            state: Some(ContainerState { terminated: Some(terminated), ..Default::default() }),
             ..base
         }
     });
-    let all_zero = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|all| {
-            all.iter().all(|c| {
-                c.state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code == 0)
-            })
-        });
-    let (phase, ready_reason) = if all_zero {
-        ("Succeeded", "PodCompleted")
-    } else {
-        ("Failed", "PodFailed")
-    };
+    let all_zero = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|all| {
+        all.iter().all(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0))
+    });
+    let (phase, ready_reason) = if all_zero { ("Succeeded", "PodCompleted") } else { ("Failed", "PodFailed") };
     let status = status_mut(pod);
     status.phase = Some(phase.to_owned());
-    set_condition(
-        status,
-        condition("PodReadyToStartContainers", false, None, None),
-    );
+    set_condition(status, condition("PodReadyToStartContainers", false, None, None));
     set_condition(status, condition("Ready", false, Some(ready_reason), None));
-    set_condition(
-        status,
-        condition("ContainersReady", false, Some(ready_reason), None),
-    );
+    set_condition(status, condition("ContainersReady", false, Some(ready_reason), None));
 }
 
 /// The last 80 lines, at most 2048 bytes, as `FallbackToLogsOnError` takes them.
 fn log_tail_message(logs: &[(jiff::Timestamp, String)]) -> String {
     let start = logs.len().saturating_sub(80);
-    let mut text = logs[start..]
-        .iter()
-        .map(|(_, l)| l.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mut text = logs[start..].iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n");
     if text.len() > 2048 {
         let mut cut = text.len() - 2048;
         while !text.is_char_boundary(cut) {
@@ -394,17 +312,11 @@ impl State {
     }
 
     fn sim(&self, key: &Key, uid: &str) -> Option<&PodSim> {
-        self.pods
-            .get(key)
-            .filter(|e| uid_of(&e.pod) == uid)
-            .map(|e| &e.sim)
+        self.pods.get(key).filter(|e| uid_of(&e.pod) == uid).map(|e| &e.sim)
     }
 
     fn live_pod(&self, key: &Key, uid: &str) -> Option<&Pod> {
-        self.pods
-            .get(key)
-            .filter(|e| uid_of(&e.pod) == uid)
-            .map(|e| e.pod.as_ref())
+        self.pods.get(key).filter(|e| uid_of(&e.pod) == uid).map(|e| e.pod.as_ref())
     }
 
     // ---- scheduler -------------------------------------------------------------
@@ -413,26 +325,17 @@ impl State {
         let Some(entry) = self.pods.get(key).filter(|e| uid_of(&e.pod) == uid) else {
             return;
         };
-        if entry.sim.stage != Stage::Unscheduled || entry.pod.metadata.deletion_timestamp.is_some()
-        {
+        if entry.sim.stage != Stage::Unscheduled || entry.pod.metadata.deletion_timestamp.is_some() {
             return;
         }
-        let selector = entry
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_selector.clone())
-            .unwrap_or_default();
+        let selector = entry.pod.spec.as_ref().and_then(|s| s.node_selector.clone()).unwrap_or_default();
         let (cpu, memory) = (entry.sim.cpu_millis, entry.sim.memory_bytes);
         let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
         let mut best: Option<(i64, String)> = None;
         for (name, node) in &self.nodes {
             let reason = if !node.ready {
                 Some("node(s) had untolerated taint {node.kubernetes.io/unreachable: }")
-            } else if !selector
-                .iter()
-                .all(|(k, v)| node.labels().get(k) == Some(v))
-            {
+            } else if !selector.iter().all(|(k, v)| node.labels().get(k) == Some(v)) {
                 Some("node(s) didn't match Pod's node affinity/selector")
             } else if node.pods >= node.shape.max_pods {
                 Some("Too many pods")
@@ -479,19 +382,9 @@ impl State {
             sim.stage = Stage::Waiting;
             pod.spec.get_or_insert_with(Default::default).node_name = Some(node_name.to_owned());
             set_condition(status_mut(pod), condition("PodScheduled", true, None, None));
-            state.record_event(
-                pod,
-                "Normal",
-                "Scheduled",
-                &message,
-                "default-scheduler",
-                None,
-            );
+            state.record_event(pod, "Normal", "Scheduled", &message, "default-scheduler", None);
         });
-        self.at(
-            self.config.timings.start,
-            Action::Start(key.clone(), uid.to_owned()),
-        );
+        self.at(self.config.timings.start, Action::Start(key.clone(), uid.to_owned()));
     }
 
     fn mark_unschedulable(&mut self, key: &Key, uid: &str, reasons: &BTreeMap<&str, usize>) {
@@ -510,8 +403,7 @@ impl State {
                 };
                 *preemption.entry(verdict).or_default() += n;
             }
-            let mut preempt: Vec<String> =
-                preemption.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            let mut preempt: Vec<String> = preemption.iter().map(|(r, n)| format!("{n} {r}")).collect();
             preempt.sort();
             format!(
                 "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {}.",
@@ -523,29 +415,14 @@ impl State {
             self.unschedulable.push(key.clone());
         }
         let unchanged = self.live_pod(key, uid).is_some_and(|pod| {
-            pod.status
-                .iter()
-                .flat_map(|s| s.conditions.iter().flatten())
-                .any(|c| {
-                    c.type_ == "PodScheduled"
-                        && c.status == "False"
-                        && c.message.as_deref() == Some(message.as_str())
-                })
+            pod.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| {
+                c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message.as_str())
+            })
         });
         if !unchanged {
             self.modify_pod(key, uid, |state, pod, _| {
-                set_condition(
-                    status_mut(pod),
-                    condition("PodScheduled", false, Some("Unschedulable"), Some(&message)),
-                );
-                state.record_event(
-                    pod,
-                    "Warning",
-                    "FailedScheduling",
-                    &message,
-                    "default-scheduler",
-                    None,
-                );
+                set_condition(status_mut(pod), condition("PodScheduled", false, Some("Unschedulable"), Some(&message)));
+                state.record_event(pod, "Warning", "FailedScheduling", &message, "default-scheduler", None);
             });
         }
         self.consider_scale_up(key, uid, reasons);
@@ -553,11 +430,7 @@ impl State {
 
     pub(crate) fn retry_unschedulable(&mut self) {
         for key in std::mem::take(&mut self.unschedulable) {
-            let uid = self
-                .pods
-                .get(&key)
-                .map(|e| uid_of(&e.pod))
-                .unwrap_or_default();
+            let uid = self.pods.get(&key).map(|e| uid_of(&e.pod)).unwrap_or_default();
             self.try_schedule(&key, &uid);
         }
     }
@@ -592,17 +465,10 @@ impl State {
             return;
         };
         let template_labels = node_labels("template", 0, true);
-        let selector = entry
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_selector.clone())
-            .unwrap_or_default();
+        let selector = entry.pod.spec.as_ref().and_then(|s| s.node_selector.clone()).unwrap_or_default();
         let fits = entry.sim.cpu_millis <= autoscaler.shape.cpu_millis
             && entry.sim.memory_bytes <= autoscaler.shape.memory_bytes
-            && selector
-                .iter()
-                .all(|(k, v)| k == "kubernetes.io/hostname" || template_labels.get(k) == Some(v));
+            && selector.iter().all(|(k, v)| k == "kubernetes.io/hostname" || template_labels.get(k) == Some(v));
         let autoscaled = self.nodes.values().filter(|n| n.autoscaled).count();
         if fits && autoscaled < autoscaler.max_nodes {
             if !self.scale_up_pending {
@@ -614,14 +480,7 @@ impl State {
                     autoscaler.max_nodes
                 );
                 self.modify_pod(key, uid, |state, pod, _| {
-                    state.record_event(
-                        pod,
-                        "Normal",
-                        "TriggeredScaleUp",
-                        &message,
-                        "cluster-autoscaler",
-                        None,
-                    );
+                    state.record_event(pod, "Normal", "TriggeredScaleUp", &message, "cluster-autoscaler", None);
                 });
             }
         } else if !entry.sim.scale_up_reported {
@@ -629,14 +488,7 @@ impl State {
             let message = format!("pod didn't trigger scale-up: {}", why.join(", "));
             self.modify_pod(key, uid, |state, pod, sim| {
                 sim.scale_up_reported = true;
-                state.record_event(
-                    pod,
-                    "Normal",
-                    "NotTriggerScaleUp",
-                    &message,
-                    "cluster-autoscaler",
-                    None,
-                );
+                state.record_event(pod, "Normal", "NotTriggerScaleUp", &message, "cluster-autoscaler", None);
             });
         }
     }
@@ -671,21 +523,11 @@ impl State {
     pub(crate) fn add_node(&mut self, shape: NodeShape, autoscaled: bool) -> String {
         self.node_counter += 1;
         let index = self.node_counter;
-        let name = if autoscaled {
-            format!("kube-sim-auto-{index}")
-        } else {
-            format!("kube-sim-node-{index}")
-        };
+        let name = if autoscaled { format!("kube-sim-auto-{index}") } else { format!("kube-sim-node-{index}") };
         let rv = self.next_rv();
         let resources = BTreeMap::from([
-            (
-                "cpu".to_owned(),
-                Quantity(format_millicores(shape.cpu_millis)),
-            ),
-            (
-                "memory".to_owned(),
-                Quantity(format_bytes(shape.memory_bytes)),
-            ),
+            ("cpu".to_owned(), Quantity(format_millicores(shape.cpu_millis))),
+            ("memory".to_owned(), Quantity(format_bytes(shape.memory_bytes))),
             ("pods".to_owned(), Quantity(shape.max_pods.to_string())),
         ]);
         let created = now();
@@ -698,10 +540,7 @@ impl State {
                 labels: Some(node_labels(&name, index, autoscaled)),
                 ..Default::default()
             },
-            spec: Some(NodeSpec {
-                provider_id: Some(format!("kube-sim://{name}")),
-                ..Default::default()
-            }),
+            spec: Some(NodeSpec { provider_id: Some(format!("kube-sim://{name}")), ..Default::default() }),
             status: Some(NodeStatus {
                 capacity: Some(resources.clone()),
                 allocatable: Some(resources),
@@ -718,10 +557,7 @@ impl State {
                         type_: "InternalIP".into(),
                         address: format!("10.0.{}.{}", index / 250, index % 250 + 1),
                     },
-                    NodeAddress {
-                        type_: "Hostname".into(),
-                        address: name.clone(),
-                    },
+                    NodeAddress { type_: "Hostname".into(), address: name.clone() },
                 ]),
                 node_info: Some(NodeSystemInfo {
                     architecture: "amd64".into(),
@@ -808,25 +644,15 @@ impl State {
                 });
             }
         }
-        self.at(
-            self.config.timings.pod_gc,
-            Action::TaintEvict(name.to_owned()),
-        );
+        self.at(self.config.timings.pod_gc, Action::TaintEvict(name.to_owned()));
         true
     }
 
     fn taint_evict(&mut self, name: &str) {
         for (key, uid) in self.pods_on(name) {
-            if self
-                .live_pod(&key, &uid)
-                .is_some_and(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none())
-            {
+            if self.live_pod(&key, &uid).is_some_and(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none()) {
                 self.modify_pod(&key, &uid, |_, pod, _| {
-                    let grace = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds)
-                        .unwrap_or(30);
+                    let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
                     pod.metadata.deletion_timestamp = Some(now());
                     pod.metadata.deletion_grace_period_seconds = Some(grace);
                     set_condition(
@@ -852,12 +678,7 @@ impl State {
                 status.phase = Some("Failed".into());
                 set_condition(
                     status,
-                    condition(
-                        "DisruptionTarget",
-                        true,
-                        Some("DeletionByPodGC"),
-                        Some("PodGC: node no longer exists"),
-                    ),
+                    condition("DisruptionTarget", true, Some("DeletionByPodGC"), Some("PodGC: node no longer exists")),
                 );
             });
         }
@@ -877,22 +698,10 @@ impl State {
             .node
             .as_ref()
             .and_then(|n| self.nodes.get(n))
-            .and_then(|n| {
-                n.object
-                    .status
-                    .as_ref()?
-                    .addresses
-                    .as_ref()?
-                    .first()
-                    .map(|a| a.address.clone())
-            })
+            .and_then(|n| n.object.status.as_ref()?.addresses.as_ref()?.first().map(|a| a.address.clone()))
             .unwrap_or_default();
         self.ip_counter += 1;
-        let pod_ip = format!(
-            "10.244.{}.{}",
-            self.ip_counter / 250 % 250,
-            self.ip_counter % 250 + 1
-        );
+        let pod_ip = format!("10.244.{}.{}", self.ip_counter / 250 % 250, self.ip_counter % 250 + 1);
         let pull_delay = self.config.timings.pull;
         let deadline = self.modify_pod(key, uid, |state, pod, sim| {
             let status = status_mut(pod);
@@ -943,10 +752,7 @@ impl State {
             return;
         };
         if let Some(seconds) = deadline {
-            self.at(
-                Duration::from_secs(seconds.max(0) as u64),
-                Action::Deadline(key.clone(), uid.to_owned()),
-            );
+            self.at(Duration::from_secs(seconds.max(0) as u64), Action::Deadline(key.clone(), uid.to_owned()));
         }
         if let Some(pull) = pull {
             self.at(pull, Action::Pull(key.clone(), uid.to_owned()));
@@ -955,9 +761,7 @@ impl State {
 
     fn still_waiting(&self, key: &Key, uid: &str) -> bool {
         self.pods.get(key).is_some_and(|e| {
-            uid_of(&e.pod) == uid
-                && e.sim.stage == Stage::Waiting
-                && e.pod.metadata.deletion_timestamp.is_none()
+            uid_of(&e.pod) == uid && e.sim.stage == Stage::Waiting && e.pod.metadata.deletion_timestamp.is_none()
         })
     }
 
@@ -986,10 +790,7 @@ impl State {
                 state.record_event(pod, "Warning", "Failed", "Error: ErrImagePull", "kubelet", Some(&field_path));
             });
             // The kubelet's next sync reports the back-off right away.
-            self.at(
-                Duration::from_millis(10),
-                Action::PullBackOff(key.clone(), uid.to_owned()),
-            );
+            self.at(Duration::from_millis(10), Action::PullBackOff(key.clone(), uid.to_owned()));
             return;
         }
         let run = behavior.run;
@@ -1018,9 +819,32 @@ impl State {
             status.phase = Some("Running".into());
             set_condition(status, condition("Ready", true, None, None));
             set_condition(status, condition("ContainersReady", true, None, None));
-            state.record_event(pod, "Normal", "Pulled", &format!("Successfully pulled image {image:?} in 1.2s (1.2s including waiting). Image size: 2150000 bytes."), "kubelet", Some(&field_path));
-            state.record_event(pod, "Normal", "Created", &format!("Created container: {}", first.name), "kubelet", Some(&field_path));
-            state.record_event(pod, "Normal", "Started", &format!("Started container {}", first.name), "kubelet", Some(&field_path));
+            state.record_event(
+                pod,
+                "Normal",
+                "Pulled",
+                &format!(
+                    "Successfully pulled image {image:?} in 1.2s (1.2s including waiting). Image size: 2150000 bytes."
+                ),
+                "kubelet",
+                Some(&field_path),
+            );
+            state.record_event(
+                pod,
+                "Normal",
+                "Created",
+                &format!("Created container: {}", first.name),
+                "kubelet",
+                Some(&field_path),
+            );
+            state.record_event(
+                pod,
+                "Normal",
+                "Started",
+                &format!("Started container {}", first.name),
+                "kubelet",
+                Some(&field_path),
+            );
             sim.log(format!("kube-sim: started {image}"));
             for i in 1..=behavior.lines {
                 sim.log(format!("kube-sim: line {i} of {}", behavior.lines));
@@ -1040,32 +864,15 @@ impl State {
         }
         let failures = self.sim(key, uid).map_or(1, |s| s.pull_failures);
         let base = self.config.timings.pull_backoff;
-        let backoff =
-            (base * 2u32.saturating_pow(failures.saturating_sub(1).min(10))).min(base * 10);
+        let backoff = (base * 2u32.saturating_pow(failures.saturating_sub(1).min(10))).min(base * 10);
         self.modify_pod(key, uid, |state, pod, _| {
             let first = containers(pod).into_iter().next().unwrap_or_default();
             let image = first.image.clone().unwrap_or_default();
             let field_path = format!("spec.containers{{{}}}", first.name);
             let message = format!("Back-off pulling image {image:?}");
-            set_container_states(pod, |c, _| {
-                waiting_status(c, "ImagePullBackOff", Some(&message))
-            });
-            state.record_event(
-                pod,
-                "Normal",
-                "BackOff",
-                &message,
-                "kubelet",
-                Some(&field_path),
-            );
-            state.record_event(
-                pod,
-                "Warning",
-                "Failed",
-                "Error: ImagePullBackOff",
-                "kubelet",
-                Some(&field_path),
-            );
+            set_container_states(pod, |c, _| waiting_status(c, "ImagePullBackOff", Some(&message)));
+            state.record_event(pod, "Normal", "BackOff", &message, "kubelet", Some(&field_path));
+            state.record_event(pod, "Warning", "Failed", "Error: ImagePullBackOff", "kubelet", Some(&field_path));
         });
         self.at(backoff, Action::Pull(key.clone(), uid.to_owned()));
     }
@@ -1078,15 +885,12 @@ impl State {
         if sim.stage != Stage::Running {
             return;
         }
-        let behavior = sim.behavior.clone().unwrap_or_else(|_| {
-            Behavior::parse("", self.behavior_defaults()).unwrap_or_else(|_| unreachable!())
-        });
+        let behavior = sim
+            .behavior
+            .clone()
+            .unwrap_or_else(|_| Behavior::parse("", self.behavior_defaults()).unwrap_or_else(|_| unreachable!()));
         let oom = behavior.oom && exit_code.is_none();
-        let code = if oom {
-            137
-        } else {
-            exit_code.unwrap_or(behavior.exit_code)
-        };
+        let code = if oom { 137 } else { exit_code.unwrap_or(behavior.exit_code) };
         self.modify_pod(key, uid, |state, pod, sim| {
             let first = containers(pod).into_iter().next().unwrap_or_default();
             let reason = if oom { "OOMKilled" } else if code == 0 { "Completed" } else { "Error" };
@@ -1105,14 +909,7 @@ impl State {
     }
 
     /// Fails a pod that is not yet terminal, for a kubelet-level reason.
-    fn fail(
-        &mut self,
-        key: &Key,
-        uid: &str,
-        reason: &str,
-        message: &str,
-        disruption: Option<&str>,
-    ) -> bool {
+    fn fail(&mut self, key: &Key, uid: &str, reason: &str, message: &str, disruption: Option<&str>) -> bool {
         if self.live_pod(key, uid).is_none_or(is_terminal) {
             return false;
         }
@@ -1134,10 +931,7 @@ impl State {
             status.reason = Some(reason.to_owned());
             status.message = Some(message.to_owned());
             if let Some(disruption) = disruption {
-                set_condition(
-                    status,
-                    condition("DisruptionTarget", true, Some(disruption), Some(message)),
-                );
+                set_condition(status, condition("DisruptionTarget", true, Some(disruption), Some(message)));
             }
             state.record_event(pod, "Warning", reason, message, "kubelet", None);
             sim.stage = Stage::Finished;
@@ -1148,13 +942,7 @@ impl State {
     }
 
     fn deadline(&mut self, key: &Key, uid: &str) {
-        self.fail(
-            key,
-            uid,
-            "DeadlineExceeded",
-            "Pod was active on the node longer than the specified deadline",
-            None,
-        );
+        self.fail(key, uid, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline", None);
     }
 
     /// Node-pressure eviction by the kubelet.
@@ -1180,19 +968,9 @@ impl State {
     /// Starts a graceful deletion: the pod turns Terminating, the kubelet stops its
     /// containers, then the pod object goes away. Pods that never reached a node, or
     /// already ended, go at once.
-    pub(crate) fn begin_delete(
-        &mut self,
-        key: &Key,
-        uid: &str,
-        grace: Option<i64>,
-    ) -> Option<Arc<Pod>> {
+    pub(crate) fn begin_delete(&mut self, key: &Key, uid: &str, grace: Option<i64>) -> Option<Arc<Pod>> {
         let entry = self.pods.get(key)?;
-        let pod_grace = entry
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
+        let pod_grace = entry.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
         let grace = grace.unwrap_or(pod_grace).max(0);
         let unbound = entry.sim.node.is_none();
         if grace == 0 || unbound || is_terminal(&entry.pod) {
@@ -1204,12 +982,7 @@ impl State {
             // A second delete may only shorten the grace period.
             return Some(entry.pod.clone());
         }
-        let node_ready = entry
-            .sim
-            .node
-            .as_ref()
-            .and_then(|n| self.nodes.get(n))
-            .is_some_and(|n| n.ready);
+        let node_ready = entry.sim.node.as_ref().and_then(|n| self.nodes.get(n)).is_some_and(|n| n.ready);
         let ignores_term = entry.sim.behavior.as_ref().is_ok_and(|b| b.ignore_term);
         let running = entry.sim.stage == Stage::Running;
         let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
@@ -1230,11 +1003,7 @@ impl State {
         });
         if node_ready {
             let grace = Duration::from_secs(grace as u64);
-            let after = if running && ignores_term {
-                grace
-            } else {
-                self.config.timings.termination.min(grace)
-            };
+            let after = if running && ignores_term { grace } else { self.config.timings.termination.min(grace) };
             self.at(after, Action::Kill(key.clone(), uid.to_owned()));
         }
         self.pods.get(key).map(|e| e.pod.clone())
@@ -1273,15 +1042,11 @@ mod tests {
 
     #[test]
     fn termination_message_keeps_the_tail() {
-        let logs: Vec<_> = (0..200)
-            .map(|i| (jiff::Timestamp::now(), format!("line {i}")))
-            .collect();
+        let logs: Vec<_> = (0..200).map(|i| (jiff::Timestamp::now(), format!("line {i}"))).collect();
         let message = log_tail_message(&logs);
         assert!(message.starts_with("line 120\n"), "{message}");
         assert!(message.ends_with("line 199"));
-        let long: Vec<_> = (0..10)
-            .map(|_| (jiff::Timestamp::now(), "x".repeat(500)))
-            .collect();
+        let long: Vec<_> = (0..10).map(|_| (jiff::Timestamp::now(), "x".repeat(500))).collect();
         assert_eq!(log_tail_message(&long).len(), 2048);
     }
 }

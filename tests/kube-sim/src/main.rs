@@ -18,11 +18,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 struct RunTime(Option<Duration>);
 
 fn run_time(text: &str) -> Result<RunTime, String> {
-    if text == "forever" {
-        Ok(RunTime(None))
-    } else {
-        parse_duration(text).map(|d| RunTime(Some(d)))
-    }
+    if text == "forever" { Ok(RunTime(None)) } else { parse_duration(text).map(|d| RunTime(Some(d))) }
 }
 
 fn cpu(text: &str) -> Result<i64, String> {
@@ -128,17 +124,13 @@ impl Args {
                 namespaces.push(namespace);
             }
         }
-        let shape = NodeShape {
-            cpu_millis: self.node_cpu,
-            memory_bytes: self.node_memory,
-            max_pods: self.node_max_pods,
-        };
+        let shape =
+            NodeShape { cpu_millis: self.node_cpu, memory_bytes: self.node_memory, max_pods: self.node_max_pods };
         SimConfig {
             namespaces,
             token: self.token,
             user: defaults.user,
-            allowed_namespaces: (!self.allowed_namespaces.is_empty())
-                .then_some(self.allowed_namespaces),
+            allowed_namespaces: (!self.allowed_namespaces.is_empty()).then_some(self.allowed_namespaces),
             nodes: self.nodes,
             node_shape: shape,
             autoscaler: self.autoscaler_delay.map(|delay| Autoscaler {
@@ -172,18 +164,13 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let kubeconfig = args.kubeconfig.clone();
-    let sim = KubeSim::start(args.listen, args.config())
-        .await
-        .context("starting kube-sim")?;
-    sim.write_kubeconfig(&kubeconfig)
-        .with_context(|| format!("writing the kubeconfig to {}", kubeconfig.display()))?;
+    let sim = KubeSim::start(args.listen, args.config()).await.context("starting kube-sim")?;
+    sim.write_kubeconfig(&kubeconfig).with_context(|| format!("writing the kubeconfig to {}", kubeconfig.display()))?;
     tracing::info!(url = %sim.url(), kubeconfig = %kubeconfig.display(), "kube-sim is serving");
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -28,9 +28,10 @@ impl LabelSelector {
             if part.is_empty() {
                 continue;
             }
-            requirements.push(parse_requirement(part).map_err(|why| {
-                ApiError::bad_request(format!("unable to parse requirement: {why}"))
-            })?);
+            requirements.push(
+                parse_requirement(part)
+                    .map_err(|why| ApiError::bad_request(format!("unable to parse requirement: {why}")))?,
+            );
         }
         Ok(Self(requirements))
     }
@@ -101,16 +102,10 @@ fn parse_requirement(part: &str) -> Result<LabelRequirement, String> {
         return Ok(LabelRequirement::DoesNotExist(check_key(key.trim())?));
     }
     if let Some((key, value)) = part.split_once("!=") {
-        return Ok(LabelRequirement::NotEquals(
-            check_key(key.trim())?,
-            check_value(value.trim())?,
-        ));
+        return Ok(LabelRequirement::NotEquals(check_key(key.trim())?, check_value(value.trim())?));
     }
     if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(LabelRequirement::Equals(
-            check_key(key.trim())?,
-            check_value(value.trim())?,
-        ));
+        return Ok(LabelRequirement::Equals(check_key(key.trim())?, check_value(value.trim())?));
     }
     let mut words = part.splitn(2, char::is_whitespace);
     let key = words.next().unwrap_or_default();
@@ -124,9 +119,7 @@ fn parse_requirement(part: &str) -> Result<LabelRequirement, String> {
     if rest.is_empty() {
         return Ok(LabelRequirement::Exists(check_key(key)?));
     }
-    Err(format!(
-        "found '{rest}', expected: in, notin, =, ==, !=, gt, lt"
-    ))
+    Err(format!("found '{rest}', expected: in, notin, =, ==, !=, gt, lt"))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,30 +145,20 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, v, true)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{text}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{text}'; can't understand '{part}'")));
             };
             let field = field.trim();
             if !supported.contains(&field) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
-            requirements.push(FieldRequirement {
-                field: field.to_owned(),
-                value: unescape(value),
-                equal,
-            });
+            requirements.push(FieldRequirement { field: field.to_owned(), value: unescape(value), equal });
         }
         Ok(Self(requirements))
     }
 
     /// Whether the object's fields match; `lookup` returns a field's value as a string.
     pub fn matches(&self, lookup: impl Fn(&str) -> String) -> bool {
-        self.0
-            .iter()
-            .all(|r| (lookup(&r.field) == r.value) == r.equal)
+        self.0.iter().all(|r| (lookup(&r.field) == r.value) == r.equal)
     }
 }
 
@@ -217,19 +200,12 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn label_selectors_match_like_the_apiserver() {
-        let pod = labels(&[
-            ("app", "web"),
-            ("tier", "batch"),
-            ("podbridge.dev/job-id", "j-1"),
-        ]);
+        let pod = labels(&[("app", "web"), ("tier", "batch"), ("podbridge.dev/job-id", "j-1")]);
         let check = |selector: &str, expected: bool| {
             let parsed = LabelSelector::parse(selector).unwrap();
             assert_eq!(parsed.matches(Some(&pod)), expected, "{selector}");
@@ -255,29 +231,16 @@ mod tests {
         for bad in ["app=we b!", "app in web", "app ~ x", "-bad-=x"] {
             let error = LabelSelector::parse(bad).unwrap_err();
             assert_eq!(error.code, 400, "{bad}");
-            assert!(
-                error.message.starts_with("unable to parse requirement"),
-                "{}",
-                error.message
-            );
+            assert!(error.message.starts_with("unable to parse requirement"), "{}", error.message);
         }
     }
 
     #[test]
     fn field_selectors() {
         let supported = ["metadata.name", "status.phase"];
-        let selector =
-            FieldSelector::parse("metadata.name=a,status.phase!=Running", &supported).unwrap();
-        assert!(selector.matches(|f| if f == "metadata.name" {
-            "a".into()
-        } else {
-            "Pending".into()
-        }));
-        assert!(!selector.matches(|f| if f == "metadata.name" {
-            "a".into()
-        } else {
-            "Running".into()
-        }));
+        let selector = FieldSelector::parse("metadata.name=a,status.phase!=Running", &supported).unwrap();
+        assert!(selector.matches(|f| if f == "metadata.name" { "a".into() } else { "Pending".into() }));
+        assert!(!selector.matches(|f| if f == "metadata.name" { "a".into() } else { "Running".into() }));
         let error = FieldSelector::parse("spec.foo=x", &supported).unwrap_err();
         assert_eq!(error.message, "field label not supported: spec.foo");
         let escaped = FieldSelector::parse(r"metadata.name=a\,b", &supported).unwrap();

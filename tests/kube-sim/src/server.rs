@@ -69,10 +69,7 @@ async fn handle(
     let path = request.uri().path().to_owned();
     if !is_public(&path) {
         let expected = format!("Bearer {}", cluster.token);
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if presented != Some(expected.as_str()) {
             return Ok(ApiError::unauthorized().into_response());
         }
@@ -95,17 +92,11 @@ async fn handle(
         }
     }
     let request = request.map(Body::new);
-    Ok(router
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {}))
+    Ok(router.oneshot(request).await.unwrap_or_else(|never| match never {}))
 }
 
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, cluster: Arc<Cluster>) {
-    let router = Router::new()
-        .merge(api::routes())
-        .merge(admin::routes())
-        .with_state(cluster.clone());
+    let router = Router::new().merge(api::routes()).merge(admin::routes()).with_state(cluster.clone());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -116,17 +107,11 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, cluster: Arc<Cluste
         let cluster = cluster.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
                 return;
             };
-            let service = hyper::service::service_fn(move |request| {
-                handle(cluster.clone(), router.clone(), request)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let service = hyper::service::service_fn(move |request| handle(cluster.clone(), router.clone(), request));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -141,16 +126,9 @@ impl KubeSim {
         let addr = listener.local_addr()?;
         let cluster = Cluster::new(config);
         let acceptor = TlsAcceptor::from(pki.server_config);
-        let tasks = vec![
-            tokio::spawn(serve(listener, acceptor, cluster.clone())),
-            tokio::spawn(cluster.clone().drive()),
-        ];
-        Ok(Self {
-            addr,
-            ca_pem: pki.ca_pem,
-            cluster,
-            tasks,
-        })
+        let tasks =
+            vec![tokio::spawn(serve(listener, acceptor, cluster.clone())), tokio::spawn(cluster.clone().drive())];
+        Ok(Self { addr, ca_pem: pki.ca_pem, cluster, tasks })
     }
 
     /// The address the server listens on.
@@ -233,10 +211,7 @@ impl KubeSim {
             let Ok(pod) = state.get_pod(namespace, name) else {
                 return false;
             };
-            state.evict(
-                &(namespace.to_owned(), name.to_owned()),
-                &crate::cluster::uid_of(&pod),
-            )
+            state.evict(&(namespace.to_owned(), name.to_owned()), &crate::cluster::uid_of(&pod))
         })
     }
 }

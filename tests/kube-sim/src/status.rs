@@ -17,42 +17,23 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
-        let message = if detail.is_empty() {
-            "Required value".to_owned()
-        } else {
-            format!("Required value: {detail}")
-        };
-        Self {
-            reason: "FieldValueRequired",
-            message,
-            field: field.into(),
-        }
+        let message = if detail.is_empty() { "Required value".to_owned() } else { format!("Required value: {detail}") };
+        Self { reason: "FieldValueRequired", message, field: field.into() }
     }
 
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
-        Self {
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {value}: {detail}"),
-            field: field.into(),
-        }
+        Self { reason: "FieldValueInvalid", message: format!("Invalid value: {value}: {detail}"), field: field.into() }
     }
 
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
-        Self {
-            reason: "FieldValueDuplicate",
-            message: format!("Duplicate value: {value}"),
-            field: field.into(),
-        }
+        Self { reason: "FieldValueDuplicate", message: format!("Duplicate value: {value}"), field: field.into() }
     }
 
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
         let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         Self {
             reason: "FieldValueNotSupported",
-            message: format!(
-                "Unsupported value: {value}: supported values: {}",
-                supported.join(", ")
-            ),
+            message: format!("Unsupported value: {value}: supported values: {}", supported.join(", ")),
             field: field.into(),
         }
     }
@@ -78,13 +59,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        Self { code, reason, message: message.into(), details: None, retry_after: None }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -101,13 +76,7 @@ impl ApiError {
     }
 
     /// RBAC's denial, worded as the authorizer words it.
-    pub fn forbidden(
-        user: &str,
-        verb: &str,
-        resource: &str,
-        name: Option<&str>,
-        namespace: Option<&str>,
-    ) -> Self {
+    pub fn forbidden(user: &str, verb: &str, resource: &str, name: Option<&str>, namespace: Option<&str>) -> Self {
         let subject = match name {
             Some(name) => format!("{resource} {name:?}"),
             None => resource.to_owned(),
@@ -133,34 +102,23 @@ impl ApiError {
 
     /// The apiserver's answer to a path it does not serve.
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": "404 page not found" }] }))
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details(
+            json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": "404 page not found" }] }),
+        )
     }
 
     pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            format!("{verb} is not supported on resources of kind {resource:?}"),
-        )
+        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind {resource:?}"))
     }
 
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{resource} {name:?} already exists"),
-        )
-        .with_details(json!({ "name": name, "kind": resource }))
+        Self::new(409, "AlreadyExists", format!("{resource} {name:?} already exists"))
+            .with_details(json!({ "name": name, "kind": resource }))
     }
 
     pub fn conflict(resource: &str, name: &str, detail: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {resource} {name:?}: {detail}"),
-        )
-        .with_details(json!({ "name": name, "kind": resource }))
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {resource} {name:?}: {detail}"))
+            .with_details(json!({ "name": name, "kind": resource }))
     }
 
     /// `410 Gone` for a list continuation or resourceVersion that is no longer served.
@@ -170,33 +128,16 @@ impl ApiError {
 
     /// `422 Invalid` with one cause per failed field.
     pub fn invalid(kind: &str, resource: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let listed: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let joined = if listed.len() == 1 {
-            listed[0].clone()
-        } else {
-            format!("[{}]", listed.join(", "))
-        };
-        let causes: Vec<Value> = causes
-            .iter()
-            .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
-            .collect();
-        Self::new(
-            422,
-            "Invalid",
-            format!("{kind} {name:?} is invalid: {joined}"),
-        )
-        .with_details(json!({ "name": name, "kind": resource, "causes": causes }))
+        let listed: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let joined = if listed.len() == 1 { listed[0].clone() } else { format!("[{}]", listed.join(", ")) };
+        let causes: Vec<Value> =
+            causes.iter().map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field })).collect();
+        Self::new(422, "Invalid", format!("{kind} {name:?} is invalid: {joined}"))
+            .with_details(json!({ "name": name, "kind": resource, "causes": causes }))
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -204,12 +145,8 @@ impl ApiError {
     }
 
     pub fn too_many_requests(retry_after: u32) -> Self {
-        let mut error = Self::new(
-            429,
-            "TooManyRequests",
-            "Too many requests, please try again later.",
-        )
-        .with_details(json!({ "retryAfterSeconds": retry_after }));
+        let mut error = Self::new(429, "TooManyRequests", "Too many requests, please try again later.")
+            .with_details(json!({ "retryAfterSeconds": retry_after }));
         error.retry_after = Some(retry_after);
         error
     }
@@ -245,9 +182,7 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (code, axum::Json(self.status())).into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -10,11 +10,7 @@ use crate::units::human_age;
 
 /// Whether the request's `Accept` header asks for a Table.
 pub fn wants_table(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| {
-        a.split(',')
-            .next()
-            .is_some_and(|first| first.contains("as=Table"))
-    })
+    accept.is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains("as=Table")))
 }
 
 /// What each row carries besides its cells (`includeObject`).
@@ -98,27 +94,9 @@ pub fn table(
 
 pub fn pod_columns() -> Vec<Value> {
     vec![
-        column(
-            "Name",
-            "string",
-            "name",
-            "Name must be unique within a namespace.",
-            0,
-        ),
-        column(
-            "Ready",
-            "string",
-            "",
-            "The aggregate readiness state of this pod for accepting traffic.",
-            0,
-        ),
-        column(
-            "Status",
-            "string",
-            "",
-            "The aggregate status of the containers in this pod.",
-            0,
-        ),
+        column("Name", "string", "name", "Name must be unique within a namespace.", 0),
+        column("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
+        column("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
         column(
             "Restarts",
             "string",
@@ -140,13 +118,7 @@ pub fn pod_columns() -> Vec<Value> {
             "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
             1,
         ),
-        column(
-            "Node",
-            "string",
-            "",
-            "NodeName is a request to schedule this pod onto a specific node.",
-            1,
-        ),
+        column("Node", "string", "", "NodeName is a request to schedule this pod onto a specific node.", 1),
         column(
             "Nominated Node",
             "string",
@@ -167,21 +139,11 @@ pub fn pod_columns() -> Vec<Value> {
 /// The STATUS column as `kubectl get pods` shows it.
 pub fn pod_status_text(pod: &Pod) -> String {
     let status = pod.status.clone().unwrap_or_default();
-    let mut reason = status
-        .reason
-        .clone()
-        .filter(|r| !r.is_empty())
-        .or(status.phase.clone())
-        .unwrap_or_default();
+    let mut reason = status.reason.clone().filter(|r| !r.is_empty()).or(status.phase.clone()).unwrap_or_default();
     let mut has_running = false;
     for container in status.container_statuses.iter().flatten().rev() {
         let state = container.state.clone().unwrap_or_default();
-        if let Some(waiting) = state
-            .waiting
-            .as_ref()
-            .and_then(|w| w.reason.clone())
-            .filter(|r| !r.is_empty())
-        {
+        if let Some(waiting) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
             reason = waiting;
         } else if let Some(terminated) = &state.terminated {
             reason = match (&terminated.reason, terminated.signal) {
@@ -197,11 +159,8 @@ pub fn pod_status_text(pod: &Pod) -> String {
         reason = "Running".to_owned();
     }
     if pod.metadata.deletion_timestamp.is_some() {
-        reason = if status.reason.as_deref() == Some("NodeLost") {
-            "Unknown".to_owned()
-        } else {
-            "Terminating".to_owned()
-        };
+        reason =
+            if status.reason.as_deref() == Some("NodeLost") { "Unknown".to_owned() } else { "Terminating".to_owned() };
     }
     reason
 }
@@ -220,12 +179,7 @@ pub fn pod_row(pod: &Pod, include: Include) -> Value {
         json!(restarts.to_string()),
         json!(age(pod.metadata.creation_timestamp.as_ref())),
         json!(status.pod_ip.clone().unwrap_or_else(none)),
-        json!(
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_else(none)
-        ),
+        json!(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(none)),
         json!(status.nominated_node_name.clone().unwrap_or_else(none)),
         json!(none()),
     ];
@@ -235,13 +189,7 @@ pub fn pod_row(pod: &Pod, include: Include) -> Value {
 /// Name / Status / Age, for the kinds whose Tables matter less (nodes, namespaces, events).
 pub fn basic_columns(status_header: &str) -> Vec<Value> {
     vec![
-        column(
-            "Name",
-            "string",
-            "name",
-            "Name must be unique within a namespace.",
-            0,
-        ),
+        column("Name", "string", "name", "Name must be unique within a namespace.", 0),
         column(status_header, "string", "", "The object's state.", 0),
         column(
             "Age",
@@ -253,13 +201,7 @@ pub fn basic_columns(status_header: &str) -> Vec<Value> {
     ]
 }
 
-pub fn basic_row(
-    kind: &str,
-    metadata: &ObjectMeta,
-    status: &str,
-    object: &impl Serialize,
-    include: Include,
-) -> Value {
+pub fn basic_row(kind: &str, metadata: &ObjectMeta, status: &str, object: &impl Serialize, include: Include) -> Value {
     let cells = vec![
         json!(metadata.name.clone().unwrap_or_default()),
         json!(status),
@@ -306,11 +248,7 @@ mod tests {
             false,
             "OOMKilled",
         );
-        check(
-            json!({ "phase": "Failed", "reason": "Evicted" }),
-            false,
-            "Evicted",
-        );
+        check(json!({ "phase": "Failed", "reason": "Evicted" }), false, "Evicted");
         check(json!({ "phase": "Running" }), true, "Terminating");
     }
 }

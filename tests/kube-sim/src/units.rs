@@ -5,22 +5,18 @@ use std::time::Duration;
 /// Parses a duration written as a number and a unit: `ms`, `s`, `m` or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("invalid duration {text:?}: expected a number followed by ms, s, m or h")
-    })?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected a number followed by ms, s, m or h"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         _ => {
-            return Err(format!(
-                "invalid duration {text:?}: unit must be ms, s, m or h"
-            ));
+            return Err(format!("invalid duration {text:?}: unit must be ms, s, m or h"));
         }
     };
     if !seconds.is_finite() || seconds < 0.0 {
@@ -35,9 +31,7 @@ pub const QUANTITY_FORMAT: &str =
 
 /// Parses a Kubernetes quantity (`500m`, `2`, `1.5Gi`, `128M`, `1e3`) into base units.
 pub fn parse_quantity(text: &str) -> Result<f64, String> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     if number.is_empty() || number.matches('.').count() > 1 || number[1..].contains(['+', '-']) {
         return Err(QUANTITY_FORMAT.to_owned());
@@ -61,9 +55,7 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
         "Pi" => 1024f64.powi(5),
         "Ei" => 1024f64.powi(6),
         exponent if exponent.starts_with(['e', 'E']) => {
-            let power: i32 = exponent[1..]
-                .parse()
-                .map_err(|_| QUANTITY_FORMAT.to_owned())?;
+            let power: i32 = exponent[1..].parse().map_err(|_| QUANTITY_FORMAT.to_owned())?;
             10f64.powi(power)
         }
         _ => return Err(QUANTITY_FORMAT.to_owned()),
@@ -77,21 +69,12 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
 
 /// Formats a quantity of CPU given in millicores the way the apiserver prints it.
 pub fn format_millicores(milli: i64) -> String {
-    if milli % 1000 == 0 {
-        (milli / 1000).to_string()
-    } else {
-        format!("{milli}m")
-    }
+    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
 }
 
 /// Formats a memory size in bytes with the largest exact binary suffix.
 pub fn format_bytes(bytes: i64) -> String {
-    for (suffix, factor) in [
-        ("Ti", 1i64 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ] {
+    for (suffix, factor) in [("Ti", 1i64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
         if bytes != 0 && bytes % factor == 0 {
             return format!("{}{suffix}", bytes / factor);
         }
@@ -121,9 +104,7 @@ mod tests {
 
     #[test]
     fn quantities() {
-        let check = |text: &str, expected: f64| {
-            assert_eq!(parse_quantity(text).unwrap(), expected, "{text}")
-        };
+        let check = |text: &str, expected: f64| assert_eq!(parse_quantity(text).unwrap(), expected, "{text}");
         check("500m", 0.5);
         check("2", 2.0);
         check("1.5", 1.5);
@@ -149,9 +130,7 @@ mod tests {
 
     #[test]
     fn ages() {
-        let check = |seconds: u64, expected: &str| {
-            assert_eq!(human_age(Duration::from_secs(seconds)), expected)
-        };
+        let check = |seconds: u64, expected: &str| assert_eq!(human_age(Duration::from_secs(seconds)), expected);
         check(5, "5s");
         check(119, "119s");
         check(192, "3m12s");

@@ -2,9 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{
-    Container, Pod, PodSpec, PodStatus, ResourceRequirements, Toleration,
-};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus, ResourceRequirements, Toleration};
 use serde_json::json;
 
 use crate::status::{ApiError, Cause};
@@ -21,8 +19,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -36,8 +33,7 @@ fn is_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -45,9 +41,7 @@ fn is_qualified_name_part(s: &str) -> bool {
 /// A label or annotation key: an optional DNS subdomain prefix and a name part.
 pub fn is_qualified_name(s: &str) -> bool {
     match s.split_once('/') {
-        Some((prefix, name)) => {
-            !prefix.is_empty() && is_dns1123_subdomain(prefix) && is_qualified_name_part(name)
-        }
+        Some((prefix, name)) => !prefix.is_empty() && is_dns1123_subdomain(prefix) && is_qualified_name_part(name),
         None => is_qualified_name_part(s),
     }
 }
@@ -61,35 +55,24 @@ fn is_env_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && !b[0].is_ascii_digit()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
 }
 
 /// Applies the defaults the apiserver and its default admission plugins set on a new pod.
 pub fn default_pod(pod: &mut Pod) {
     let spec = pod.spec.get_or_insert_with(PodSpec::default);
-    spec.restart_policy
-        .get_or_insert_with(|| "Always".to_owned());
+    spec.restart_policy.get_or_insert_with(|| "Always".to_owned());
     spec.termination_grace_period_seconds.get_or_insert(30);
-    spec.dns_policy
-        .get_or_insert_with(|| "ClusterFirst".to_owned());
-    spec.scheduler_name
-        .get_or_insert_with(|| "default-scheduler".to_owned());
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_owned());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".to_owned());
     spec.security_context.get_or_insert_with(Default::default);
     spec.enable_service_links.get_or_insert(true);
     spec.priority.get_or_insert(0);
-    spec.preemption_policy
-        .get_or_insert_with(|| "PreemptLowerPriority".to_owned());
-    let account = spec
-        .service_account_name
-        .get_or_insert_with(|| "default".to_owned())
-        .clone();
+    spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".to_owned());
+    let account = spec.service_account_name.get_or_insert_with(|| "default".to_owned()).clone();
     spec.service_account = Some(account);
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
         if !tolerations.iter().any(|t| t.key.as_deref() == Some(key)) {
             tolerations.push(Toleration {
                 key: Some(key.to_owned()),
@@ -100,11 +83,7 @@ pub fn default_pod(pod: &mut Pod) {
             });
         }
     }
-    for container in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
+    for container in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         default_container(container);
     }
     let qos = qos_class(spec);
@@ -114,27 +93,16 @@ pub fn default_pod(pod: &mut Pod) {
 }
 
 fn default_container(container: &mut Container) {
-    container
-        .termination_message_path
-        .get_or_insert_with(|| "/dev/termination-log".to_owned());
-    container
-        .termination_message_policy
-        .get_or_insert_with(|| "File".to_owned());
+    container.termination_message_path.get_or_insert_with(|| "/dev/termination-log".to_owned());
+    container.termination_message_policy.get_or_insert_with(|| "File".to_owned());
     if container.image_pull_policy.is_none() {
         let image = container.image.as_deref().unwrap_or_default();
-        let tag = image
-            .rsplit_once('/')
-            .map_or(image, |(_, last)| last)
-            .split_once(':')
-            .map(|(_, t)| t);
+        let tag = image.rsplit_once('/').map_or(image, |(_, last)| last).split_once(':').map(|(_, t)| t);
         let always = !image.contains('@') && matches!(tag, None | Some("latest"));
-        container.image_pull_policy =
-            Some(if always { "Always" } else { "IfNotPresent" }.to_owned());
+        container.image_pull_policy = Some(if always { "Always" } else { "IfNotPresent" }.to_owned());
     }
     // Limits without requests mean requests equal to the limits.
-    let resources = container
-        .resources
-        .get_or_insert_with(ResourceRequirements::default);
+    let resources = container.resources.get_or_insert_with(ResourceRequirements::default);
     if let Some(limits) = resources.limits.clone() {
         let requests = resources.requests.get_or_insert_with(BTreeMap::new);
         for (name, quantity) in limits {
@@ -173,14 +141,10 @@ pub fn validate_pod(pod: &Pod) -> Result<(), ApiError> {
     // Quantities fail to decode before validation runs: a 400, like the apiserver.
     for container in spec.into_iter().flat_map(|s| s.containers.iter()) {
         let resources = container.resources.as_ref();
-        let maps = resources
-            .into_iter()
-            .flat_map(|r| r.requests.iter().chain(r.limits.iter()));
+        let maps = resources.into_iter().flat_map(|r| r.requests.iter().chain(r.limits.iter()));
         for quantity in maps.flat_map(|m| m.values()) {
             if let Err(why) = parse_quantity(&quantity.0) {
-                return Err(ApiError::bad_request(format!(
-                    "Pod in version \"v1\" cannot be handled as a Pod: {why}"
-                )));
+                return Err(ApiError::bad_request(format!("Pod in version \"v1\" cannot be handled as a Pod: {why}")));
             }
         }
     }
@@ -191,62 +155,35 @@ pub fn validate_pod(pod: &Pod) -> Result<(), ApiError> {
         None => causes.push(Cause::required("spec", "")),
         Some(spec) => validate_spec(spec, &mut causes),
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("Pod", "pods", &name, causes))
-    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid("Pod", "pods", &name, causes)) }
 }
 
 fn validate_metadata(pod: &Pod, causes: &mut Vec<Cause>) {
     let meta = &pod.metadata;
     match meta.name.as_deref() {
-        None | Some("") => causes.push(Cause::required(
-            "metadata.name",
-            "name or generateName is required",
-        )),
-        Some(name) if name.len() > 253 => causes.push(Cause::invalid(
-            "metadata.name",
-            &json!(name),
-            "must be no more than 253 characters",
-        )),
-        Some(name) if !is_dns1123_subdomain(name) => causes.push(Cause::invalid(
-            "metadata.name",
-            &json!(name),
-            DNS1123_SUBDOMAIN_MESSAGE,
-        )),
+        None | Some("") => causes.push(Cause::required("metadata.name", "name or generateName is required")),
+        Some(name) if name.len() > 253 => {
+            causes.push(Cause::invalid("metadata.name", &json!(name), "must be no more than 253 characters"))
+        }
+        Some(name) if !is_dns1123_subdomain(name) => {
+            causes.push(Cause::invalid("metadata.name", &json!(name), DNS1123_SUBDOMAIN_MESSAGE))
+        }
         Some(_) => {}
     }
     for (key, value) in meta.labels.iter().flatten() {
         if !is_qualified_name(key) {
-            causes.push(Cause::invalid(
-                "metadata.labels",
-                &json!(key),
-                QUALIFIED_NAME_MESSAGE,
-            ));
+            causes.push(Cause::invalid("metadata.labels", &json!(key), QUALIFIED_NAME_MESSAGE));
         }
         if value.len() > 63 {
-            causes.push(Cause::invalid(
-                "metadata.labels",
-                &json!(value),
-                "must be no more than 63 characters",
-            ));
+            causes.push(Cause::invalid("metadata.labels", &json!(value), "must be no more than 63 characters"));
         } else if !is_label_value(value) {
-            causes.push(Cause::invalid(
-                "metadata.labels",
-                &json!(value),
-                LABEL_VALUE_MESSAGE,
-            ));
+            causes.push(Cause::invalid("metadata.labels", &json!(value), LABEL_VALUE_MESSAGE));
         }
     }
     let mut annotation_bytes = 0;
     for (key, value) in meta.annotations.iter().flatten() {
         if !is_qualified_name(key) {
-            causes.push(Cause::invalid(
-                "metadata.annotations",
-                &json!(key),
-                QUALIFIED_NAME_MESSAGE,
-            ));
+            causes.push(Cause::invalid("metadata.annotations", &json!(key), QUALIFIED_NAME_MESSAGE));
         }
         annotation_bytes += key.len() + value.len();
     }
@@ -260,46 +197,22 @@ fn validate_spec(spec: &PodSpec, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("spec.containers", ""));
     }
     let mut names = HashSet::new();
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
-    let main = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("spec.containers[{i}]"), c));
+    let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
+    let main = spec.containers.iter().enumerate().map(|(i, c)| (format!("spec.containers[{i}]"), c));
     for (path, container) in init.chain(main) {
         if container.name.is_empty() {
             causes.push(Cause::required(format!("{path}.name"), ""));
         } else if !is_dns1123_label(&container.name) {
-            causes.push(Cause::invalid(
-                format!("{path}.name"),
-                &json!(container.name),
-                DNS1123_LABEL_MESSAGE,
-            ));
+            causes.push(Cause::invalid(format!("{path}.name"), &json!(container.name), DNS1123_LABEL_MESSAGE));
         } else if !names.insert(container.name.clone()) {
-            causes.push(Cause::duplicate(
-                format!("{path}.name"),
-                &json!(container.name),
-            ));
+            causes.push(Cause::duplicate(format!("{path}.name"), &json!(container.name)));
         }
-        if container
-            .image
-            .as_deref()
-            .is_none_or(|i| i.trim().is_empty())
-        {
+        if container.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
             causes.push(Cause::required(format!("{path}.image"), ""));
         }
         for (i, env) in container.env.iter().flatten().enumerate() {
             if !is_env_name(&env.name) {
-                causes.push(Cause::invalid(
-                    format!("{path}.env[{i}].name"),
-                    &json!(env.name),
-                    ENV_NAME_MESSAGE,
-                ));
+                causes.push(Cause::invalid(format!("{path}.env[{i}].name"), &json!(env.name), ENV_NAME_MESSAGE));
             }
         }
         check_enum(
@@ -316,12 +229,7 @@ fn validate_spec(spec: &PodSpec, causes: &mut Vec<Cause>) {
         );
         validate_resources(&path, container.resources.as_ref(), causes);
     }
-    check_enum(
-        causes,
-        "spec.restartPolicy",
-        spec.restart_policy.as_deref(),
-        &["Always", "OnFailure", "Never"],
-    );
+    check_enum(causes, "spec.restartPolicy", spec.restart_policy.as_deref(), &["Always", "OnFailure", "Never"]);
     if let Some(seconds) = spec.active_deadline_seconds
         && !(1..=i64::from(i32::MAX)).contains(&seconds)
     {
@@ -342,29 +250,17 @@ fn validate_spec(spec: &PodSpec, causes: &mut Vec<Cause>) {
     }
     for (key, value) in spec.node_selector.iter().flatten() {
         if !is_qualified_name(key) {
-            causes.push(Cause::invalid(
-                "spec.nodeSelector",
-                &json!(key),
-                QUALIFIED_NAME_MESSAGE,
-            ));
+            causes.push(Cause::invalid("spec.nodeSelector", &json!(key), QUALIFIED_NAME_MESSAGE));
         }
         if !is_label_value(value) {
-            causes.push(Cause::invalid(
-                "spec.nodeSelector",
-                &json!(value),
-                LABEL_VALUE_MESSAGE,
-            ));
+            causes.push(Cause::invalid("spec.nodeSelector", &json!(value), LABEL_VALUE_MESSAGE));
         }
     }
     if let Some(account) = spec.service_account_name.as_deref()
         && !account.is_empty()
         && !is_dns1123_subdomain(account)
     {
-        causes.push(Cause::invalid(
-            "spec.serviceAccountName",
-            &json!(account),
-            DNS1123_SUBDOMAIN_MESSAGE,
-        ));
+        causes.push(Cause::invalid("spec.serviceAccountName", &json!(account), DNS1123_SUBDOMAIN_MESSAGE));
     }
 }
 
@@ -376,16 +272,9 @@ fn check_enum(causes: &mut Vec<Cause>, field: &str, value: Option<&str>, support
     }
 }
 
-fn validate_resources(
-    path: &str,
-    resources: Option<&ResourceRequirements>,
-    causes: &mut Vec<Cause>,
-) {
+fn validate_resources(path: &str, resources: Option<&ResourceRequirements>, causes: &mut Vec<Cause>) {
     let Some(resources) = resources else { return };
-    for (kind, map) in [
-        ("requests", &resources.requests),
-        ("limits", &resources.limits),
-    ] {
+    for (kind, map) in [("requests", &resources.requests), ("limits", &resources.limits)] {
         for name in map.iter().flatten().map(|(name, _)| name) {
             let standard = matches!(name.as_str(), "cpu" | "memory" | "ephemeral-storage")
                 || name.starts_with("hugepages-")
@@ -460,27 +349,11 @@ mod tests {
         assert_eq!(spec.service_account_name.as_deref(), Some("default"));
         assert_eq!(spec.tolerations.as_ref().unwrap().len(), 2);
         let container = &spec.containers[0];
-        assert_eq!(
-            container.termination_message_policy.as_deref(),
-            Some("File")
-        );
+        assert_eq!(container.termination_message_policy.as_deref(), Some("File"));
         assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
         // Requests default to the limits, which makes the pod Guaranteed.
-        assert_eq!(
-            container
-                .resources
-                .as_ref()
-                .unwrap()
-                .requests
-                .as_ref()
-                .unwrap()["cpu"]
-                .0,
-            "1"
-        );
-        assert_eq!(
-            p.status.as_ref().unwrap().qos_class.as_deref(),
-            Some("Guaranteed")
-        );
+        assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "1");
+        assert_eq!(p.status.as_ref().unwrap().qos_class.as_deref(), Some("Guaranteed"));
         assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
     }
 
@@ -491,20 +364,13 @@ mod tests {
         value["metadata"]["labels"]["x"] = json!("not ok!");
         value["spec"]["restartPolicy"] = json!("Sometimes");
         value["spec"]["containers"][0]["image"] = json!("");
-        value["spec"]["containers"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({ "name": "main", "image": "x" }));
+        value["spec"]["containers"].as_array_mut().unwrap().push(json!({ "name": "main", "image": "x" }));
         let error = validate_pod(&pod(value)).unwrap_err();
         assert_eq!(error.code, 422);
         assert_eq!(error.reason, "Invalid");
         let details = error.details.unwrap();
-        let fields: Vec<&str> = details["causes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["field"].as_str().unwrap())
-            .collect();
+        let fields: Vec<&str> =
+            details["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
         assert_eq!(
             fields,
             [
@@ -521,8 +387,7 @@ mod tests {
     #[test]
     fn single_cause_message_has_no_brackets() {
         let mut value = valid();
-        value["spec"]["containers"][0]["resources"] =
-            json!({ "requests": { "cpu": "2" }, "limits": { "cpu": "1" } });
+        value["spec"]["containers"][0]["resources"] = json!({ "requests": { "cpu": "2" }, "limits": { "cpu": "1" } });
         let error = validate_pod(&pod(value)).unwrap_err();
         assert_eq!(
             error.message,

@@ -20,11 +20,7 @@ fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("kubectl must be on PATH (Debian package kubernetes-client)");
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
 
@@ -47,29 +43,17 @@ async fn kubectl_gets_describes_watches_and_deletes_pods() {
     let jobs: Api<Pod> = Api::namespaced(client.clone(), "podbridge-jobs");
     create(&jobs, &other).await;
     common::wait_for(&pods, "web-1", "Running", |p| common::phase(p) == "Running").await;
-    common::wait_for(&jobs, "batch-1", "Running", |p| {
-        common::phase(p) == "Running"
-    })
-    .await;
+    common::wait_for(&jobs, "batch-1", "Running", |p| common::phase(p) == "Running").await;
 
     let all = stdout(&kubectl(&kubeconfig, &cache, &["get", "pods", "-A"]));
     let header: Vec<&str> = all.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(
-        header,
-        ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    );
-    assert!(
-        all.lines().any(|l| l.starts_with("default")
-            && l.contains("web-1")
-            && l.contains("1/1")
-            && l.contains("Running")),
-        "{all}"
-    );
+    assert_eq!(header, ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
     assert!(
         all.lines()
-            .any(|l| l.starts_with("podbridge-jobs") && l.contains("batch-1")),
+            .any(|l| l.starts_with("default") && l.contains("web-1") && l.contains("1/1") && l.contains("Running")),
         "{all}"
     );
+    assert!(all.lines().any(|l| l.starts_with("podbridge-jobs") && l.contains("batch-1")), "{all}");
 
     let json: Value = serde_json::from_str(&stdout(&kubectl(
         &kubeconfig,
@@ -78,30 +62,15 @@ async fn kubectl_gets_describes_watches_and_deletes_pods() {
     )))
     .unwrap();
     assert_eq!(json["kind"], "List");
-    let names: Vec<&str> = json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        json["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["web-1"]);
 
     let described = stdout(&kubectl(&kubeconfig, &cache, &["describe", "pod", "web-1"]));
-    for expected in [
-        "Name:",
-        "web-1",
-        "Node:",
-        "kube-sim-node-",
-        "Status:",
-        "Running",
-        "Events:",
-        "Scheduled",
-        "Started",
-    ] {
-        assert!(
-            described.contains(expected),
-            "describe lacks {expected:?}:\n{described}"
-        );
+    for expected in
+        ["Name:", "web-1", "Node:", "kube-sim-node-", "Status:", "Running", "Events:", "Scheduled", "Started"]
+    {
+        assert!(described.contains(expected), "describe lacks {expected:?}:\n{described}");
     }
 
     // A watch sees the pod go when kubectl deletes it.
@@ -118,34 +87,17 @@ async fn kubectl_gets_describes_watches_and_deletes_pods() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let deleted = stdout(&kubectl(&kubeconfig, &cache, &["delete", "pod", "web-1"]));
     assert_eq!(deleted.trim(), "pod \"web-1\" deleted");
-    assert!(
-        pods.get_opt("web-1").await.unwrap().is_none(),
-        "kubectl delete waits until the pod is gone"
-    );
+    assert!(pods.get_opt("web-1").await.unwrap().is_none(), "kubectl delete waits until the pod is gone");
     tokio::time::sleep(Duration::from_millis(500)).await;
     watch.kill().unwrap();
     let watched = stdout(&watch.wait_with_output().unwrap());
+    assert!(watched.lines().next().unwrap().starts_with("NAME"), "{watched}");
+    assert!(watched.lines().any(|l| l.contains("web-1") && l.contains("Running")), "{watched}");
     assert!(
-        watched.lines().next().unwrap().starts_with("NAME"),
-        "{watched}"
-    );
-    assert!(
-        watched
-            .lines()
-            .any(|l| l.contains("web-1") && l.contains("Running")),
-        "{watched}"
-    );
-    assert!(
-        watched
-            .lines()
-            .any(|l| l.contains("web-1") && l.contains("Terminating")),
+        watched.lines().any(|l| l.contains("web-1") && l.contains("Terminating")),
         "the watch must show the change:\n{watched}"
     );
 
     let nodes = stdout(&kubectl(&kubeconfig, &cache, &["get", "nodes"]));
-    assert_eq!(
-        nodes.lines().filter(|l| l.contains("Ready")).count(),
-        3,
-        "{nodes}"
-    );
+    assert_eq!(nodes.lines().filter(|l| l.contains("Ready")).count(), 3, "{nodes}");
 }

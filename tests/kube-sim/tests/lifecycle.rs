@@ -13,10 +13,7 @@ use serde_json::json;
 
 async fn event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let list = events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .unwrap();
+    let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={name}"))).await.unwrap();
     list.items.into_iter().filter_map(|e| e.reason).collect()
 }
 
@@ -32,28 +29,16 @@ async fn a_successful_pod_runs_then_succeeds_with_exit_code_zero() {
     assert_eq!(condition(&running, "PodScheduled").unwrap().status, "True");
     let container = &status.container_statuses.as_ref().unwrap()[0];
     assert!(container.ready && container.started == Some(true));
-    assert!(
-        container
-            .container_id
-            .as_deref()
-            .unwrap()
-            .starts_with("containerd://")
-    );
+    assert!(container.container_id.as_deref().unwrap().starts_with("containerd://"));
     assert!(container.image_id.contains("@sha256:"));
 
     let done = wait_for(&pods, "ok", "Succeeded", |p| phase(p) == "Succeeded").await;
     let ended = terminated(&done).unwrap();
-    assert_eq!(
-        (ended.exit_code, ended.reason.as_deref()),
-        (0, Some("Completed"))
-    );
+    assert_eq!((ended.exit_code, ended.reason.as_deref()), (0, Some("Completed")));
     assert!(ended.started_at.is_some() && ended.finished_at.is_some());
     assert_eq!(ended.message, None, "no termination message for a success");
     let ready = condition(&done, "Ready").unwrap();
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_deref()),
-        ("False", Some("PodCompleted"))
-    );
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
 }
 
 #[tokio::test]
@@ -63,20 +48,14 @@ async fn a_non_zero_exit_fails_the_pod_with_the_log_tail_as_message() {
     create(&pods, &pod("exit3", "run=50ms,exit=3,lines=2")).await;
     let failed = wait_for(&pods, "exit3", "Failed", |p| phase(p) == "Failed").await;
     let ended = terminated(&failed).unwrap();
-    assert_eq!(
-        (ended.exit_code, ended.reason.as_deref()),
-        (3, Some("Error"))
-    );
+    assert_eq!((ended.exit_code, ended.reason.as_deref()), (3, Some("Error")));
     assert_eq!(
         ended.message.as_deref(),
         Some(
             "kube-sim: started busybox:1.36\nkube-sim: line 1 of 2\nkube-sim: line 2 of 2\nkube-sim: exiting with code 3"
         )
     );
-    assert_eq!(
-        condition(&failed, "Ready").unwrap().reason.as_deref(),
-        Some("PodFailed")
-    );
+    assert_eq!(condition(&failed, "Ready").unwrap().reason.as_deref(), Some("PodFailed"));
 }
 
 #[tokio::test]
@@ -97,10 +76,7 @@ async fn oom_killed_containers_exit_137() {
     create(&pods, &pod("oom", "run=20ms,oom")).await;
     let failed = wait_for(&pods, "oom", "Failed", |p| phase(p) == "Failed").await;
     let ended = terminated(&failed).unwrap();
-    assert_eq!(
-        (ended.exit_code, ended.reason.as_deref()),
-        (137, Some("OOMKilled"))
-    );
+    assert_eq!((ended.exit_code, ended.reason.as_deref()), (137, Some("OOMKilled")));
 }
 
 #[tokio::test]
@@ -108,42 +84,20 @@ async fn an_image_that_cannot_be_pulled_backs_off_forever() {
     let (_sim, client) = start(fast()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     create(&pods, &pod("nopull", "pull=fail")).await;
-    let first = wait_for(&pods, "nopull", "ErrImagePull", |p| {
-        waiting_reason(p).as_deref() == Some("ErrImagePull")
-    })
-    .await;
-    let message = first.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap()
-        .message
-        .unwrap();
-    assert!(
-        message.contains("failed to pull and unpack image \"busybox:1.36\""),
-        "{message}"
-    );
-    let backoff = wait_for(&pods, "nopull", "ImagePullBackOff", |p| {
-        waiting_reason(p).as_deref() == Some("ImagePullBackOff")
-    })
-    .await;
-    assert_eq!(
-        phase(&backoff),
-        "Pending",
-        "a pull failure never ends the pod by itself"
-    );
+    let first =
+        wait_for(&pods, "nopull", "ErrImagePull", |p| waiting_reason(p).as_deref() == Some("ErrImagePull")).await;
+    let message =
+        first.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap().message.unwrap();
+    assert!(message.contains("failed to pull and unpack image \"busybox:1.36\""), "{message}");
+    let backoff =
+        wait_for(&pods, "nopull", "ImagePullBackOff", |p| waiting_reason(p).as_deref() == Some("ImagePullBackOff"))
+            .await;
+    assert_eq!(phase(&backoff), "Pending", "a pull failure never ends the pod by itself");
     // It keeps retrying: back to ErrImagePull after the back-off.
-    wait_for(&pods, "nopull", "ErrImagePull again", |p| {
-        waiting_reason(p).as_deref() == Some("ErrImagePull")
-    })
-    .await;
+    wait_for(&pods, "nopull", "ErrImagePull again", |p| waiting_reason(p).as_deref() == Some("ErrImagePull")).await;
     let reasons = event_reasons(&client, "nopull").await;
     for expected in ["Pulling", "Failed", "BackOff"] {
-        assert!(
-            reasons.contains(&expected.to_owned()),
-            "missing {expected} in {reasons:?}"
-        );
+        assert!(reasons.contains(&expected.to_owned()), "missing {expected} in {reasons:?}");
     }
 }
 
@@ -154,10 +108,9 @@ async fn malformed_image_names_are_invalid_image_name() {
     let mut p = pod("badimage", "");
     p.spec.as_mut().unwrap().containers[0].image = Some("Registry.Example/UPPER:tag".into());
     create(&pods, &p).await;
-    let stuck = wait_for(&pods, "badimage", "InvalidImageName", |p| {
-        waiting_reason(p).as_deref() == Some("InvalidImageName")
-    })
-    .await;
+    let stuck =
+        wait_for(&pods, "badimage", "InvalidImageName", |p| waiting_reason(p).as_deref() == Some("InvalidImageName"))
+            .await;
     assert_eq!(phase(&stuck), "Pending");
 }
 
@@ -166,24 +119,19 @@ async fn config_errors_block_the_container() {
     let (_sim, client) = start(fast()).await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let mut p = pod("configerr", "config-error");
-    p.spec.as_mut().unwrap().containers[0].env = Some(vec![serde_json::from_value(json!({
-        "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "db-credentials", "key": "password" } }
-    })).unwrap()]);
+    p.spec.as_mut().unwrap().containers[0].env = Some(vec![
+        serde_json::from_value(json!({
+            "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "db-credentials", "key": "password" } }
+        }))
+        .unwrap(),
+    ]);
     create(&pods, &p).await;
     let stuck = wait_for(&pods, "configerr", "CreateContainerConfigError", |p| {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
-    let waiting = stuck.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap();
-    assert_eq!(
-        waiting.message.as_deref(),
-        Some("secret \"db-credentials\" not found")
-    );
+    let waiting = stuck.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+    assert_eq!(waiting.message.as_deref(), Some("secret \"db-credentials\" not found"));
 }
 
 #[tokio::test]
@@ -195,14 +143,8 @@ async fn a_behaviour_typo_fails_loudly_instead_of_passing_silently() {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
-    let message = stuck.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap()
-        .message
-        .unwrap();
+    let message =
+        stuck.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap().message.unwrap();
     assert!(message.contains("\"exitt=3\""), "{message}");
 }
 
@@ -212,10 +154,8 @@ async fn the_behaviour_can_come_from_the_environment() {
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let mut p = pod("from-env", "");
     p.metadata.annotations = None;
-    p.spec.as_mut().unwrap().containers[0].env = Some(vec![
-        serde_json::from_value(json!({ "name": "KUBE_SIM_BEHAVIOR", "value": "run=20ms,exit=7" }))
-            .unwrap(),
-    ]);
+    p.spec.as_mut().unwrap().containers[0].env =
+        Some(vec![serde_json::from_value(json!({ "name": "KUBE_SIM_BEHAVIOR", "value": "run=20ms,exit=7" })).unwrap()]);
     create(&pods, &p).await;
     let failed = wait_for(&pods, "from-env", "Failed", |p| phase(p) == "Failed").await;
     assert_eq!(terminated(&failed).unwrap().exit_code, 7);
@@ -231,16 +171,9 @@ async fn active_deadline_seconds_fail_the_pod_with_deadline_exceeded() {
     let failed = wait_for(&pods, "slow", "DeadlineExceeded", |p| phase(p) == "Failed").await;
     let status = failed.status.as_ref().unwrap();
     assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
-    assert_eq!(
-        status.message.as_deref(),
-        Some("Pod was active on the node longer than the specified deadline")
-    );
+    assert_eq!(status.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
     assert_eq!(terminated(&failed).unwrap().exit_code, 137);
-    assert!(
-        event_reasons(&client, "slow")
-            .await
-            .contains(&"DeadlineExceeded".to_owned())
-    );
+    assert!(event_reasons(&client, "slow").await.contains(&"DeadlineExceeded".to_owned()));
 }
 
 #[tokio::test]
@@ -251,30 +184,15 @@ async fn eviction_fails_the_pod_with_a_disruption_target() {
     let failed = wait_for(&pods, "evicted", "Evicted", |p| phase(p) == "Failed").await;
     let status = failed.status.as_ref().unwrap();
     assert_eq!(status.reason.as_deref(), Some("Evicted"));
-    assert!(
-        status
-            .message
-            .as_deref()
-            .unwrap()
-            .starts_with("The node was low on resource: memory.")
-    );
+    assert!(status.message.as_deref().unwrap().starts_with("The node was low on resource: memory."));
     let disruption = condition(&failed, "DisruptionTarget").unwrap();
-    assert_eq!(
-        (disruption.status.as_str(), disruption.reason.as_deref()),
-        ("True", Some("TerminationByKubelet"))
-    );
+    assert_eq!((disruption.status.as_str(), disruption.reason.as_deref()), ("True", Some("TerminationByKubelet")));
 
     // The same through the in-process admin call.
     create(&pods, &pod("evicted-by-hand", "run=forever")).await;
-    wait_for(&pods, "evicted-by-hand", "Running", |p| {
-        phase(p) == "Running"
-    })
-    .await;
+    wait_for(&pods, "evicted-by-hand", "Running", |p| phase(p) == "Running").await;
     assert!(sim.evict_pod("default", "evicted-by-hand"));
-    let failed = wait_for(&pods, "evicted-by-hand", "Evicted", |p| {
-        phase(p) == "Failed"
-    })
-    .await;
+    let failed = wait_for(&pods, "evicted-by-hand", "Evicted", |p| phase(p) == "Failed").await;
     assert_eq!(failed.status.unwrap().reason.as_deref(), Some("Evicted"));
 }
 
@@ -286,26 +204,11 @@ async fn a_lost_node_fails_and_then_removes_its_pods() {
     let running = wait_for(&pods, "orphan", "Running", |p| phase(p) == "Running").await;
     let node = running.spec.unwrap().node_name.unwrap();
     assert!(sim.lose_node(&node));
-    let unready = wait_for(&pods, "orphan", "unready", |p| {
-        condition(p, "Ready").is_some_and(|c| c.status == "False")
-    })
-    .await;
-    assert_eq!(
-        phase(&unready),
-        "Running",
-        "the dead kubelet reports nothing more"
-    );
-    let evicted = wait_for(&pods, "orphan", "taint eviction", |p| {
-        condition(p, "DisruptionTarget").is_some()
-    })
-    .await;
-    assert_eq!(
-        condition(&evicted, "DisruptionTarget")
-            .unwrap()
-            .reason
-            .as_deref(),
-        Some("DeletionByTaintManager")
-    );
+    let unready =
+        wait_for(&pods, "orphan", "unready", |p| condition(p, "Ready").is_some_and(|c| c.status == "False")).await;
+    assert_eq!(phase(&unready), "Running", "the dead kubelet reports nothing more");
+    let evicted = wait_for(&pods, "orphan", "taint eviction", |p| condition(p, "DisruptionTarget").is_some()).await;
+    assert_eq!(condition(&evicted, "DisruptionTarget").unwrap().reason.as_deref(), Some("DeletionByTaintManager"));
     assert!(evicted.metadata.deletion_timestamp.is_some());
     common::wait_gone(&pods, "orphan").await;
     assert!(sim.node_names().is_empty());
@@ -315,24 +218,18 @@ async fn a_lost_node_fails_and_then_removes_its_pods() {
 async fn pods_too_big_for_any_node_stay_unschedulable_with_the_schedulers_message() {
     let config = SimConfig {
         nodes: 2,
-        node_shape: NodeShape {
-            cpu_millis: 1000,
-            memory_bytes: 1 << 30,
-            max_pods: 110,
-        },
+        node_shape: NodeShape { cpu_millis: 1000, memory_bytes: 1 << 30, max_pods: 110 },
         ..fast()
     };
     let (sim, client) = start(config).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut big = pod("big", "run=forever");
-    big.spec.as_mut().unwrap().containers[0].resources = Some(
-        serde_json::from_value(json!({ "requests": { "cpu": "2", "memory": "64Mi" } })).unwrap(),
-    );
+    big.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(json!({ "requests": { "cpu": "2", "memory": "64Mi" } })).unwrap());
     create(&pods, &big).await;
-    let pending = wait_for(&pods, "big", "Unschedulable", |p| {
-        condition(p, "PodScheduled").is_some_and(|c| c.status == "False")
-    })
-    .await;
+    let pending =
+        wait_for(&pods, "big", "Unschedulable", |p| condition(p, "PodScheduled").is_some_and(|c| c.status == "False"))
+            .await;
     let scheduled = condition(&pending, "PodScheduled").unwrap();
     assert_eq!(scheduled.reason.as_deref(), Some("Unschedulable"));
     assert_eq!(
@@ -342,18 +239,10 @@ async fn pods_too_big_for_any_node_stay_unschedulable_with_the_schedulers_messag
         )
     );
     assert_eq!(phase(&pending), "Pending");
-    assert!(
-        event_reasons(&client, "big")
-            .await
-            .contains(&"FailedScheduling".to_owned())
-    );
+    assert!(event_reasons(&client, "big").await.contains(&"FailedScheduling".to_owned()));
 
     // A node big enough arrives: the pod is scheduled.
-    sim.add_node(NodeShape {
-        cpu_millis: 4000,
-        memory_bytes: 4 << 30,
-        max_pods: 110,
-    });
+    sim.add_node(NodeShape { cpu_millis: 4000, memory_bytes: 4 << 30, max_pods: 110 });
     wait_for(&pods, "big", "Running", |p| phase(p) == "Running").await;
 }
 
@@ -362,23 +251,14 @@ async fn node_selectors_are_respected() {
     let (_sim, client) = start(fast()).await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let mut p = pod("picky", "run=forever");
-    p.spec.as_mut().unwrap().node_selector = Some(
-        [(
-            "topology.kubernetes.io/zone".to_owned(),
-            "sim-zone-c".to_owned(),
-        )]
-        .into(),
-    );
+    p.spec.as_mut().unwrap().node_selector =
+        Some([("topology.kubernetes.io/zone".to_owned(), "sim-zone-c".to_owned())].into());
     create(&pods, &p).await;
     let running = wait_for(&pods, "picky", "Running", |p| phase(p) == "Running").await;
-    assert_eq!(
-        running.spec.unwrap().node_name.as_deref(),
-        Some("kube-sim-node-3")
-    );
+    assert_eq!(running.spec.unwrap().node_name.as_deref(), Some("kube-sim-node-3"));
 
     let mut nowhere = pod("nowhere", "run=forever");
-    nowhere.spec.as_mut().unwrap().node_selector =
-        Some([("gpu".to_owned(), "yes".to_owned())].into());
+    nowhere.spec.as_mut().unwrap().node_selector = Some([("gpu".to_owned(), "yes".to_owned())].into());
     create(&pods, &nowhere).await;
     let pending = wait_for(&pods, "nowhere", "Unschedulable", |p| {
         condition(p, "PodScheduled").is_some_and(|c| c.status == "False")
@@ -396,11 +276,7 @@ async fn node_selectors_are_respected() {
 
 #[tokio::test]
 async fn the_autoscaler_adds_a_node_for_pending_pods_and_removes_it_when_idle() {
-    let shape = NodeShape {
-        cpu_millis: 1000,
-        memory_bytes: 2 << 30,
-        max_pods: 110,
-    };
+    let shape = NodeShape { cpu_millis: 1000, memory_bytes: 2 << 30, max_pods: 110 };
     let config = SimConfig {
         nodes: 1,
         node_shape: shape,
@@ -423,21 +299,12 @@ async fn the_autoscaler_adds_a_node_for_pending_pods_and_removes_it_when_idle() 
     create(&pods, &sized("first", "run=forever")).await;
     wait_for(&pods, "first", "Running", |p| phase(p) == "Running").await;
     create(&pods, &sized("second", "run=300ms")).await;
-    wait_for(&pods, "second", "Unschedulable", |p| {
-        condition(p, "PodScheduled").is_some_and(|c| c.status == "False")
-    })
-    .await;
-    let running = wait_for(&pods, "second", "Running after scale-up", |p| {
-        phase(p) == "Running"
-    })
-    .await;
+    wait_for(&pods, "second", "Unschedulable", |p| condition(p, "PodScheduled").is_some_and(|c| c.status == "False"))
+        .await;
+    let running = wait_for(&pods, "second", "Running after scale-up", |p| phase(p) == "Running").await;
     let node = running.spec.unwrap().node_name.unwrap();
     assert!(node.starts_with("kube-sim-auto-"), "{node}");
-    assert!(
-        event_reasons(&client, "second")
-            .await
-            .contains(&"TriggeredScaleUp".to_owned())
-    );
+    assert!(event_reasons(&client, "second").await.contains(&"TriggeredScaleUp".to_owned()));
     wait_for(&pods, "second", "Succeeded", |p| phase(p) == "Succeeded").await;
     for _ in 0..100 {
         if !sim.node_names().contains(&node) {

@@ -29,9 +29,7 @@ pub fn fast() -> SimConfig {
 }
 
 pub async fn start(config: SimConfig) -> (KubeSim, kube::Client) {
-    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .expect("kube-sim starts");
+    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config).await.expect("kube-sim starts");
     let client = client_for(&sim, true).await;
     (sim, client)
 }
@@ -47,39 +45,25 @@ pub async fn client_for(sim: &KubeSim, with_token: bool) -> kube::Client {
         }
     }
     let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("config");
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
     // kube retries 429/503/504 up to 15 times by default; the tests must see each answer.
     config.default_retry = false;
     kube::Client::try_from(config).expect("client")
 }
 
 /// Sends a raw request; returns the status code and the body (JSON when it parses).
-pub async fn raw(
-    client: &kube::Client,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
+pub async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut builder = http::Request::builder().method(method).uri(path);
     if body.is_some() {
         builder = builder.header("content-type", "application/json");
     }
-    let bytes = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
+    let bytes = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
     let request = builder.body(kube::client::Body::from(bytes)).unwrap();
     let response = client.send(request).await.expect("request is answered");
     let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, value)
 }
 
@@ -101,9 +85,7 @@ pub fn pod(name: &str, behavior: &str) -> Pod {
 }
 
 pub async fn create(api: &Api<Pod>, pod: &Pod) -> Pod {
-    api.create(&PostParams::default(), pod)
-        .await
-        .expect("pod is created")
+    api.create(&PostParams::default(), pod).await.expect("pod is created")
 }
 
 /// Polls the pod until `done` holds (at most 10 s, then fails showing the last state).
@@ -118,10 +100,7 @@ pub async fn wait_for(api: &Api<Pod>, name: &str, what: &str, done: impl Fn(&Pod
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!(
-        "pod {name} never reached {what}; last seen: {:#?}",
-        last.map(|p| p.status)
-    );
+    panic!("pod {name} never reached {what}; last seen: {:#?}", last.map(|p| p.status));
 }
 
 /// Polls until the pod is gone (at most 10 s).
@@ -136,46 +115,17 @@ pub async fn wait_gone(api: &Api<Pod>, name: &str) {
 }
 
 pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or_default()
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
 }
 
-pub fn condition<'a>(
-    pod: &'a Pod,
-    type_: &str,
-) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
+pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
+    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
 }
 
 pub fn waiting_reason(pod: &Pod) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
-        .waiting
-        .as_ref()?
-        .reason
-        .clone()
+    pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone()
 }
 
 pub fn terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
-        .terminated
-        .clone()
+    pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()
 }

@@ -1,0 +1,34 @@
+# Developer and CI entry points. CI runs `make test` (through .ci/run).
+CARGO ?= cargo
+
+.PHONY: test test-unit lint fmt stack bench clean
+
+## test: lint, then every test of the workspace against the local stack (moto + kube-sim)
+test: lint
+	tests/stack.sh run -- $(CARGO) test --workspace --all-targets --no-fail-fast
+
+## test-unit: the domain crate's tests alone; needs no service
+test-unit:
+	$(CARGO) test -p podbridge
+
+## lint: formatting and clippy, warnings denied
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## fmt: format the workspace
+fmt:
+	$(CARGO) fmt --all
+
+## stack: start the local stack by hand, print its `export` lines, stop on Ctrl-C
+stack:
+	tests/stack.sh up
+
+## bench: the benchmarks, one `BENCH <name> <value> <unit>` line per figure
+bench:
+	$(CARGO) bench -p kube-sim --bench throughput
+
+## clean: remove build output, the stack's logs and the Python venv
+clean:
+	$(CARGO) clean
+	rm -rf .stack .venv
