@@ -47,7 +47,7 @@ pub(crate) fn routes() -> Router<Arc<Cluster>> {
         .route("/api/v1/namespaces", get(list_namespaces).post(create_namespace))
         .route("/api/v1/namespaces/{namespace}", get(get_namespace))
         .fallback(|| async { ApiError::no_route() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed("this verb", "this resource") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
 }
 
 // ---- discovery ------------------------------------------------------------------
@@ -608,7 +608,7 @@ fn events_list(
     namespace: Option<&str>,
 ) -> Result<Response, ApiError> {
     if query.is_watch() {
-        return Err(ApiError::method_not_allowed("watch", "Event"));
+        return Err(ApiError::method_not_allowed());
     }
     let labels = LabelSelector::parse(query.label_selector.as_deref().unwrap_or_default())?;
     let fields = FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default(), EVENT_FIELDS)?;

@@ -107,8 +107,9 @@ impl ApiError {
         )
     }
 
-    pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind {resource:?}"))
+    /// A verb the resource does not serve (PATCH, PUT, watch of events, ...).
+    pub fn method_not_allowed() -> Self {
+        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     }
 
     pub fn already_exists(resource: &str, name: &str) -> Self {

@@ -33,6 +33,9 @@ async fn discovery_answers_what_kubectl_asks() {
     assert_eq!(pods["namespaced"], true);
     let (code, missing) = raw(&client, "GET", "/apis/batch/v1/jobs", None).await;
     assert_eq!((code, missing["reason"].as_str()), (404, Some("NotFound")));
+    let (code, status) = raw(&client, "PATCH", "/api/v1/namespaces/default/pods/any", Some(json!({}))).await;
+    assert_eq!((code, status["reason"].as_str()), (405, Some("MethodNotAllowed")));
+    assert_eq!(status["message"], "the server does not allow this method on the requested resource");
 }
 
 #[tokio::test]

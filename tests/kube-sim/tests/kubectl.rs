@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -79,24 +80,40 @@ async fn kubectl_gets_describes_watches_and_deletes_pods() {
         .arg(&kubeconfig)
         .arg("--cache-dir")
         .arg(&cache)
-        .args(["get", "pods", "--watch", "--request-timeout=20s"])
+        .args(["get", "pods", "--watch", "--request-timeout=30s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let output = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut watched = Vec::new();
+    let mut read_until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                let hit = done(&line);
+                watched.push(line);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("kubectl get --watch never showed {what}:\n{}", watched.join("\n"));
+    };
+    read_until("web-1 Running", &|l| l.contains("web-1") && l.contains("Running"));
     let deleted = stdout(&kubectl(&kubeconfig, &cache, &["delete", "pod", "web-1"]));
     assert_eq!(deleted.trim(), "pod \"web-1\" deleted");
     assert!(pods.get_opt("web-1").await.unwrap().is_none(), "kubectl delete waits until the pod is gone");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    read_until("web-1 Terminating", &|l| l.contains("web-1") && l.contains("Terminating"));
     watch.kill().unwrap();
-    let watched = stdout(&watch.wait_with_output().unwrap());
-    assert!(watched.lines().next().unwrap().starts_with("NAME"), "{watched}");
-    assert!(watched.lines().any(|l| l.contains("web-1") && l.contains("Running")), "{watched}");
-    assert!(
-        watched.lines().any(|l| l.contains("web-1") && l.contains("Terminating")),
-        "the watch must show the change:\n{watched}"
-    );
+    let _ = watch.wait();
+    assert!(watched[0].starts_with("NAME"), "{watched:?}");
 
     let nodes = stdout(&kubectl(&kubeconfig, &cache, &["get", "nodes"]));
     assert_eq!(nodes.lines().filter(|l| l.contains("Ready")).count(), 3, "{nodes}");
