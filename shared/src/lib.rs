@@ -1,10 +1,27 @@
-//! The podbridge domain: what a job is and how its state may change.
+//! The podbridge domain: what a job is, how its state may change, and the adapters
+//! that record it and run it.
 //!
-//! This crate is the core of podbridge. The core does no IO: it is plain values and
-//! decisions, tested without any service. Adapters (the DynamoDB job store, the
-//! Kubernetes cluster, the EventBridge sink) sit behind one small trait each and
-//! arrive with the features that need them; only `functions/` knows about Lambda.
+//! The core (job messages, validation, the pod builder, state rules) does no IO: it is
+//! plain values and decisions, tested without any service. Adapters sit behind one
+//! small trait each: the job store ([`store::JobStore`], DynamoDB), the cluster
+//! ([`cluster::Cluster`], the Kubernetes API). [`submit::Submitter`] is the one path
+//! from a message to a recorded job with its pod. Only `functions/` knows about Lambda.
 
+pub mod cluster;
+pub mod config;
+pub mod eks;
+pub mod error;
+pub mod failure;
+pub mod job;
+pub mod pod;
+pub mod quantity;
+pub mod record;
 pub mod state;
+pub mod store;
+pub mod submit;
+pub mod validate;
 
+pub use error::{Error, Result};
+pub use failure::FailureClass;
+pub use record::{JobRecord, Source, StateChange, Transition};
 pub use state::{JobState, UnknownState};

@@ -7,6 +7,8 @@
 //! Without the stack's environment every test panics with that advice: a missing service
 //! is a failure, never a silently skipped test.
 
+pub mod sqs;
+
 use std::env;
 use std::fmt;
 use std::future::Future;
@@ -101,6 +103,9 @@ async fn kube_client(path: &std::path::Path) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap_or_else(|err| panic!("the kubeconfig {} (KUBECONFIG) is not usable: {err}", path.display()));
+    let mut config = config;
+    // kube retries 429/503/504 up to 15 times by default; tests must see each answer.
+    config.default_retry = false;
     kube::Client::try_from(config)
         .unwrap_or_else(|err| panic!("cannot build a Kubernetes client from {}: {err}", path.display()))
 }

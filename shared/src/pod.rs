@@ -1,0 +1,197 @@
+//! The pod of a job attempt, built from a validated [`Job`] alone (no IO), so the same
+//! job and attempt always give the same pod, down to its name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+use crate::quantity::{format_cpu, format_memory};
+use crate::validate::{EnvValue, Job};
+
+/// `app.kubernetes.io/managed-by: podbridge` on every pod podbridge creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "podbridge");
+/// The job id, on the pod (a label, so pods can be listed by job).
+pub const JOB_ID_LABEL: &str = "podbridge.dev/job-id";
+/// The attempt number, on the pod.
+pub const ATTEMPT_LABEL: &str = "podbridge.dev/attempt";
+/// Tells the cluster autoscaler not to remove the node under a running job.
+pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// The name of the job's container.
+pub const CONTAINER: &str = "job";
+
+/// How pods are built, set by the deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSettings {
+    /// Time a job gets between SIGTERM and SIGKILL (long jobs trap TERM to checkpoint).
+    pub termination_grace_period_seconds: i64,
+}
+
+impl Default for PodSettings {
+    fn default() -> Self {
+        Self { termination_grace_period_seconds: 30 }
+    }
+}
+
+/// The pod name of a job attempt: the job id made DNS-1123, then `-<attempt>`; when
+/// the id had to be changed (case, characters, length), a hash of the real id is added
+/// so two ids never share a name.
+pub fn pod_name(job_id: &str, attempt: u32) -> String {
+    let suffix = format!("-{attempt}");
+    let mut base: String = job_id
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    let budget = 63 - suffix.len();
+    if base != job_id || base.len() > budget {
+        let digest = Sha256::digest(job_id.as_bytes());
+        let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        base.truncate(budget - hash.len() - 1);
+        base = format!("{}-{hash}", base.trim_end_matches('-'));
+    }
+    let base = base.trim_start_matches('-');
+    let base = if base.is_empty() { "job" } else { base };
+    format!("{base}{suffix}")
+}
+
+/// The pod for `attempt` of `job`.
+pub fn build_pod(job: &Job, attempt: u32, settings: &PodSettings) -> Pod {
+    let mut labels = job.labels.clone();
+    labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    labels.insert(JOB_ID_LABEL.to_owned(), job.id.clone());
+    labels.insert(ATTEMPT_LABEL.to_owned(), attempt.to_string());
+
+    let mut requests = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(format_cpu(job.cpu_millis))),
+        ("memory".to_owned(), Quantity(format_memory(job.memory_bytes))),
+    ]);
+    let mut limits = BTreeMap::from([("memory".to_owned(), Quantity(format_memory(job.memory_limit_bytes)))]);
+    if let Some(cpu_limit) = job.cpu_limit_millis {
+        limits.insert("cpu".to_owned(), Quantity(format_cpu(cpu_limit)));
+    }
+    requests.retain(|_, q| !q.0.is_empty());
+
+    let env = job
+        .env
+        .iter()
+        .map(|(name, value)| match value {
+            EnvValue::Literal(value) => EnvVar { name: name.clone(), value: Some(value.clone()), value_from: None },
+            EnvValue::Secret { name: secret, key } => EnvVar {
+                name: name.clone(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        })
+        .collect::<Vec<_>>();
+
+    let container = Container {
+        name: CONTAINER.to_owned(),
+        image: Some(job.image.clone()),
+        command: (!job.command.is_empty()).then(|| job.command.clone()),
+        args: (!job.args.is_empty()).then(|| job.args.clone()),
+        env: (!env.is_empty()).then_some(env),
+        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
+        // The last log lines become the termination message when the job fails
+        // without writing one: the record keeps them after the pod is gone.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let tolerations = job
+        .tolerations
+        .iter()
+        .map(|t| Toleration {
+            key: t.key.clone(),
+            operator: Some(t.operator.clone()),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            toleration_seconds: t.toleration_seconds,
+        })
+        .collect::<Vec<_>>();
+
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&job.id, attempt)),
+            namespace: Some(job.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(SAFE_TO_EVICT.to_owned(), "false".to_owned())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            restart_policy: Some("Never".to_owned()),
+            active_deadline_seconds: Some(i64::try_from(job.timeout_seconds).unwrap_or(i64::MAX)),
+            termination_grace_period_seconds: Some(settings.termination_grace_period_seconds),
+            // Only a job that was allowed a ServiceAccount gets an API token.
+            service_account_name: job.service_account_name.clone(),
+            automount_service_account_token: Some(job.service_account_name.is_some()),
+            enable_service_links: Some(false),
+            node_selector: (!job.node_selector.is_empty()).then(|| job.node_selector.clone()),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
+            priority_class_name: job.priority_class_name.clone(),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_name;
+
+    #[test]
+    fn pod_names_are_dns_labels_and_distinct() {
+        let check = |id: &str, attempt: u32, expected: &str| assert_eq!(pod_name(id, attempt), expected, "{id}");
+        check("nightly-report", 1, "nightly-report-1");
+        check("nightly-report", 12, "nightly-report-12");
+        // Changed ids carry a hash of the original, so `Report` and `report` differ.
+        let upper = pod_name("Report", 1);
+        assert!(
+            upper.starts_with("report-") && upper.ends_with("-1") && upper.len() == "report-".len() + 8 + 2,
+            "{upper}"
+        );
+        assert_ne!(upper, pod_name("report", 1));
+        assert_ne!(pod_name("a_b", 1), pod_name("a.b", 1));
+        let long = "x".repeat(63);
+        let name = pod_name(&long, 10);
+        assert_eq!(name.len(), 63, "{name}");
+        assert_eq!(name, pod_name(&long, 10), "deterministic");
+        assert_ne!(pod_name(&format!("{long}a"), 1), pod_name(&format!("{long}b"), 1));
+        for id in ["_x_", "9", "a.b.c", "sqs-5fea7756-0ea4-451a-a703-a558b933e274"] {
+            let name = pod_name(id, 1);
+            assert!(
+                name.len() <= 63 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.starts_with('-'), "{name}");
+        }
+    }
+}

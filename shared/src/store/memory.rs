@@ -1,0 +1,247 @@
+//! An in-memory job store for pure unit tests of the dispatch and reconcile core.
+//!
+//! It keeps the DynamoDB store's semantics, not its mechanics: a create is conditional
+//! on the job id being new, a change is conditional on the expected state and attempt
+//! and means [`JobRecord::apply`], a lost race writes nothing, and active jobs come in
+//! pages ordered by `updated_at` (then job id). It never fails, except for a page token
+//! it did not make.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use jiff::Timestamp;
+
+use crate::error::{Error, Result};
+use crate::record::{JobRecord, StateChange};
+use crate::store::{ActivePage, Changed, Created, JobStore};
+
+/// Job records in a map behind a mutex. Every operation is atomic, as a conditional
+/// write is in DynamoDB.
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    jobs: Mutex<BTreeMap<String, JobRecord>>,
+}
+
+impl MemoryJobStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record, ordered by job id: what a test asserts on after the code under
+    /// test ran.
+    pub fn records(&self) -> Vec<JobRecord> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, JobRecord>> {
+        // No operation panics while it holds the lock, so a poisoned map is still
+        // consistent; a test that panicked elsewhere should not hide behind this one.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl JobStore for MemoryJobStore {
+    async fn create(&self, record: &JobRecord) -> Result<Created> {
+        let mut jobs = self.lock();
+        if let Some(existing) = jobs.get(&record.job_id) {
+            return Ok(Created::Exists(Box::new(existing.clone())));
+        }
+        let mut record = record.clone();
+        // As in DynamoDB: the TTL must never delete a job that is still followed.
+        if record.state.is_active() {
+            record.expires_at = None;
+        }
+        jobs.insert(record.job_id.clone(), record);
+        Ok(Created::New)
+    }
+
+    async fn get(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        Ok(self.lock().get(job_id).cloned())
+    }
+
+    async fn change(&self, job_id: &str, change: &StateChange) -> Result<Changed> {
+        // Same as the DynamoDB store: a forbidden move is the caller's bug.
+        debug_assert!(
+            change.expected.can_become(change.to),
+            "job {job_id}: {} -> {} is not an allowed transition",
+            change.expected,
+            change.to
+        );
+        let mut jobs = self.lock();
+        match jobs.get_mut(job_id) {
+            Some(record) if record.state == change.expected && record.attempt == change.expected_attempt => {
+                record.apply(change);
+                Ok(Changed::Applied(Box::new(record.clone())))
+            }
+            current => Ok(Changed::Conflict(current.map(|record| Box::new(record.clone())))),
+        }
+    }
+
+    async fn active(&self, page_size: u32, from: Option<&str>) -> Result<ActivePage> {
+        let page_size = page_size.max(1) as usize;
+        let after = from.map(decode_token).transpose()?;
+        let jobs = self.lock();
+        let mut active: Vec<&JobRecord> = jobs.values().filter(|record| record.state.is_active()).collect();
+        active.sort_by(|a, b| (a.updated_at, &a.job_id).cmp(&(b.updated_at, &b.job_id)));
+        let mut rest = active
+            .into_iter()
+            .filter(|record| after.as_ref().is_none_or(|(at, id)| (record.updated_at, &record.job_id) > (*at, id)));
+        let page: Vec<JobRecord> = rest.by_ref().take(page_size).cloned().collect();
+        let next = match (rest.next(), page.last()) {
+            (Some(_), Some(last)) => Some(encode_token(last)),
+            _ => None,
+        };
+        Ok(ActivePage { jobs: page, next })
+    }
+}
+
+/// The position after `record`: its update time (nine digits, so the text is exact)
+/// and its job id. Opaque to callers, and only meaningful to this store.
+fn encode_token(record: &JobRecord) -> String {
+    format!("{:.9} {}", record.updated_at, record.job_id)
+}
+
+fn decode_token(token: &str) -> Result<(Timestamp, String)> {
+    let parsed =
+        token.split_once(' ').and_then(|(at, job_id)| Some((at.parse::<Timestamp>().ok()?, job_id.to_owned())));
+    parsed.ok_or_else(|| Error::Store {
+        operation: "query active jobs",
+        retryable: false,
+        source: format!("invalid page token {token:?} (pass back the `next` of the previous page)").into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Source;
+    use crate::state::JobState::{self, *};
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + second).unwrap()
+    }
+
+    fn queued(job_id: &str, second: i64) -> JobRecord {
+        JobRecord::new(job_id, Queued, Source::Direct, at(second), "Dispatched", "recorded")
+    }
+
+    fn change(from: JobState, attempt: u32, to: JobState, second: i64) -> StateChange {
+        StateChange::new(from, attempt, to, at(second), "Test", "a test moved it")
+    }
+
+    #[tokio::test]
+    async fn a_second_create_finds_the_first_record_unchanged() {
+        let store = MemoryJobStore::new();
+        let first = queued("job-1", 0);
+        assert_eq!(store.create(&first).await.unwrap(), Created::New);
+
+        let mut other = queued("job-1", 5);
+        other.namespace = Some("elsewhere".into());
+        assert_eq!(store.create(&other).await.unwrap(), Created::Exists(Box::new(first.clone())));
+        assert_eq!(store.get("job-1").await.unwrap(), Some(first));
+        assert_eq!(store.get("job-2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_change_applies_only_from_the_expected_state_and_attempt() {
+        let store = MemoryJobStore::new();
+        store.create(&queued("job-1", 0)).await.unwrap();
+
+        let mut setting_up = change(Queued, 1, SettingUp, 1);
+        setting_up.pod_name = Some("job-1-a1".into());
+        let Changed::Applied(applied) = store.change("job-1", &setting_up).await.unwrap() else {
+            panic!("the first change applies");
+        };
+        assert_eq!((applied.state, applied.pod_name.as_deref()), (SettingUp, Some("job-1-a1")));
+        assert_eq!(applied.history.len(), 2);
+
+        // A writer that still sees `queued`, and one with an old attempt: both lose.
+        let stale_state = store.change("job-1", &change(Queued, 1, Executing, 2)).await.unwrap();
+        assert_eq!(stale_state, Changed::Conflict(Some(applied.clone())));
+        let stale_attempt = store.change("job-1", &change(SettingUp, 0, Executing, 2)).await.unwrap();
+        assert_eq!(stale_attempt, Changed::Conflict(Some(applied.clone())));
+        assert_eq!(store.get("job-1").await.unwrap().as_ref(), Some(&*applied), "nothing written");
+
+        let missing = store.change("job-2", &change(Queued, 1, SettingUp, 2)).await.unwrap();
+        assert_eq!(missing, Changed::Conflict(None));
+        assert_eq!(store.get("job-2").await.unwrap(), None, "a change never creates a job");
+    }
+
+    #[tokio::test]
+    async fn a_retry_starts_a_new_attempt_and_keeps_the_history() {
+        let store = MemoryJobStore::new();
+        store.create(&queued("job-1", 0)).await.unwrap();
+        let mut failed = change(Queued, 1, Failed, 1);
+        failed.exit_code = Some(3);
+        failed.pod_name = Some("job-1-a1".into());
+        failed.expires_at = Some(42);
+        store.change("job-1", &failed).await.unwrap();
+
+        let mut retry = change(Failed, 1, Queued, 2);
+        retry.new_attempt = Some(2);
+        let Changed::Applied(record) = store.change("job-1", &retry).await.unwrap() else {
+            panic!("the retry applies");
+        };
+        assert_eq!((record.state, record.attempt), (Queued, 2));
+        assert_eq!((record.exit_code, record.pod_name, record.expires_at), (None, None, None));
+        assert_eq!(record.state_times, BTreeMap::from([(Queued, at(2))]));
+        let moves: Vec<_> = record.history.iter().map(|t| (t.from, t.to, t.attempt)).collect();
+        assert_eq!(moves, [(None, Queued, 1), (Some(Queued), Failed, 1), (Some(Failed), Queued, 2)]);
+    }
+
+    #[tokio::test]
+    async fn active_pages_hold_every_active_job_once_oldest_update_first() {
+        let store = MemoryJobStore::new();
+        // Created in reverse time order, so id order and time order differ.
+        for i in 0..7 {
+            store.create(&queued(&format!("job-{i}"), 10 - i)).await.unwrap();
+        }
+        store.create(&queued("same-time", 10)).await.unwrap();
+        store.change("job-3", &change(Queued, 1, Succeeded, 20)).await.unwrap();
+        store.change("job-4", &change(Queued, 1, Executing, 30)).await.unwrap();
+
+        let mut pages = Vec::new();
+        let mut from = None;
+        loop {
+            let page = store.active(3, from.as_deref()).await.unwrap();
+            pages.push(page.jobs.iter().map(|job| job.job_id.clone()).collect::<Vec<_>>());
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            pages,
+            [vec!["job-6", "job-5", "job-2"], vec!["job-1", "job-0", "same-time"], vec!["job-4"]],
+            "job-3 is terminal; job-4 was updated last; equal times in job id order"
+        );
+        assert_eq!(store.active(0, None).await.unwrap().jobs.len(), 1, "a page has at least one job");
+    }
+
+    #[tokio::test]
+    async fn a_full_last_page_has_no_next_and_a_foreign_token_is_refused() {
+        let store = MemoryJobStore::new();
+        store.create(&queued("job-1", 0)).await.unwrap();
+        store.create(&queued("job-2", 1)).await.unwrap();
+        assert_eq!(store.active(2, None).await.unwrap().next, None);
+
+        let err = store.active(2, Some("garbage")).await.unwrap_err();
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn an_active_record_is_created_without_an_expiry() {
+        let store = MemoryJobStore::new();
+        let mut record = queued("job-1", 0);
+        record.expires_at = Some(1);
+        store.create(&record).await.unwrap();
+        assert_eq!(store.get("job-1").await.unwrap().and_then(|r| r.expires_at), None);
+
+        let mut rejected = JobRecord::new("job-2", Rejected, Source::Direct, at(0), "Invalid", "no image");
+        rejected.expires_at = Some(1);
+        store.create(&rejected).await.unwrap();
+        assert_eq!(store.get("job-2").await.unwrap().and_then(|r| r.expires_at), Some(1));
+        assert!(store.active(10, None).await.unwrap().jobs.iter().all(|job| job.job_id == "job-1"));
+    }
+}

@@ -1,0 +1,286 @@
+//! The one path from a message to "recorded + pod", whichever trigger it came from.
+//!
+//! Every step is idempotent, so any redelivery, and any crash between two steps, ends
+//! in the same place: the job recorded once (a conditional put), one pod for the
+//! attempt (a deterministic name, and a 409 that is recognised as our own pod), and
+//! the record moved on only from where it was (a conditional update).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use tracing::{info, warn};
+
+use crate::cluster::{Cluster, PodCreated};
+use crate::error::{Error, Result};
+use crate::failure::FailureClass;
+use crate::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, PodSettings, build_pod, pod_name};
+use crate::record::{JobRecord, Source, StateChange};
+use crate::state::JobState;
+use crate::store::{Changed, Created, JobStore};
+use crate::validate::{Guardrails, Job, Parsed, Rejection, parse_message};
+
+/// What became of a message. Every outcome means the message may be deleted: the job
+/// is durably recorded (or was already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job is recorded and its pod created.
+    Dispatched { job_id: String, attempt: u32, pod_name: String },
+    /// The job was recorded before (a redelivery); nothing more was needed.
+    AlreadyRecorded { job_id: String, state: JobState },
+    /// The message was invalid; it is recorded as `rejected` with the reasons.
+    Rejected { job_id: String, reason: String },
+    /// The Kubernetes API refused the pod for good; the job is recorded as `failed`.
+    Failed { job_id: String, reason: String },
+    /// The job is recorded as `cancelled` (its pod, if any, deleted).
+    Cancelled { job_id: String },
+    /// A cancel for a job that had already ended: nothing changed.
+    CancelIgnored { job_id: String, state: JobState },
+}
+
+impl Outcome {
+    /// The job the outcome is about.
+    pub fn job_id(&self) -> &str {
+        match self {
+            Self::Dispatched { job_id, .. }
+            | Self::AlreadyRecorded { job_id, .. }
+            | Self::Rejected { job_id, .. }
+            | Self::Failed { job_id, .. }
+            | Self::Cancelled { job_id }
+            | Self::CancelIgnored { job_id, .. } => job_id,
+        }
+    }
+}
+
+/// Records jobs and creates their pods.
+#[derive(Debug, Clone)]
+pub struct Submitter<S, C> {
+    store: S,
+    cluster: C,
+    guardrails: Guardrails,
+    pods: PodSettings,
+    /// How long terminal records stay in the table before its TTL removes them.
+    record_ttl: Duration,
+}
+
+impl<S: JobStore, C: Cluster> Submitter<S, C> {
+    pub fn new(store: S, cluster: C, guardrails: Guardrails, pods: PodSettings, record_ttl: Duration) -> Self {
+        Self { store, cluster, guardrails, pods, record_ttl }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn cluster(&self) -> &C {
+        &self.cluster
+    }
+
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.guardrails
+    }
+
+    fn expires_at(&self, now: Timestamp) -> Option<i64> {
+        Some(now.as_second().saturating_add(i64::try_from(self.record_ttl.as_secs()).unwrap_or(i64::MAX)))
+    }
+
+    /// Handles one message body. `fallback_id` is the id of a job that carries none,
+    /// and where a rejection is recorded when the message's own id cannot be used.
+    ///
+    /// `Ok` means the message may be deleted; `Err` means it must come back (the error
+    /// says whether trying again can help).
+    pub async fn handle_message(&self, body: &[u8], source: Source, fallback_id: &str) -> Result<Outcome> {
+        match parse_message(body, fallback_id, &self.guardrails) {
+            Ok(Parsed::Job(job)) => self.submit(*job, source).await,
+            Ok(Parsed::Cancel(cancel)) => {
+                let reason = cancel.reason.unwrap_or_else(|| "cancelled on request".to_owned());
+                self.cancel(&cancel.id, &reason, source).await
+            }
+            Err(rejection) => self.reject(rejection, source, fallback_id).await,
+        }
+    }
+
+    /// Records a valid job as `queued`, creates its pod, and moves it to `setting_up`.
+    pub async fn submit(&self, job: Job, source: Source) -> Result<Outcome> {
+        let now = Timestamp::now();
+        let mut record =
+            JobRecord::new(&job.id, JobState::Queued, source, now, "Submitted", "the job was accepted and queued");
+        record.spec = Some(serde_json::to_value(&job).map_err(|e| Error::Config(format!("job spec: {e}")))?);
+        record.namespace = Some(job.namespace.clone());
+        match self.store.create(&record).await? {
+            Created::New => self.start_attempt(&record, &job).await,
+            // The same id again: redelivery (maybe after a crash mid-way), or a client
+            // reusing its idempotency key. The stored job is the one that runs.
+            Created::Exists(existing) if existing.state == JobState::Queued => {
+                let stored = stored_job(&existing)?;
+                self.start_attempt(&existing, &stored).await
+            }
+            Created::Exists(existing) => {
+                Ok(Outcome::AlreadyRecorded { job_id: existing.job_id.clone(), state: existing.state })
+            }
+        }
+    }
+
+    /// Creates the pod of the record's current attempt and records it (`queued` →
+    /// `setting_up`). Safe to repeat: the pod name is fixed per attempt.
+    pub async fn start_attempt(&self, record: &JobRecord, job: &Job) -> Result<Outcome> {
+        let pod = build_pod(job, record.attempt, &self.pods);
+        let name = pod_name(&job.id, record.attempt);
+        let created = match self.cluster.create_pod(&pod).await {
+            Ok(PodCreated::New(pod)) => *pod,
+            Ok(PodCreated::Exists(existing)) if is_attempt_pod(&existing, &job.id, record.attempt) => *existing,
+            Ok(PodCreated::Exists(_)) => {
+                let reason = format!(
+                    "a pod named {name} that podbridge did not create for this job already exists in {}",
+                    job.namespace
+                );
+                return self.fail_attempt(record, FailureClass::ApiRejected, "PodNameTaken", &reason).await;
+            }
+            Err(Error::KubeApi { code: 400 | 422, message, .. }) => {
+                let reason = format!("the Kubernetes API refused the pod: {message}");
+                return self.fail_attempt(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
+            }
+            Err(error) => return Err(error),
+        };
+        let now = Timestamp::now();
+        let mut change = StateChange::new(
+            JobState::Queued,
+            record.attempt,
+            JobState::SettingUp,
+            now,
+            "PodCreated",
+            &format!("pod {name} created in {}", job.namespace),
+        );
+        change.pod_name = Some(name.clone());
+        match self.store.change(&record.job_id, &change).await? {
+            Changed::Applied(_) => {
+                info!(job_id = %record.job_id, attempt = record.attempt, pod = %name, "dispatched");
+                Ok(Outcome::Dispatched { job_id: record.job_id.clone(), attempt: record.attempt, pod_name: name })
+            }
+            Changed::Conflict(current) => self.after_lost_race(record, current.map(|c| *c), &created).await,
+        }
+    }
+
+    /// The record moved while the pod was being created. If the job was cancelled (or
+    /// ended) meanwhile, the pod just created must not run.
+    async fn after_lost_race(&self, record: &JobRecord, current: Option<JobRecord>, created: &Pod) -> Result<Outcome> {
+        let Some(current) = current else {
+            return Err(Error::Config(format!(
+                "job {} disappeared from the table while it was dispatched",
+                record.job_id
+            )));
+        };
+        if current.attempt == record.attempt && current.state.is_terminal() {
+            let namespace = created.metadata.namespace.clone().unwrap_or_default();
+            let name = created.metadata.name.clone().unwrap_or_default();
+            warn!(job_id = %record.job_id, state = %current.state, pod = %name, "the job ended while its pod was created; deleting the pod");
+            self.cluster.delete_pod(&namespace, &name, created.metadata.uid.as_deref()).await?;
+        }
+        Ok(Outcome::AlreadyRecorded { job_id: current.job_id, state: current.state })
+    }
+
+    /// Records the attempt as failed for a reason retrying cannot fix.
+    async fn fail_attempt(
+        &self,
+        record: &JobRecord,
+        class: FailureClass,
+        reason: &str,
+        message: &str,
+    ) -> Result<Outcome> {
+        let now = Timestamp::now();
+        let mut change = StateChange::new(JobState::Queued, record.attempt, JobState::Failed, now, reason, message);
+        change.failure_class = Some(class.as_str().to_owned());
+        change.expires_at = self.expires_at(now);
+        warn!(job_id = %record.job_id, attempt = record.attempt, class = %class, "{message}");
+        match self.store.change(&record.job_id, &change).await? {
+            Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
+            Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {
+                job_id: record.job_id.clone(),
+                state: current.map_or(record.state, |c| c.state),
+            }),
+        }
+    }
+
+    /// Records an invalid message as a `rejected` job, under its own id when it has a
+    /// usable one that is free, else under `fallback_id` (derived from the message id).
+    pub async fn reject(&self, rejection: Rejection, source: Source, fallback_id: &str) -> Result<Outcome> {
+        let reason = rejection.to_string();
+        let now = Timestamp::now();
+        let mut ids = vec![rejection.job_id.clone().unwrap_or_else(|| fallback_id.to_owned())];
+        if ids[0] != fallback_id {
+            ids.push(fallback_id.to_owned());
+        }
+        for id in ids {
+            let mut record = JobRecord::new(&id, JobState::Rejected, source.clone(), now, "InvalidMessage", &reason);
+            record.expires_at = self.expires_at(now);
+            match self.store.create(&record).await? {
+                Created::New => {
+                    warn!(job_id = %id, %reason, "rejected");
+                    return Ok(Outcome::Rejected { job_id: id, reason });
+                }
+                // A redelivery of the same rejected message.
+                Created::Exists(existing) if existing.state == JobState::Rejected && existing.source == source => {
+                    return Ok(Outcome::Rejected { job_id: id, reason });
+                }
+                // The id belongs to another job: record the rejection under the fallback.
+                Created::Exists(_) => continue,
+            }
+        }
+        Ok(Outcome::AlreadyRecorded { job_id: fallback_id.to_owned(), state: JobState::Rejected })
+    }
+
+    /// Cancels a job: a queued job never gets a pod, a running one has its pod
+    /// deleted (with its grace period), an ended one is left as it is. A cancel that
+    /// arrives before its job records the job as cancelled, so the job never runs.
+    pub async fn cancel(&self, job_id: &str, reason: &str, source: Source) -> Result<Outcome> {
+        // A few rounds: each lost race means the job moved, and is looked at again.
+        for _ in 0..3 {
+            let now = Timestamp::now();
+            let Some(record) = self.store.get(job_id).await? else {
+                let mut tombstone =
+                    JobRecord::new(job_id, JobState::Cancelled, source.clone(), now, "Cancelled", reason);
+                tombstone.expires_at = self.expires_at(now);
+                match self.store.create(&tombstone).await? {
+                    Created::New => return Ok(Outcome::Cancelled { job_id: job_id.to_owned() }),
+                    Created::Exists(_) => continue,
+                }
+            };
+            if record.state.is_terminal() {
+                info!(job_id, state = %record.state, "cancel ignored: the job has already ended");
+                return Ok(Outcome::CancelIgnored { job_id: job_id.to_owned(), state: record.state });
+            }
+            if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {
+                self.cluster.delete_pod(namespace, pod, None).await?;
+            }
+            let mut change =
+                StateChange::new(record.state, record.attempt, JobState::Cancelled, now, "Cancelled", reason);
+            change.expires_at = self.expires_at(now);
+            if let Changed::Applied(_) = self.store.change(job_id, &change).await? {
+                info!(job_id, "cancelled");
+                return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
+            }
+        }
+        Err(Error::Store {
+            operation: "cancel",
+            retryable: true,
+            source: format!("job {job_id} kept changing while it was cancelled").into(),
+        })
+    }
+}
+
+/// The job a record was created from.
+pub fn stored_job(record: &JobRecord) -> Result<Job> {
+    let spec = record.spec.clone().ok_or_else(|| Error::CorruptRecord {
+        job_id: record.job_id.clone(),
+        message: "an active job has no spec".to_owned(),
+    })?;
+    serde_json::from_value(spec)
+        .map_err(|e| Error::CorruptRecord { job_id: record.job_id.clone(), message: format!("spec: {e}") })
+}
+
+/// Whether `pod` is the one podbridge creates for this job attempt.
+fn is_attempt_pod(pod: &Pod, job_id: &str, attempt: u32) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    label(JOB_ID_LABEL) == Some(job_id) && label(ATTEMPT_LABEL) == Some(attempt.to_string().as_str())
+}

@@ -1,0 +1,175 @@
+//! What Lambda's SQS event source mapping does, against a real (moto) queue: receive a
+//! batch, invoke the handler with it as an `SqsEvent`, delete the records the handler
+//! did not report as failures, leave the rest to come back after their visibility
+//! timeout (and to move to the dead-letter queue after `maxReceiveCount`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+
+/// A queue with its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    pub url: String,
+    pub arn: String,
+    pub dlq_url: String,
+}
+
+/// Creates `name` and `name-dlq`, with a redrive after `max_receives` receives and a
+/// visibility timeout of `visibility` seconds (short, so failures come back quickly).
+pub async fn create_queues(sqs: &aws_sdk_sqs::Client, name: &str, max_receives: u32, visibility: u32) -> Queues {
+    let dlq_url =
+        sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("create DLQ").queue_url.unwrap();
+    let dlq_arn = queue_arn(sqs, &dlq_url).await;
+    let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string())
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap();
+    let arn = queue_arn(sqs, &url).await;
+    Queues { url, arn, dlq_url }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes");
+    attributes.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+/// Sends each body as a message; returns their message ids in order.
+pub async fn send_all(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for body in bodies {
+        let sent = sqs.send_message().queue_url(url).message_body(body).send().await.expect("send");
+        ids.push(sent.message_id.unwrap());
+    }
+    ids
+}
+
+/// Every body in the queue right now (received with a zero visibility timeout, so
+/// they stay), counted with receives, so it also raises their receive counts.
+pub async fn peek_bodies(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut bodies: HashMap<String, String> = HashMap::new();
+    for _ in 0..5 {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive");
+        for message in received.messages.unwrap_or_default() {
+            bodies.insert(message.message_id.unwrap_or_default(), message.body.unwrap_or_default());
+        }
+    }
+    bodies.into_values().collect()
+}
+
+/// How many messages the queue holds, visible or in flight.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let count = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    count(QueueAttributeName::ApproximateNumberOfMessages)
+        + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// What a run of the event source mapping did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Batches the handler was invoked with.
+    pub invocations: usize,
+    /// Records handed to the handler, redeliveries included.
+    pub records: usize,
+    /// Records the handler reported as failures.
+    pub failures: usize,
+}
+
+/// Polls `queues` and invokes `handler` as Lambda would, until the queue is empty or
+/// `timeout` passes (then returns anyway: the caller asserts on what is left).
+pub async fn deliver<F, Fut>(sqs: &aws_sdk_sqs::Client, queues: &Queues, timeout: Duration, mut handler: F) -> Delivery
+where
+    F: FnMut(SqsEvent) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut delivery = Delivery::default();
+    while Instant::now() < deadline {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queues.url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            if depth(sqs, &queues.url).await == 0 {
+                break;
+            }
+            // Only in-flight messages are left: wait for their visibility timeout.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let mut handles = HashMap::new();
+        let records = messages
+            .into_iter()
+            .map(|message| {
+                let id = message.message_id.clone().unwrap_or_default();
+                handles.insert(id.clone(), message.receipt_handle.clone().unwrap_or_default());
+                let mut record = SqsMessage::default();
+                record.message_id = Some(id);
+                record.receipt_handle = message.receipt_handle;
+                record.body = message.body;
+                record.md5_of_body = message.md5_of_body;
+                record.event_source = Some("aws:sqs".to_owned());
+                record.event_source_arn = Some(queues.arn.clone());
+                record.aws_region = Some("us-east-1".to_owned());
+                record.attributes = message
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v))
+                    .collect();
+                record
+            })
+            .collect::<Vec<_>>();
+        delivery.invocations += 1;
+        delivery.records += records.len();
+        let mut event = SqsEvent::default();
+        event.records = records;
+        let response = handler(event).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        delivery.failures += failed.len();
+        for (id, handle) in handles {
+            if !failed.contains(&id) {
+                sqs.delete_message().queue_url(&queues.url).receipt_handle(handle).send().await.expect("delete");
+            }
+        }
+    }
+    delivery
+}
