@@ -1,0 +1,144 @@
+//! Dispatch speed against the local stack (`tests/stack.sh run -- cargo bench -p
+//! podbridge-tests --bench dispatch_batch`): moto for DynamoDB, the stack's kube-sim
+//! (a separate process) for Kubernetes, with 20 ms of latency injected on every
+//! Kubernetes request. Prints `BENCH <name> <value> <unit>` lines:
+//!
+//! - `dispatch_floor_ms`: one job alone, the unavoidable round trips (DynamoDB put,
+//!   pod create, DynamoDB update), median of several runs;
+//! - `dispatch_batch10_ms` and `dispatch_batch10_vs_floor`: a batch of 10 handled
+//!   concurrently, against that floor (target ≤ 1.3);
+//! - `dispatch_cpu_per_job_ms`: CPU time of this process (the handler, the AWS SDK and
+//!   the kube client, TLS included) per dispatched job, latency off (target ≤ 0.5).
+//!
+//! Under `cargo test` (no `--bench` argument) it runs once, small, as a smoke test.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use podbridge::cluster::KubeCluster;
+use podbridge::pod::PodSettings;
+use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::submit::Submitter;
+use podbridge::validate::Guardrails;
+use podbridge_tests::{Stack, unique_name};
+use serde_json::json;
+
+fn event(prefix: &str, count: usize) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = (0..count)
+        .map(|i| {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(format!("{prefix}-m{i}"));
+            record.body = Some(
+                json!({ "version": 1, "job": { "id": format!("{prefix}-{i}"), "image": "registry.example.com/bench:1", "command": ["run"] } })
+                    .to_string(),
+            );
+            record
+        })
+        .collect();
+    event
+}
+
+/// Sets kube-sim's injected latency through its admin endpoint.
+async fn set_latency(client: &kube::Client, millis: u64) {
+    let body = serde_json::to_vec(&json!({ "latencyMs": millis })).unwrap();
+    let request = http::Request::put("/kube-sim/faults").header("content-type", "application/json").body(body).unwrap();
+    client.request_text(request).await.expect("the stack's kube-sim takes faults");
+}
+
+/// User plus system CPU time of this process, from /proc (clock ticks of 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let (runs, cpu_batches) = if benchmarking { (7, 100) } else { (1, 2) };
+    let stack = Stack::from_env().await;
+    let table = unique_name("bench");
+    create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let store = DynamoJobStore::new(stack.dynamodb(), table);
+    let cluster = KubeCluster::new(stack.kube.clone(), Duration::from_secs(10));
+    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
+    let submitter = Submitter::new(store, cluster, guardrails, PodSettings::default(), Duration::from_secs(3600));
+    let run = unique_name("b");
+
+    // Warm the connections (TLS, DNS, pools) as a warm Lambda container has them.
+    dispatch::handle(&submitter, event(&format!("{run}-warm"), 10), 10).await;
+
+    set_latency(&stack.kube, 20).await;
+    let mut singles = Vec::new();
+    let mut batches = Vec::new();
+    for r in 0..runs {
+        let started = Instant::now();
+        let response = dispatch::handle(&submitter, event(&format!("{run}-one{r}"), 1), 10).await;
+        singles.push(started.elapsed());
+        assert!(response.batch_item_failures.is_empty());
+        let started = Instant::now();
+        let response = dispatch::handle(&submitter, event(&format!("{run}-ten{r}"), 10), 10).await;
+        batches.push(started.elapsed());
+        assert!(response.batch_item_failures.is_empty());
+    }
+    set_latency(&stack.kube, 0).await;
+    let floor = median(singles);
+    let batch = median(batches);
+    println!("BENCH dispatch_floor_ms {:.1} ms", floor.as_secs_f64() * 1000.0);
+    println!("BENCH dispatch_batch10_ms {:.1} ms", batch.as_secs_f64() * 1000.0);
+    println!("BENCH dispatch_batch10_vs_floor {:.2} ratio", batch.as_secs_f64() / floor.as_secs_f64());
+
+    // What bounds the batch: the two services alone, 10 calls at once, with the same
+    // 20 ms on Kubernetes requests.
+    set_latency(&stack.kube, 20).await;
+    let dynamodb = stack.dynamodb();
+    let table_name = submitter.store().table().to_owned();
+    let puts = |tag: &str| {
+        let dynamodb = dynamodb.clone();
+        let table_name = table_name.clone();
+        let tag = tag.to_owned();
+        futures::future::join_all((0..10).map(move |i| {
+            let request = dynamodb
+                .put_item()
+                .table_name(&table_name)
+                .item("job_id", aws_sdk_dynamodb::types::AttributeValue::S(format!("{tag}-{i}")));
+            async move { request.send().await.expect("put") }
+        }))
+    };
+    let started = Instant::now();
+    puts(&format!("{run}-probe")).await;
+    println!("BENCH moto_10_concurrent_puts_ms {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(stack.kube.clone(), "podbridge-jobs");
+    let started = Instant::now();
+    futures::future::join_all((0..10).map(|i| {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": { "name": format!("{run}-probe-{i}") },
+            "spec": { "containers": [{ "name": "c", "image": "registry.example.com/bench:1" }] }
+        }))
+        .unwrap();
+        let pods = pods.clone();
+        async move { pods.create(&Default::default(), &pod).await.expect("create") }
+    }))
+    .await;
+    println!("BENCH kube_sim_10_concurrent_creates_ms {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    set_latency(&stack.kube, 0).await;
+
+    let before = cpu_time();
+    for b in 0..cpu_batches {
+        let response = dispatch::handle(&submitter, event(&format!("{run}-cpu{b}"), 10), 10).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let jobs = cpu_batches * 10;
+    let cpu = cpu_time().saturating_sub(before);
+    println!("BENCH dispatch_cpu_per_job_ms {:.3} ms", cpu.as_secs_f64() * 1000.0 / jobs as f64);
+}
