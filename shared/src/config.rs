@@ -84,11 +84,37 @@ impl Settings {
             default_keep_pod_seconds: number("PODBRIDGE_DEFAULT_KEEP_POD_SECONDS", defaults.default_keep_pod_seconds)?,
             max_keep_pod_seconds: number("PODBRIDGE_MAX_KEEP_POD_SECONDS", defaults.max_keep_pod_seconds)?,
         };
-        if guardrails.default_cpu_millis > guardrails.max_cpu_millis
-            || guardrails.default_memory_bytes > guardrails.max_memory_bytes
-        {
+        // A default above its ceiling would reject every job that relies on it, for a
+        // reason its sender did not cause.
+        let limits = [
+            ("PODBRIDGE_DEFAULT_CPU", guardrails.default_cpu_millis, "PODBRIDGE_MAX_CPU", guardrails.max_cpu_millis),
+            (
+                "PODBRIDGE_DEFAULT_MEMORY",
+                guardrails.default_memory_bytes,
+                "PODBRIDGE_MAX_MEMORY",
+                guardrails.max_memory_bytes,
+            ),
+            (
+                "PODBRIDGE_DEFAULT_TIMEOUT_SECONDS",
+                guardrails.default_timeout_seconds,
+                "PODBRIDGE_MAX_TIMEOUT_SECONDS",
+                guardrails.max_timeout_seconds,
+            ),
+            (
+                "PODBRIDGE_DEFAULT_KEEP_POD_SECONDS",
+                guardrails.default_keep_pod_seconds,
+                "PODBRIDGE_MAX_KEEP_POD_SECONDS",
+                guardrails.max_keep_pod_seconds,
+            ),
+        ];
+        for (default_name, default, max_name, max) in limits {
+            if default > max {
+                return Err(Error::Config(format!("{default_name} ({default}) is above {max_name} ({max})")));
+            }
+        }
+        if guardrails.max_attempts == 0 || guardrails.default_timeout_seconds == 0 {
             return Err(Error::Config(
-                "the default CPU and memory must not exceed PODBRIDGE_MAX_CPU / PODBRIDGE_MAX_MEMORY".into(),
+                "PODBRIDGE_MAX_ATTEMPTS and PODBRIDGE_DEFAULT_TIMEOUT_SECONDS must be at least 1".into(),
             ));
         }
         let grace = number("PODBRIDGE_TERMINATION_GRACE_SECONDS", 30)?;
@@ -146,5 +172,12 @@ mod tests {
         bad.push(("PODBRIDGE_ALLOW_SECRET_REFS", "yes"));
         assert!(settings(&bad).unwrap_err().to_string().contains("true or false"));
         assert!(settings(&MINIMAL[..2]).unwrap_err().to_string().contains("PODBRIDGE_IMAGE_PREFIXES"));
+        let mut bad = MINIMAL.to_vec();
+        bad.push(("PODBRIDGE_MAX_TIMEOUT_SECONDS", "3600"));
+        let error = settings(&bad).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "configuration: PODBRIDGE_DEFAULT_TIMEOUT_SECONDS (21600) is above PODBRIDGE_MAX_TIMEOUT_SECONDS (3600)"
+        );
     }
 }

@@ -67,6 +67,7 @@ pub struct JobSpec {
     /// letter or digit. When absent, the id is derived from the SQS message id
     /// (`sqs-<message id>`), so only redeliveries of that one message are deduplicated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"))]
     pub id: Option<String>,
     /// The namespace to run in; the deployment's first allowed namespace when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +88,7 @@ pub struct JobSpec {
     pub resources: Resources,
     /// How long the job may run once started (the pod's `activeDeadlineSeconds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u64>,
     /// When and how often a failed job is tried again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +162,7 @@ impl Resources {
 pub struct RetrySpec {
     /// Attempts in all, the first included (1: never retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_attempts: Option<u32>,
     /// Wait before the second attempt; doubles for each further one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
