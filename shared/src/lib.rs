@@ -13,6 +13,7 @@ pub mod eks;
 pub mod error;
 pub mod failure;
 pub mod job;
+pub mod observe;
 pub mod pod;
 pub mod quantity;
 pub mod record;
