@@ -24,9 +24,9 @@ fmt:
 stack:
 	tests/stack.sh up
 
-## bench: the benchmarks, one `BENCH <name> <value> <unit>` line per figure
+## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:
-	$(CARGO) bench -p kube-sim --bench throughput
+	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch
 
 ## clean: remove build output, the stack's logs and the Python venv
 clean:

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::cluster::{Cluster, PodCreated};
 use crate::error::{Error, Result};
@@ -21,7 +21,8 @@ use crate::store::{Changed, Created, JobStore};
 use crate::validate::{Guardrails, Job, Parsed, Rejection, parse_message};
 
 /// What became of a message. Every outcome means the message may be deleted: the job
-/// is durably recorded (or was already).
+/// is durably recorded (or was already). The caller logs outcomes; this module logs
+/// only what an outcome does not show (a pod deleted after a lost race).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The job is recorded and its pod created.
@@ -154,7 +155,6 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         change.pod_name = Some(name.clone());
         match self.store.change(&record.job_id, &change).await? {
             Changed::Applied(_) => {
-                info!(job_id = %record.job_id, attempt = record.attempt, pod = %name, "dispatched");
                 Ok(Outcome::Dispatched { job_id: record.job_id.clone(), attempt: record.attempt, pod_name: name })
             }
             Changed::Conflict(current) => self.after_lost_race(record, current.map(|c| *c), &created).await,
@@ -191,7 +191,6 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         let mut change = StateChange::new(JobState::Queued, record.attempt, JobState::Failed, now, reason, message);
         change.failure_class = Some(class.as_str().to_owned());
         change.expires_at = self.expires_at(now);
-        warn!(job_id = %record.job_id, attempt = record.attempt, class = %class, "{message}");
         match self.store.change(&record.job_id, &change).await? {
             Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
             Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {
@@ -214,10 +213,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             let mut record = JobRecord::new(&id, JobState::Rejected, source.clone(), now, "InvalidMessage", &reason);
             record.expires_at = self.expires_at(now);
             match self.store.create(&record).await? {
-                Created::New => {
-                    warn!(job_id = %id, %reason, "rejected");
-                    return Ok(Outcome::Rejected { job_id: id, reason });
-                }
+                Created::New => return Ok(Outcome::Rejected { job_id: id, reason }),
                 // A redelivery of the same rejected message.
                 Created::Exists(existing) if existing.state == JobState::Rejected && existing.source == source => {
                     return Ok(Outcome::Rejected { job_id: id, reason });
@@ -246,7 +242,6 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                 }
             };
             if record.state.is_terminal() {
-                info!(job_id, state = %record.state, "cancel ignored: the job has already ended");
                 return Ok(Outcome::CancelIgnored { job_id: job_id.to_owned(), state: record.state });
             }
             if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {
@@ -256,7 +251,6 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                 StateChange::new(record.state, record.attempt, JobState::Cancelled, now, "Cancelled", reason);
             change.expires_at = self.expires_at(now);
             if let Changed::Applied(_) = self.store.change(job_id, &change).await? {
-                info!(job_id, "cancelled");
                 return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
             }
         }

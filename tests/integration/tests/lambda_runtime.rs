@@ -1,0 +1,205 @@
+//! The built `dispatch` binary, run as Lambda runs it: started with Lambda's environment
+//! variables, polling a Lambda Runtime API ([`RuntimeApi`], served by the test), invoked
+//! with the SQS event fixture `tests/lambda/sqs-event.json`. The tests assert what Lambda
+//! and a user would observe: the JSON response (`batchItemFailures`, which decides what
+//! SQS deletes), the records in DynamoDB (moto) and the pods in kube-sim.
+//!
+//! Why a Runtime API in the test rather than `cargo lambda watch`: cargo-lambda (PyPI
+//! `cargo-lambda==1.9.2`, 115 MB of wheels with zig, 470 MB installed, 4 s to install) does
+//! the same job offline, but it builds the function with `cargo run --bin dispatch`, which
+//! resolves features for the dispatch package alone: a second build of tokio, hyper, kube
+//! and the AWS SDK beside the workspace's (53 crates differ; minutes on a fresh 2-core CI
+//! machine). Its watcher also restarts the function whenever a file of the checkout
+//! changes, and it listens on all interfaces. The Runtime API here runs the binary cargo
+//! has already built, in milliseconds, and the same code measures the cold start
+//! (`functions/dispatch/benches/cold_start.rs`). Checked by hand that both agree, inside
+//! `make stack`'s environment with a job table and the variables of [`function_env`]:
+//! `cargo lambda watch --invoke-port P` then `cargo lambda invoke dispatch --invoke-port P
+//! --data-file tests/lambda/sqs-event.json` prints `tests/lambda/sqs-response.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig};
+use podbridge::record::JobRecord;
+use podbridge::state::JobState;
+use podbridge::store::JobStore;
+use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge_tests::runtime_api::{FunctionProcess, Outcome, RuntimeApi, cargo_binary, fixture, unique_job_ids};
+use podbridge_tests::{REGION, Stack, eventually, unique_name};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "podbridge-jobs";
+/// The fixture's record whose job passes the guardrails.
+const VALID_MESSAGE_ID: &str = "059f36b4-87a3-44ab-83d2-661975830a7d";
+/// The fixture's record whose job has an image from outside the allowed registry.
+const REJECTED_MESSAGE_ID: &str = "2e1424d4-f796-459a-8184-9c92662be6da";
+/// Generous: the first invocation opens the connections to moto and kube-sim, and CI
+/// machines are slow; a healthy invocation takes milliseconds.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SQS fixture with unique job ids; returns the event, the valid job's id and the
+/// rejected job's id.
+fn sqs_event() -> (Value, String, String) {
+    let mut event = fixture("sqs-event.json");
+    let ids = unique_job_ids(&mut event);
+    (event, ids[VALID_MESSAGE_ID].clone(), ids[REJECTED_MESSAGE_ID].clone())
+}
+
+/// The dispatch binary, built by cargo for this test run (see [`cargo_binary`]).
+fn dispatch_binary() -> PathBuf {
+    cargo_binary("functions/dispatch", "dispatch")
+}
+
+/// The function's configuration, as the deployment would set it, for `table` and the
+/// cluster named by `kubeconfig`, with the stack's AWS endpoint and dummy credentials.
+fn function_env(stack: &Stack, table: &str, kubeconfig: &Path) -> Vec<(String, String)> {
+    [
+        ("PODBRIDGE_TABLE", table.to_owned()),
+        ("PODBRIDGE_NAMESPACES", NAMESPACE.to_owned()),
+        ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/".to_owned()),
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        ("AWS_ENDPOINT_URL", stack.aws_endpoint.clone()),
+        ("AWS_REGION", REGION.to_owned()),
+        ("AWS_DEFAULT_REGION", REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// A fresh job table in the stack's DynamoDB.
+async fn job_table(stack: &Stack) -> (String, DynamoJobStore) {
+    let table = unique_name("lambda-jobs");
+    create_table(&stack.dynamodb(), &table).await.expect("create the job table");
+    (table.clone(), DynamoJobStore::new(stack.dynamodb(), table))
+}
+
+/// Starts the function and waits for its first poll, failing with its output otherwise.
+async fn start_function(api: &RuntimeApi, env: &[(String, String)]) -> FunctionProcess {
+    let mut function = FunctionProcess::spawn(&dispatch_binary(), api, env).expect("start dispatch");
+    function.first_poll(api, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    function
+}
+
+async fn record(store: &DynamoJobStore, job_id: &str) -> JobRecord {
+    store.get(job_id).await.expect("read the job record").unwrap_or_else(|| panic!("job {job_id} is not recorded"))
+}
+
+/// A file removed when the test ends, however it ends.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn response(outcome: &Outcome, function: &FunctionProcess) -> Value {
+    outcome.json().unwrap_or_else(|e| panic!("{e:#}; the function's output:\n{}", function.output()))
+}
+
+#[tokio::test]
+async fn given_the_sqs_fixture_when_the_built_function_is_invoked_then_the_batch_succeeds_and_both_jobs_are_recorded() {
+    let stack = Stack::from_env().await;
+    let (table, store) = job_table(&stack).await;
+    let api = RuntimeApi::start("dispatch").await.expect("runtime API");
+    let mut function = start_function(&api, &function_env(&stack, &table, &stack.kubeconfig)).await;
+    let (event, job_id, rejected_id) = sqs_event();
+
+    let outcome = function.invoke(&api, &event, INVOKE_TIMEOUT).await.unwrap();
+
+    assert_eq!(response(&outcome, &function), fixture("sqs-response.json"), "both records may be deleted");
+    let dispatched = record(&store, &job_id).await;
+    assert_eq!(dispatched.state, JobState::SettingUp);
+    assert_eq!(dispatched.namespace.as_deref(), Some(NAMESPACE));
+    let pod_name = format!("{job_id}-1");
+    assert_eq!(dispatched.pod_name.as_deref(), Some(pod_name.as_str()));
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), NAMESPACE);
+    let pod = pods.get(&pod_name).await.expect("the job's pod exists in the cluster");
+    assert_eq!(pod.metadata.labels.unwrap_or_default()["podbridge.dev/job-id"], job_id);
+    let rejected = record(&store, &rejected_id).await;
+    assert_eq!(rejected.state, JobState::Rejected);
+    let reason = rejected.message.unwrap_or_default();
+    assert!(
+        reason.starts_with("job.image: \"docker.io/library/busybox:1.36\" is not from an allowed registry"),
+        "{reason}"
+    );
+    let selector = format!("podbridge.dev/job-id={rejected_id}");
+    let foreign = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    assert!(foreign.items.is_empty(), "no pod for a rejected job");
+    // Back at `/next`: the function survived the invocation and waits for the next batch.
+    eventually("the function's next poll", Duration::from_secs(10), Duration::from_millis(20), || async {
+        (api.polls() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(function.exit_status(), None, "the function still runs; output:\n{}", function.output());
+}
+
+#[tokio::test]
+async fn given_the_cluster_refuses_pods_when_the_built_function_is_invoked_then_only_the_valid_job_comes_back() {
+    let stack = Stack::from_env().await;
+    let (table, store) = job_table(&stack).await;
+    // A cluster of this test's own, so that its fault touches no other test.
+    let config = SimConfig {
+        faults: Faults {
+            errors: vec![ErrorFault { verb: "create".into(), rate: 1.0, code: 503 }],
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config).await.expect("kube-sim");
+    let kubeconfig = TempFile(std::env::temp_dir().join(format!("{}.kubeconfig", unique_name("lambda-runtime"))));
+    std::fs::write(&kubeconfig.0, sim.kubeconfig()).expect("write the kubeconfig");
+    let api = RuntimeApi::start("dispatch").await.expect("runtime API");
+    let mut function = start_function(&api, &function_env(&stack, &table, &kubeconfig.0)).await;
+    let (event, job_id, rejected_id) = sqs_event();
+
+    let outcome = function.invoke(&api, &event, INVOKE_TIMEOUT).await.unwrap();
+
+    let expected = json!({ "batchItemFailures": [{ "itemIdentifier": VALID_MESSAGE_ID }] });
+    assert_eq!(response(&outcome, &function), expected, "the valid job is retried, the rejected one is not");
+    assert_eq!(record(&store, &job_id).await.state, JobState::Queued, "recorded, for the redelivery or the reconciler");
+    assert_eq!(record(&store, &rejected_id).await.state, JobState::Rejected);
+    assert!(sim.created_pods().is_empty());
+}
+
+#[tokio::test]
+async fn given_an_event_that_is_not_an_sqs_batch_when_invoked_then_the_invocation_fails_and_the_function_serves_on() {
+    let stack = Stack::from_env().await;
+    let (table, store) = job_table(&stack).await;
+    let api = RuntimeApi::start("dispatch").await.expect("runtime API");
+    let mut function = start_function(&api, &function_env(&stack, &table, &stack.kubeconfig)).await;
+
+    let outcome = function.invoke(&api, &json!({ "Records": "not a list" }), INVOKE_TIMEOUT).await.unwrap();
+
+    // A function error: Lambda returns the whole batch to the queue.
+    let Outcome::Error(report) = outcome else { panic!("expected an invocation error, got {outcome:?}") };
+    assert!(report.message().contains("failed to deserialize"), "{report:?}");
+    let (event, job_id, _) = sqs_event();
+    let next = function.invoke(&api, &event, INVOKE_TIMEOUT).await.unwrap();
+    assert_eq!(response(&next, &function), fixture("sqs-response.json"));
+    assert_eq!(record(&store, &job_id).await.state, JobState::SettingUp);
+}
+
+#[tokio::test]
+async fn given_no_job_table_configured_when_the_function_starts_then_it_fails_its_init_naming_the_variable() {
+    // Needs no service: the configuration is read before any client is built.
+    let api = RuntimeApi::start("dispatch").await.expect("runtime API");
+    let env = [("PODBRIDGE_NAMESPACES", NAMESPACE), ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let mut function = FunctionProcess::spawn(&dispatch_binary(), &api, &env).expect("start dispatch");
+
+    let status = function.wait_for_exit(Duration::from_secs(20)).await;
+
+    let output = function.output();
+    assert!(status.is_some_and(|s| !s.success()), "dispatch must exit with an error: {status:?}\n{output}");
+    assert_eq!(api.polls(), 0, "a function that cannot start must not ask for work");
+    // Lambda shows the runtime's output (or its `/init/error` report) as the init failure.
+    let reported = api.init_error().map(|report| report.message()).unwrap_or_default();
+    assert!(output.contains("PODBRIDGE_TABLE") || reported.contains("PODBRIDGE_TABLE"), "{output}");
+}
