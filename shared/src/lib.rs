@@ -16,6 +16,7 @@ pub mod job;
 pub mod observe;
 pub mod pod;
 pub mod quantity;
+pub mod reconcile;
 pub mod record;
 pub mod state;
 pub mod store;

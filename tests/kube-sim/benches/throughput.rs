@@ -54,6 +54,8 @@ where
 #[tokio::main]
 async fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
+    // Debug-build smoke figures must never read like benchmark results.
+    let tag = if benchmarking { "BENCH" } else { "smoke:" };
     let default_pods = if benchmarking { 100_000 } else { 500 };
     let pods_wanted: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default_pods);
     let config = SimConfig {
@@ -80,7 +82,7 @@ async fn main() {
         }
     })
     .await;
-    println!("BENCH kube_sim_create_rate {created:.0} req/s");
+    println!("{tag} kube_sim_create_rate {created:.0} req/s");
     assert_eq!(sim.created_pods().len(), pods_wanted);
 
     // Let every pod reach Running, so the stored objects carry full statuses.
@@ -95,8 +97,8 @@ async fn main() {
     }
     assert!(all_running, "every pod reaches Running within a minute");
     let rss = rss_bytes().saturating_sub(baseline);
-    println!("BENCH kube_sim_memory_per_pod {} bytes", rss / pods_wanted.max(1) as u64);
-    println!("BENCH kube_sim_rss_with_pods {:.0} MiB", rss as f64 / (1 << 20) as f64);
+    println!("{tag} kube_sim_memory_per_pod {} bytes", rss / pods_wanted.max(1) as u64);
+    println!("{tag} kube_sim_rss_with_pods {:.0} MiB", rss as f64 / (1 << 20) as f64);
 
     let gets = rate(20_000, |i| {
         let pods = pods.clone();
@@ -105,7 +107,7 @@ async fn main() {
         }
     })
     .await;
-    println!("BENCH kube_sim_get_rate {gets:.0} req/s");
+    println!("{tag} kube_sim_get_rate {gets:.0} req/s");
 
     let selected = rate(200, |i| {
         let pods = pods.clone();
@@ -116,7 +118,7 @@ async fn main() {
         }
     })
     .await;
-    println!("BENCH kube_sim_selective_list_rate {selected:.0} req/s");
+    println!("{tag} kube_sim_selective_list_rate {selected:.0} req/s");
 
     // A reconciler's pass: every managed pod, 500 per page.
     let started = Instant::now();
@@ -133,6 +135,6 @@ async fn main() {
         }
     }
     assert_eq!(seen, pods_wanted);
-    println!("BENCH kube_sim_full_list_pages {pages} pages");
-    println!("BENCH kube_sim_full_list_time {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    println!("{tag} kube_sim_full_list_pages {pages} pages");
+    println!("{tag} kube_sim_full_list_time {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
 }

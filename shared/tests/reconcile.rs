@@ -1,0 +1,174 @@
+//! Reconcile decisions over pod statuses shaped as the API returns them: every rule of
+//! the lifecycle, stale jobs and retries, with plain values.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Pod;
+use podbridge::observe::{Observed, observe};
+use podbridge::reconcile::{Decision, Thresholds, backoff, decide};
+use podbridge::record::{JobRecord, Source, StateChange};
+use podbridge::state::JobState;
+use podbridge::validate::{Guardrails, Job, Parsed, parse_message};
+
+const TTL: Duration = Duration::from_secs(86_400);
+
+fn job(retry: serde_json::Value) -> Job {
+    let message = serde_json::json!({ "version": 1, "job": {
+        "id": "report", "image": "registry.example.com/report:1", "timeoutSeconds": 3600, "retry": retry
+    }});
+    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
+    match parse_message(message.to_string().as_bytes(), "x", &guardrails).unwrap() {
+        Parsed::Job(job) => *job,
+        Parsed::Cancel(_) => unreachable!(),
+    }
+}
+
+fn default_job() -> Job {
+    job(serde_json::json!({}))
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+/// A record that entered `state` at 10:00:00, pod created at 10:00:00.
+fn record(state: JobState, attempt: u32) -> JobRecord {
+    let t = at("2026-11-21T10:00:00Z");
+    let mut record = JobRecord::new("report", JobState::Queued, Source::Direct, t, "Submitted", "queued");
+    record.attempt = attempt;
+    if state != JobState::Queued {
+        let mut change = StateChange::new(JobState::Queued, attempt, JobState::SettingUp, t, "PodCreated", "created");
+        change.pod_name = Some(format!("report-{attempt}"));
+        record.apply(&change);
+    }
+    if state == JobState::Executing {
+        record.apply(&StateChange::new(JobState::SettingUp, attempt, JobState::Executing, t, "Started", "running"));
+    }
+    record
+}
+
+fn pod(name: &str) -> Observed {
+    let path = format!("{}/tests/fixtures/pods/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let pod: Pod = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    observe(&pod)
+}
+
+fn minutes_later(minutes: i64) -> Timestamp {
+    at("2026-11-21T10:00:00Z") + SignedDuration::from_mins(minutes)
+}
+
+/// The (to, class, delete_pod, retried) of a decision, for compact tables.
+fn summary(decision: &Decision) -> (Option<JobState>, Option<String>, bool, bool) {
+    match decision {
+        Decision::Nothing | Decision::Dispatch => (None, None, false, false),
+        Decision::Record { change, delete_pod } => (Some(change.to), change.failure_class.clone(), *delete_pod, false),
+        Decision::FailAndRetry { failed, delete_pod, .. } => {
+            (Some(failed.to), failed.failure_class.clone(), *delete_pod, true)
+        }
+    }
+}
+
+#[test]
+fn pods_move_their_jobs_through_the_lifecycle() {
+    let t = Thresholds::default();
+    let job = job(serde_json::json!({ "maxAttempts": 1 }));
+    let check = |state: JobState, fixture: &str, minutes: i64, expected: (Option<JobState>, Option<&str>, bool)| {
+        let decision = decide(&record(state, 1), &job, Some(&pod(fixture)), minutes_later(minutes), &t, TTL);
+        let (to, class, delete, _) = summary(&decision);
+        assert_eq!((to, class.as_deref(), delete), expected, "{state} + {fixture} at +{minutes}m: {decision:?}");
+    };
+    use JobState::*;
+    check(SettingUp, "container-creating", 1, (None, None, false));
+    check(SettingUp, "running", 1, (Some(Executing), None, false));
+    check(Executing, "running", 1, (None, None, false));
+    check(Executing, "running", 63, (Some(Failed), Some("deadline_exceeded"), true));
+    check(SettingUp, "succeeded", 6, (Some(Succeeded), None, false));
+    check(Executing, "succeeded", 6, (Some(Succeeded), None, false));
+    check(Executing, "exit-code", 2, (Some(Failed), Some("exit_code"), false));
+    check(Executing, "oom-killed", 2, (Some(Failed), Some("oom_killed"), false));
+    check(Executing, "deadline-exceeded", 61, (Some(Failed), Some("deadline_exceeded"), false));
+    check(Executing, "evicted", 30, (Some(Failed), Some("evicted"), false));
+    check(Executing, "node-lost", 26, (Some(Failed), Some("node_lost"), false));
+    check(Executing, "terminating", 26, (None, None, false));
+    // Stuck pods get a grace period, then fail with the kubelet's words.
+    check(SettingUp, "image-pull-backoff", 2, (None, None, false));
+    check(SettingUp, "image-pull-backoff", 5, (Some(Failed), Some("image_pull"), true));
+    check(SettingUp, "err-image-pull", 6, (Some(Failed), Some("image_pull"), true));
+    check(SettingUp, "config-error", 6, (Some(Failed), Some("container_config"), true));
+    check(SettingUp, "unschedulable", 10, (None, None, false));
+    check(SettingUp, "unschedulable", 16, (Some(Failed), Some("unschedulable"), true));
+    check(SettingUp, "container-creating", 31, (Some(Failed), Some("start_timeout"), true));
+}
+
+#[test]
+fn a_failure_keeps_what_the_pod_said() {
+    let decision = decide(
+        &record(JobState::Executing, 1),
+        &job(serde_json::json!({ "maxAttempts": 1 })),
+        Some(&pod("exit-code")),
+        minutes_later(2),
+        &Thresholds::default(),
+        TTL,
+    );
+    let Decision::Record { change, .. } = decision else { panic!("{decision:?}") };
+    assert_eq!(change.exit_code, Some(3));
+    assert_eq!(change.message, "the container exited with code 3");
+    assert_eq!(change.termination_message.as_deref(), Some("loading input\nerror: no such table: sales\n"));
+    assert_eq!(change.node.as_deref(), Some("ip-10-0-1-23.ec2.internal"));
+    assert!(change.expires_at.is_some(), "a final failure expires");
+}
+
+#[test]
+fn stale_queued_jobs_are_dispatched_and_vanished_pods_fail() {
+    let t = Thresholds::default();
+    let job = default_job();
+    assert_eq!(decide(&record(JobState::Queued, 1), &job, None, minutes_later(1), &t, TTL), Decision::Nothing);
+    assert_eq!(decide(&record(JobState::Queued, 1), &job, None, minutes_later(3), &t, TTL), Decision::Dispatch);
+    // The dispatcher created the pod but stopped before recording it.
+    let found = decide(&record(JobState::Queued, 1), &job, Some(&pod("container-creating")), minutes_later(1), &t, TTL);
+    let Decision::Record { change, .. } = found else { panic!("{found:?}") };
+    assert_eq!((change.to, change.pod_name.as_deref()), (JobState::SettingUp, Some("report-1")));
+    // A pod deleted behind podbridge's back: retried by default.
+    let vanished = decide(&record(JobState::Executing, 1), &job, None, minutes_later(1), &t, TTL);
+    assert_eq!(summary(&vanished), (Some(JobState::Failed), Some("pod_vanished".into()), false, true));
+}
+
+#[test]
+fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
+    let t = Thresholds::default();
+    let check = |job: &Job, attempt: u32, fixture: &str, retried: bool| {
+        let decision =
+            decide(&record(JobState::Executing, attempt), job, Some(&pod(fixture)), minutes_later(30), &t, TTL);
+        assert_eq!(summary(&decision).3, retried, "attempt {attempt} + {fixture}: {decision:?}");
+    };
+    let defaults = default_job();
+    check(&defaults, 1, "evicted", true);
+    check(&defaults, 1, "node-lost", true);
+    check(&defaults, 1, "exit-code", false);
+    check(&defaults, 1, "oom-killed", false);
+    check(&defaults, 3, "evicted", false);
+    let custom = job(serde_json::json!({ "maxAttempts": 5, "on": ["oom_killed"], "exitCodes": [3] }));
+    check(&custom, 1, "oom-killed", true);
+    check(&custom, 1, "exit-code", true);
+    check(&custom, 1, "evicted", false);
+    check(&custom, 5, "exit-code", false);
+
+    let decision =
+        decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL);
+    let Decision::FailAndRetry { failed, retry, .. } = decision else { panic!() };
+    assert_eq!(failed.expires_at, None, "a failure that will be retried does not expire");
+    assert_eq!((retry.expected, retry.to, retry.new_attempt), (JobState::Failed, JobState::Queued, Some(2)));
+    assert_eq!(retry.message, "attempt 1 failed (evicted); attempt 2 starts in 30s");
+}
+
+#[test]
+fn a_retry_waits_for_its_backoff() {
+    let t = Thresholds::default();
+    let job = job(serde_json::json!({ "maxAttempts": 5, "backoffSeconds": 60, "maxBackoffSeconds": 200 }));
+    assert_eq!([2, 3, 4, 5].map(|a| backoff(&job, a).as_secs()), [60, 120, 200, 200]);
+    let mut queued = record(JobState::Queued, 2);
+    queued.state_times.insert(JobState::Queued, at("2026-11-21T10:00:00Z"));
+    assert_eq!(decide(&queued, &job, None, minutes_later(0), &t, TTL), Decision::Nothing);
+    assert_eq!(decide(&queued, &job, None, minutes_later(1), &t, TTL), Decision::Dispatch);
+}
