@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 
 use crate::error::{Error, Result};
 
@@ -29,6 +29,14 @@ pub trait Cluster: Send + Sync {
 
     /// Deletes a pod (only the one with `uid`, when given); false when it was not there.
     fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every pod podbridge manages in `namespace`, read in pages of `page_size`; also
+    /// returns how many requests that took.
+    fn list_managed_pods(
+        &self,
+        namespace: &str,
+        page_size: u32,
+    ) -> impl Future<Output = Result<(Vec<Pod>, u32)>> + Send;
 }
 
 /// The cluster through a `kube::Client`, every call bounded by a deadline.
@@ -110,6 +118,24 @@ impl Cluster for KubeCluster {
             Ok(_) => Ok(true),
             Err(status) if status.code == 404 => Ok(false),
             Err(status) => Err(api_error("delete pod", status)),
+        }
+    }
+
+    async fn list_managed_pods(&self, namespace: &str, page_size: u32) -> Result<(Vec<Pod>, u32)> {
+        let selector = format!("{}={}", crate::pod::MANAGED_BY.0, crate::pod::MANAGED_BY.1);
+        let mut params = ListParams::default().labels(&selector).limit(page_size.max(1));
+        let pods = self.pods(namespace);
+        let mut all = Vec::new();
+        let mut requests = 0;
+        loop {
+            requests += 1;
+            let page =
+                self.call("list pods", pods.list(&params)).await?.map_err(|status| api_error("list pods", status))?;
+            all.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok((all, requests)),
+            }
         }
     }
 }

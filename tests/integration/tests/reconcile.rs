@@ -1,0 +1,264 @@
+//! Message → dispatch → kube-sim drives the pod to an outcome → reconcile passes → the
+//! record is what a user would expect. moto (the stack's) for DynamoDB, a kube-sim per
+//! test, pods choosing their fate through the `KUBE_SIM_BEHAVIOR` env var of the job.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{KubeSim, SimConfig, Timings};
+use podbridge::cluster::KubeCluster;
+use podbridge::pod::PodSettings;
+use podbridge::reconcile::Thresholds;
+use podbridge::record::{JobRecord, Source};
+use podbridge::state::JobState;
+use podbridge::store::JobStore;
+use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::submit::Submitter;
+use podbridge::validate::Guardrails;
+use podbridge_tests::{Stack, unique_name};
+use reconcile::Reconciler;
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "podbridge-jobs";
+
+struct World {
+    sim: KubeSim,
+    reconciler: Reconciler<DynamoJobStore, KubeCluster>,
+}
+
+async fn world() -> World {
+    let stack = Stack::from_env().await;
+    let table = unique_name("jobs");
+    create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let store = DynamoJobStore::new(stack.dynamodb(), table);
+    let config = SimConfig {
+        namespaces: vec![NAMESPACE.into()],
+        timings: Timings {
+            schedule: Duration::from_millis(5),
+            start: Duration::from_millis(5),
+            pull: Duration::from_millis(10),
+            pull_backoff: Duration::from_millis(50),
+            run: Some(Duration::from_millis(200)),
+            termination: Duration::from_millis(20),
+            pod_gc: Duration::from_millis(100),
+        },
+        ..SimConfig::default()
+    };
+    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config).await.expect("kube-sim");
+    let kubeconfig = Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.default_retry = false;
+    let cluster = KubeCluster::new(kube::Client::try_from(config).unwrap(), Duration::from_secs(5));
+    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
+    let ttl = Duration::from_secs(86_400);
+    let submitter = Submitter::new(store, cluster, guardrails, PodSettings::default(), ttl);
+    let thresholds = Thresholds {
+        redispatch_after: Duration::ZERO,
+        stuck_after: Duration::from_millis(300),
+        unschedulable_after: Duration::from_millis(300),
+        start_limit: Duration::from_secs(10),
+        deadline_grace: Duration::from_secs(1),
+    };
+    World { sim, reconciler: Reconciler::new(submitter, thresholds, ttl, 10) }
+}
+
+/// A job whose pod behaves as `behavior` says (kube-sim's terms), with `extra` fields.
+fn message(id: &str, behavior: &str, extra: Value) -> String {
+    let mut job = json!({
+        "id": id,
+        "image": "registry.example.com/batch/work:1",
+        "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": behavior }],
+        "retry": { "backoffSeconds": 0, "maxBackoffSeconds": 0 }
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        job[key] = value.clone();
+    }
+    json!({ "version": 1, "job": job }).to_string()
+}
+
+impl World {
+    async fn submit(&self, body: &str) {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(unique_name("m"));
+        record.body = Some(body.to_owned());
+        let mut event = SqsEvent::default();
+        event.records = vec![record];
+        let response = dispatch::handle(self.reconciler.submitter(), event, 10).await;
+        assert!(response.batch_item_failures.is_empty(), "dispatched");
+    }
+
+    async fn record(&self, job_id: &str) -> JobRecord {
+        self.reconciler.submitter().store().get(job_id).await.unwrap().expect("recorded")
+    }
+
+    /// Runs passes until the job is in `state` (at most 15 s).
+    async fn reconcile_until(&self, job_id: &str, state: JobState) -> JobRecord {
+        for _ in 0..300 {
+            self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+            let record = self.record(job_id).await;
+            if record.state == state {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{job_id} never reached {state}: {:#?}", self.record(job_id).await);
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.reconciler.submitter().cluster().client().clone(), NAMESPACE)
+    }
+
+    fn pods_created_for(&self, job_id: &str) -> Vec<String> {
+        self.sim
+            .created_pods()
+            .into_iter()
+            .filter(|p| p.labels.get("podbridge.dev/job-id").map(String::as_str) == Some(job_id))
+            .map(|p| p.name)
+            .collect()
+    }
+}
+
+fn states(record: &JobRecord) -> Vec<JobState> {
+    record.history.iter().map(|t| t.to).collect()
+}
+
+#[tokio::test]
+async fn given_a_job_that_succeeds_when_reconciled_then_the_record_follows_it_to_succeeded() {
+    let world = world().await;
+    world.submit(&message("ok", "run=300ms", json!({}))).await;
+
+    let record = world.reconcile_until("ok", JobState::Succeeded).await;
+
+    assert_eq!(record.exit_code, Some(0));
+    assert!(record.node.as_deref().is_some_and(|n| n.starts_with("kube-sim-node-")), "{:?}", record.node);
+    assert_eq!(states(&record).first(), Some(&JobState::Queued));
+    assert!(states(&record).contains(&JobState::Executing), "the running state was seen: {:?}", states(&record));
+    assert!(record.expires_at.is_some());
+    assert!(record.state_times.contains_key(&JobState::Succeeded));
+}
+
+#[tokio::test]
+async fn given_a_non_zero_exit_when_reconciled_then_failed_with_the_code_and_the_last_log_lines() {
+    let world = world().await;
+    world.submit(&message("exit3", "run=100ms,exit=3,lines=2", json!({}))).await;
+
+    let record = world.reconcile_until("exit3", JobState::Failed).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("exit_code"));
+    assert_eq!(record.exit_code, Some(3));
+    let tail = record.termination_message.unwrap_or_default();
+    assert!(tail.ends_with("kube-sim: line 2 of 2\nkube-sim: exiting with code 3"), "{tail:?}");
+    assert_eq!(world.pods_created_for("exit3"), ["exit3-1"], "an application failure is not retried by default");
+}
+
+#[tokio::test]
+async fn given_an_oom_when_reconciled_then_failed_as_oom_killed() {
+    let world = world().await;
+    world.submit(&message("oom", "run=50ms,oom", json!({}))).await;
+    let record = world.reconcile_until("oom", JobState::Failed).await;
+    assert_eq!((record.failure_class.as_deref(), record.exit_code), (Some("oom_killed"), Some(137)));
+}
+
+#[tokio::test]
+async fn given_an_image_that_cannot_be_pulled_when_reconciled_then_failed_and_the_pod_deleted() {
+    let world = world().await;
+    world.submit(&message("nopull", "pull=fail", json!({}))).await;
+
+    let record = world.reconcile_until("nopull", JobState::Failed).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("image_pull"));
+    let message = record.message.unwrap_or_default();
+    assert!(message.contains("busybox") || message.contains("registry.example.com/batch/work:1"), "{message}");
+    let pod = world.pods().get_opt("nopull-1").await.unwrap();
+    assert!(pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()), "the stuck pod is deleted");
+}
+
+#[tokio::test]
+async fn given_an_eviction_when_reconciled_then_the_job_is_retried_until_its_attempts_run_out() {
+    let world = world().await;
+    world
+        .submit(&message(
+            "evicted",
+            "run=forever,evict=100ms",
+            json!({ "retry": { "maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0 } }),
+        ))
+        .await;
+
+    let record = world.reconcile_until("evicted", JobState::Failed).await;
+    let record = if record.attempt < 2 { world.reconcile_until_attempt("evicted", 2).await } else { record };
+
+    assert_eq!(record.attempt, 2);
+    assert_eq!(record.failure_class.as_deref(), Some("evicted"));
+    assert_eq!(world.pods_created_for("evicted"), ["evicted-1", "evicted-2"], "one pod per attempt");
+    let attempts: Vec<u32> = record.history.iter().map(|t| t.attempt).collect();
+    assert!(attempts.contains(&1) && attempts.contains(&2), "history keeps both attempts: {attempts:?}");
+    assert!(record.history.iter().any(|t| t.reason == "Retrying"));
+}
+
+#[tokio::test]
+async fn given_a_pod_deleted_behind_podbridges_back_when_reconciled_then_failed_as_vanished() {
+    let world = world().await;
+    world.submit(&message("gone", "run=forever", json!({ "retry": { "maxAttempts": 1 } }))).await;
+    world.reconcile_until("gone", JobState::Executing).await;
+    world.pods().delete("gone-1", &DeleteParams::default().grace_period(0)).await.unwrap();
+
+    let record = world.reconcile_until("gone", JobState::Failed).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("pod_vanished"));
+}
+
+#[tokio::test]
+async fn given_a_job_recorded_but_never_dispatched_when_reconciled_then_its_pod_is_created_once() {
+    let world = world().await;
+    // What a dispatcher that died right after recording the job left behind.
+    let body = message("stale", "run=forever", json!({}));
+    let guardrails = world.reconciler.submitter().guardrails().clone();
+    let podbridge::validate::Parsed::Job(job) =
+        podbridge::validate::parse_message(body.as_bytes(), "x", &guardrails).unwrap()
+    else {
+        unreachable!()
+    };
+    let mut record =
+        JobRecord::new("stale", JobState::Queued, Source::Direct, jiff::Timestamp::now(), "Submitted", "queued");
+    record.spec = Some(serde_json::to_value(&*job).unwrap());
+    record.namespace = Some(NAMESPACE.into());
+    world.reconciler.submitter().store().create(&record).await.unwrap();
+
+    let record = world.reconcile_until("stale", JobState::Executing).await;
+
+    assert_eq!(record.pod_name.as_deref(), Some("stale-1"));
+    for _ in 0..3 {
+        world.reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+    }
+    assert_eq!(world.pods_created_for("stale"), ["stale-1"]);
+}
+
+#[tokio::test]
+async fn given_nothing_changed_when_a_pass_runs_then_it_writes_nothing() {
+    let world = world().await;
+    world.submit(&message("steady", "run=forever", json!({}))).await;
+    world.reconcile_until("steady", JobState::Executing).await;
+
+    let report = world.reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+
+    assert_eq!((report.active_jobs, report.writes, report.errors), (1, 0, 0));
+    assert_eq!(report.kube_list_requests, 1, "one LIST for the namespace");
+}
+
+impl World {
+    /// Runs passes until the job's attempt reaches `attempt` and it is failed again.
+    async fn reconcile_until_attempt(&self, job_id: &str, attempt: u32) -> JobRecord {
+        for _ in 0..300 {
+            self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+            let record = self.record(job_id).await;
+            if record.attempt == attempt && record.state == JobState::Failed {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{job_id} never ended attempt {attempt}: {:#?}", self.record(job_id).await);
+    }
+}
