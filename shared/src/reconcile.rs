@@ -29,6 +29,10 @@ pub struct Thresholds {
     /// How far past its timeout a running job may go (by podbridge's clock) before it is
     /// failed even if the kubelet has not enforced `activeDeadlineSeconds`.
     pub deadline_grace: Duration,
+    /// A managed pod with no job record this long after its creation is an orphan
+    /// (created by a dispatcher that died before recording, or left from a deleted
+    /// record) and is deleted.
+    pub orphan_grace: Duration,
 }
 
 impl Default for Thresholds {
@@ -39,6 +43,7 @@ impl Default for Thresholds {
             unschedulable_after: Duration::from_secs(900),
             start_limit: Duration::from_secs(1800),
             deadline_grace: Duration::from_secs(120),
+            orphan_grace: Duration::from_secs(300),
         }
     }
 }
@@ -190,5 +195,48 @@ pub fn decide(
             }
             _ => Decision::Nothing,
         },
+    }
+}
+
+/// What to do with a managed pod that belongs to no active job attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    Keep,
+    /// Delete it; the reason, for the log.
+    Delete(&'static str),
+}
+
+/// Decides about a pod that no active job attempt claims: the pod of a finished job is
+/// kept for the job's keep time (for `kubectl logs`), a pod of an earlier attempt
+/// likewise from when the next attempt was queued, and a pod without any record is
+/// deleted after the orphan grace period.
+pub fn cleanup(
+    pod_created: Option<Timestamp>,
+    pod_attempt: u32,
+    record: Option<&JobRecord>,
+    keep: Duration,
+    now: Timestamp,
+    thresholds: &Thresholds,
+) -> Cleanup {
+    match record {
+        None if since(now, pod_created) >= thresholds.orphan_grace => Cleanup::Delete("orphan: no job record"),
+        None => Cleanup::Keep,
+        Some(record) if record.state.is_terminal() => {
+            let ended = record.state_times.get(&record.state).copied().unwrap_or(record.updated_at);
+            if since(now, Some(ended)) >= keep {
+                Cleanup::Delete("the job has ended and its keep time passed")
+            } else {
+                Cleanup::Keep
+            }
+        }
+        Some(record) if pod_attempt < record.attempt => {
+            let next = record.state_times.get(&JobState::Queued).copied().unwrap_or(record.updated_at);
+            if since(now, Some(next)) >= keep {
+                Cleanup::Delete("an earlier attempt, past its keep time")
+            } else {
+                Cleanup::Keep
+            }
+        }
+        Some(_) => Cleanup::Keep,
     }
 }

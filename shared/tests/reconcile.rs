@@ -172,3 +172,47 @@ fn a_retry_waits_for_its_backoff() {
     assert_eq!(decide(&queued, &job, None, minutes_later(0), &t, TTL), Decision::Nothing);
     assert_eq!(decide(&queued, &job, None, minutes_later(1), &t, TTL), Decision::Dispatch);
 }
+
+#[test]
+fn unclaimed_pods_are_kept_for_their_keep_time_and_orphans_for_the_grace() {
+    use podbridge::reconcile::{Cleanup, cleanup};
+    let t = Thresholds::default();
+    let created = Some(at("2026-11-21T10:00:00Z"));
+    let keep = Duration::from_secs(600);
+    assert_eq!(cleanup(created, 1, None, keep, minutes_later(4), &t), Cleanup::Keep);
+    assert!(matches!(cleanup(created, 1, None, keep, minutes_later(5), &t), Cleanup::Delete(_)));
+
+    let mut done = record(JobState::Executing, 1);
+    done.apply(&StateChange::new(
+        JobState::Executing,
+        1,
+        JobState::Succeeded,
+        at("2026-11-21T10:05:00Z"),
+        "Completed",
+        "ok",
+    ));
+    assert_eq!(cleanup(created, 1, Some(&done), keep, minutes_later(14), &t), Cleanup::Keep);
+    assert!(matches!(cleanup(created, 1, Some(&done), keep, minutes_later(15), &t), Cleanup::Delete(_)));
+
+    // The pod of attempt 1 while attempt 2 runs: kept for the keep time from the retry.
+    let mut retried = record(JobState::Executing, 1);
+    retried.apply(&StateChange::new(
+        JobState::Executing,
+        1,
+        JobState::Failed,
+        at("2026-11-21T10:01:00Z"),
+        "Evicted",
+        "x",
+    ));
+    let mut retry =
+        StateChange::new(JobState::Failed, 1, JobState::Queued, at("2026-11-21T10:01:00Z"), "Retrying", "y");
+    retry.new_attempt = Some(2);
+    retried.apply(&retry);
+    assert_eq!(cleanup(created, 1, Some(&retried), keep, minutes_later(10), &t), Cleanup::Keep);
+    assert!(matches!(cleanup(created, 1, Some(&retried), keep, minutes_later(11), &t), Cleanup::Delete(_)));
+    assert_eq!(
+        cleanup(created, 2, Some(&retried), keep, minutes_later(60), &t),
+        Cleanup::Keep,
+        "the current attempt's pod"
+    );
+}

@@ -15,7 +15,7 @@ use podbridge::cluster::Cluster;
 use podbridge::error::Result;
 use podbridge::observe::observe;
 use podbridge::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, pod_name};
-use podbridge::reconcile::{Decision, Thresholds, decide};
+use podbridge::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide};
 use podbridge::record::{JobRecord, StateChange};
 use podbridge::store::{Changed, JobStore};
 use podbridge::submit::{Submitter, stored_job};
@@ -109,6 +109,12 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             }
         }
 
+        // Pods no active job attempt claims: finished jobs' pods, earlier attempts, orphans.
+        let active: BTreeSet<(String, String)> =
+            records.iter().map(|r| (r.job_id.clone(), r.attempt.to_string())).collect();
+        let unclaimed: Vec<Pod> =
+            pods.iter().filter(|(key, _)| !active.contains(*key)).map(|(_, pod)| pod.clone()).collect();
+
         let results = futures::stream::iter(records)
             .map(|record| {
                 let pod = pods.remove(&(record.job_id.clone(), record.attempt.to_string()));
@@ -146,6 +152,20 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             }
             if let Some(class) = result.failure_class {
                 *report.failed_by_class.entry(class).or_default() += 1;
+            }
+        }
+        let cleaned = futures::stream::iter(unclaimed)
+            .map(|pod| async move { self.clean_up(pod, now).await })
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        for outcome in cleaned {
+            match outcome {
+                Ok(deleted) => report.pods_deleted += usize::from(deleted),
+                Err(e) => {
+                    warn!(error = %e, "cleaning up a pod failed; next pass tries again");
+                    report.errors += 1;
+                }
             }
         }
         info!(report = %serde_json::to_string(&report).unwrap_or_default(), "reconcile pass done");
@@ -199,6 +219,32 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         }
     }
 
+    /// Deletes an unclaimed pod when its keep time (or the orphan grace) has passed.
+    async fn clean_up(&self, pod: Pod, now: Timestamp) -> Result<bool> {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let job_id = labels.get(JOB_ID_LABEL).cloned().unwrap_or_default();
+        let attempt = labels.get(ATTEMPT_LABEL).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let record = self.submitter.store().get(&job_id).await?;
+        let keep = record
+            .as_ref()
+            .and_then(|r| stored_job(r).ok())
+            .map_or(Duration::ZERO, |job| Duration::from_secs(job.keep_pod_seconds));
+        let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        match cleanup(created, attempt, record.as_ref(), keep, now, &self.thresholds) {
+            Cleanup::Keep => Ok(false),
+            Cleanup::Delete(why) => {
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let deleted =
+                    self.submitter.cluster().delete_pod(&namespace, &name, pod.metadata.uid.as_deref()).await?;
+                if deleted {
+                    info!(job_id = %job_id, pod = %name, "deleted the pod: {why}");
+                }
+                Ok(deleted)
+            }
+        }
+    }
+
     async fn delete_pod(&self, record: &JobRecord, job_id: &str) -> Result<bool> {
         let namespace = record.namespace.clone().unwrap_or_default();
         let name = record.pod_name.clone().unwrap_or_else(|| pod_name(job_id, record.attempt));
@@ -225,5 +271,6 @@ pub fn thresholds_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result
         unschedulable_after: seconds("PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS", defaults.unschedulable_after)?,
         start_limit: seconds("PODBRIDGE_START_LIMIT_SECONDS", defaults.start_limit)?,
         deadline_grace: seconds("PODBRIDGE_DEADLINE_GRACE_SECONDS", defaults.deadline_grace)?,
+        orphan_grace: seconds("PODBRIDGE_ORPHAN_GRACE_SECONDS", defaults.orphan_grace)?,
     })
 }

@@ -61,6 +61,7 @@ async fn world() -> World {
         unschedulable_after: Duration::from_millis(300),
         start_limit: Duration::from_secs(10),
         deadline_grace: Duration::from_secs(1),
+        orphan_grace: Duration::from_millis(500),
     };
     World { sim, reconciler: Reconciler::new(submitter, thresholds, ttl, 10) }
 }
@@ -261,4 +262,43 @@ impl World {
         }
         panic!("{job_id} never ended attempt {attempt}: {:#?}", self.record(job_id).await);
     }
+}
+
+#[tokio::test]
+async fn given_finished_and_orphan_pods_when_their_time_passes_then_they_are_deleted_and_the_record_stays() {
+    let world = world().await;
+    world.submit(&message("brief", "run=50ms", json!({ "keepPodSeconds": 0 }))).await;
+    world.submit(&message("kept", "run=50ms", json!({ "keepPodSeconds": 3600 }))).await;
+    world.reconcile_until("brief", JobState::Succeeded).await;
+    world.reconcile_until("kept", JobState::Succeeded).await;
+    // A pod with podbridge's labels that no record knows (a dispatcher died before recording).
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "orphan-1", "labels": {
+            "app.kubernetes.io/managed-by": "podbridge", "podbridge.dev/job-id": "orphan", "podbridge.dev/attempt": "1" } },
+        "spec": { "containers": [{ "name": "job", "image": "registry.example.com/x", "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=forever" }] }] }
+    }))
+    .unwrap();
+    world.pods().create(&Default::default(), &orphan).await.unwrap();
+    // One more active job, so passes list the namespace.
+    world.submit(&message("anchor", "run=forever", json!({}))).await;
+
+    let mut gone = false;
+    for _ in 0..100 {
+        world.reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+        let brief = world.pods().get_opt("brief-1").await.unwrap();
+        let orphan = world.pods().get_opt("orphan-1").await.unwrap();
+        if brief.is_none() && orphan.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the finished pod past its keep time and the orphan are deleted");
+    assert!(world.pods().get_opt("kept-1").await.unwrap().is_some(), "a pod within its keep time stays");
+    let record = world.record("brief").await;
+    assert_eq!(
+        (record.state, record.exit_code),
+        (JobState::Succeeded, Some(0)),
+        "the record keeps what was worth knowing"
+    );
 }
