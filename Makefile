@@ -26,7 +26,7 @@ stack:
 
 ## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:
-	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch
+	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch --bench reconcile_pass
 
 ## clean: remove build output, the stack's logs and the Python venv
 clean:

@@ -1,0 +1,86 @@
+//! The cost of a reconcile pass as active jobs grow, against the local stack
+//! (`tests/stack.sh run -- cargo bench -p podbridge-tests --bench reconcile_pass`):
+//! N jobs dispatched and running, then a steady pass (nothing changed) is measured.
+//! Prints, for N = 1,000 and 10,000:
+//!
+//! - `reconcile_<N>_k8s_requests`: LIST pages read from the Kubernetes API;
+//! - `reconcile_<N>_ddb_requests`: pages read from the active-jobs index;
+//! - `reconcile_<N>_writes_unchanged`: writes when nothing changed (must be 0);
+//! - `reconcile_<N>_wall_s`: the pass's wall time.
+//!
+//! Under `cargo test` (no `--bench` argument) it runs once with 20 jobs as a smoke test.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use podbridge::cluster::KubeCluster;
+use podbridge::pod::PodSettings;
+use podbridge::reconcile::Thresholds;
+use podbridge::record::{JobRecord, Source};
+use podbridge::state::JobState;
+use podbridge::store::JobStore;
+use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::submit::Submitter;
+use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_tests::{Stack, unique_name};
+use reconcile::Reconciler;
+use serde_json::json;
+
+async fn measure(stack: &Stack, jobs: usize, tag: &str) {
+    let table = unique_name("reconcile");
+    create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let store = DynamoJobStore::new(stack.dynamodb(), table);
+    let cluster = KubeCluster::new(stack.kube.clone(), Duration::from_secs(30));
+    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
+    let ttl = Duration::from_secs(3600);
+    let submitter = Submitter::new(store, cluster, guardrails.clone(), PodSettings::default(), ttl);
+    let run = unique_name("r");
+
+    // N jobs recorded and dispatched, their pods running for good.
+    futures::stream::iter(0..jobs)
+        .for_each_concurrent(16, |i| {
+            let submitter = &submitter;
+            let guardrails = &guardrails;
+            let run = &run;
+            async move {
+                let id = format!("{run}-{i}");
+                let body = json!({ "version": 1, "job": { "id": id, "image": "registry.example.com/bench:1",
+                    "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=forever" }] } });
+                let Ok(Parsed::Job(job)) = parse_message(body.to_string().as_bytes(), "x", guardrails) else {
+                    panic!("valid")
+                };
+                submitter.submit(*job, Source::Direct).await.expect("dispatched");
+            }
+        })
+        .await;
+    let reconciler = Reconciler::new(submitter, Thresholds::default(), ttl, 16);
+    // The first pass records every pod as running; the next is the steady state.
+    for _ in 0..10 {
+        let report = reconciler.pass(jiff::Timestamp::now()).await.expect("pass");
+        if report.recorded.is_empty() && report.active_jobs == jobs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let report = reconciler.pass(jiff::Timestamp::now()).await.expect("pass");
+    let wall = started.elapsed();
+    assert_eq!(report.active_jobs, jobs);
+    let executing = reconciler.submitter().store().get(&format!("{run}-0")).await.unwrap().map(|r: JobRecord| r.state);
+    assert_eq!(executing, Some(JobState::Executing));
+    println!("{tag} reconcile_{jobs}_k8s_requests {} requests", report.kube_list_requests);
+    println!("{tag} reconcile_{jobs}_ddb_requests {} requests", report.store_pages);
+    println!("{tag} reconcile_{jobs}_writes_unchanged {} writes", report.writes);
+    println!("{tag} reconcile_{jobs}_wall_s {:.2} s", wall.as_secs_f64());
+}
+
+#[tokio::main]
+async fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let tag = if benchmarking { "BENCH" } else { "smoke:" };
+    let stack = Stack::from_env().await;
+    let sizes: &[usize] = if benchmarking { &[1_000, 10_000] } else { &[20] };
+    for &jobs in sizes {
+        measure(&stack, jobs, tag).await;
+    }
+}
