@@ -31,7 +31,17 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
     create_table(&stack.dynamodb(), &table).await.expect("job table");
     let store = DynamoJobStore::new(stack.dynamodb(), table);
     let cluster = KubeCluster::new(stack.kube.clone(), Duration::from_secs(30));
-    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
+    // A namespace of its own, so pods of other runs in the stack are not this run's
+    // unclaimed pods (each of which a pass would look up).
+    let namespace = unique_name("ns");
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(stack.kube.clone());
+    let object = serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
+    namespaces.create(&Default::default(), &object).await.expect("namespace");
+    let guardrails = Guardrails {
+        namespaces: vec![namespace],
+        image_prefixes: vec!["registry.example.com/".into()],
+        ..Guardrails::default()
+    };
     let ttl = Duration::from_secs(3600);
     let submitter = Submitter::new(store, cluster, guardrails.clone(), PodSettings::default(), ttl);
     let run = unique_name("r");

@@ -52,7 +52,11 @@ async fn world() -> World {
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     config.default_retry = false;
     let cluster = KubeCluster::new(kube::Client::try_from(config).unwrap(), Duration::from_secs(5));
-    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
+    let guardrails = Guardrails {
+        image_prefixes: vec!["registry.example.com/".into()],
+        max_cpu_millis: 64_000,
+        ..Guardrails::default()
+    };
     let ttl = Duration::from_secs(86_400);
     let submitter = Submitter::new(store, cluster, guardrails, PodSettings::default(), ttl);
     let thresholds = Thresholds {
@@ -301,4 +305,29 @@ async fn given_finished_and_orphan_pods_when_their_time_passes_then_they_are_del
         (JobState::Succeeded, Some(0)),
         "the record keeps what was worth knowing"
     );
+}
+
+#[tokio::test]
+async fn given_a_pod_no_node_can_hold_when_reconciled_then_failed_as_unschedulable_with_the_schedulers_words() {
+    let world = world().await;
+    world
+        .submit(&message("huge", "run=forever", json!({ "resources": { "cpu": "32" }, "retry": { "maxAttempts": 1 } })))
+        .await;
+
+    let record = world.reconcile_until("huge", JobState::Failed).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("unschedulable"));
+    let message = record.message.unwrap_or_default();
+    assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
+}
+
+#[tokio::test]
+async fn given_a_job_past_its_timeout_when_reconciled_then_failed_as_deadline_exceeded() {
+    let world = world().await;
+    world.submit(&message("slow", "run=forever", json!({ "timeoutSeconds": 1, "retry": { "maxAttempts": 1 } }))).await;
+
+    let record = world.reconcile_until("slow", JobState::Failed).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("deadline_exceeded"));
+    assert_eq!(record.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
 }
