@@ -252,6 +252,29 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
     }
 }
 
+/// The pass's figures as CloudWatch metrics (printed as EMF lines by the caller).
+pub fn record_metrics(report: &PassReport, duration: Duration, metrics: &podbridge::metrics::Metrics) {
+    use podbridge::metrics::{Counter, Timing};
+    // Only what happened is counted; CloudWatch treats the rest as missing data.
+    let add = |counter: Counter, n: u64| {
+        if n > 0 {
+            metrics.add(counter, n);
+        }
+    };
+    let recorded = |state: &str| report.recorded.get(state).copied().unwrap_or(0) as u64;
+    add(Counter::Started, recorded("executing"));
+    add(Counter::Succeeded, recorded("succeeded"));
+    for (class, count) in &report.failed_by_class {
+        if let Ok(class) = serde_json::from_value(serde_json::Value::String(class.clone())) {
+            add(Counter::Failed(class), *count as u64);
+        }
+    }
+    // Jobs a crashed dispatcher left queued, or retries due, started by this pass.
+    add(Counter::StaleFound(podbridge::state::JobState::Queued), report.dispatched as u64);
+    add(Counter::Retries, report.retries as u64);
+    metrics.time(Timing::ReconcileDuration, duration);
+}
+
 /// Reconcile thresholds from `PODBRIDGE_*_SECONDS` variables, defaults otherwise.
 pub fn thresholds_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Thresholds> {
     let defaults = Thresholds::default();
@@ -273,4 +296,26 @@ pub fn thresholds_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result
         deadline_grace: seconds("PODBRIDGE_DEADLINE_GRACE_SECONDS", defaults.deadline_grace)?,
         orphan_grace: seconds("PODBRIDGE_ORPHAN_GRACE_SECONDS", defaults.orphan_grace)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_report_becomes_metrics_with_failure_classes() {
+        let report = PassReport {
+            recorded: BTreeMap::from([("succeeded".to_owned(), 2), ("failed".to_owned(), 1)]),
+            failed_by_class: BTreeMap::from([("oom_killed".to_owned(), 1)]),
+            retries: 1,
+            ..PassReport::default()
+        };
+        let metrics = podbridge::metrics::Metrics::new("podbridge", "reconcile");
+        record_metrics(&report, Duration::from_millis(1500), &metrics);
+        let lines = metrics.emf_lines(0).join("\n");
+        for expected in ["\"Succeeded\":2", "\"FailureClass\":\"oom_killed\"", "\"Retries\":1", "ReconcileDuration"] {
+            assert!(lines.contains(expected), "{expected} missing from {lines}");
+        }
+        assert!(!lines.contains("\"Started\""), "nothing started: no Started metric");
+    }
 }

@@ -7,9 +7,10 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use podbridge::cluster::KubeCluster;
 use podbridge::config::Settings;
 use podbridge::eks::{ClientOptions, ClusterAccess};
+use podbridge::metrics::Metrics;
 use podbridge::store::dynamodb::DynamoJobStore;
 use podbridge::submit::Submitter;
-use reconcile::{Reconciler, thresholds_from_lookup};
+use reconcile::{Reconciler, record_metrics, thresholds_from_lookup};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -36,11 +37,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let submitter =
         Submitter::new(store, cluster, settings.guardrails.clone(), settings.pods.clone(), settings.record_ttl);
     let reconciler = Reconciler::new(submitter, thresholds, settings.record_ttl, settings.concurrency);
+    let metrics = Metrics::new("podbridge", "reconcile");
 
     lambda_runtime::run(service_fn(|_: LambdaEvent<EventBridgeEvent<serde_json::Value>>| {
-        let reconciler = &reconciler;
+        let (reconciler, metrics) = (&reconciler, &metrics);
         async move {
+            let started = std::time::Instant::now();
             let report = reconciler.pass(jiff::Timestamp::now()).await?;
+            record_metrics(&report, started.elapsed(), metrics);
+            metrics.flush();
             Ok::<_, lambda_runtime::Error>(report)
         }
     }))

@@ -1,6 +1,7 @@
 //! The cost of a reconcile pass as active jobs grow, against the local stack
 //! (`tests/stack.sh run -- cargo bench -p podbridge-tests --bench reconcile_pass`):
-//! N jobs dispatched and running, then a steady pass (nothing changed) is measured.
+//! moto for DynamoDB, a release kube-sim in this process with room for every pod. N
+//! jobs are dispatched and running, then a steady pass (nothing changed) is measured.
 //! Prints, for N = 1,000 and 10,000:
 //!
 //! - `reconcile_<N>_k8s_requests`: LIST pages read from the Kubernetes API;
@@ -13,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use kube_sim::{KubeSim, NodeShape, SimConfig};
 use podbridge::cluster::KubeCluster;
 use podbridge::pod::PodSettings;
 use podbridge::reconcile::Thresholds;
@@ -27,14 +29,26 @@ use reconcile::Reconciler;
 use serde_json::json;
 
 async fn measure(stack: &Stack, jobs: usize, tag: &str) {
+    // A cluster big enough to run every job at once (the stack's has three small nodes),
+    // in this process: its CPU shares the two cores with the reconciler's.
+    let sim_config = SimConfig {
+        nodes: 10,
+        node_shape: NodeShape { cpu_millis: 1_000_000, memory_bytes: 1 << 44, max_pods: 1_000_000 },
+        ..SimConfig::default()
+    };
+    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), sim_config).await.expect("kube-sim");
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
+    let mut kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    kube_config.default_retry = false;
+    let kube = kube::Client::try_from(kube_config).unwrap();
     let table = unique_name("reconcile");
     create_table(&stack.dynamodb(), &table).await.expect("job table");
     let store = DynamoJobStore::new(stack.dynamodb(), table);
-    let cluster = KubeCluster::new(stack.kube.clone(), Duration::from_secs(30));
+    let cluster = KubeCluster::new(kube.clone(), Duration::from_secs(30));
     // A namespace of its own, so pods of other runs in the stack are not this run's
     // unclaimed pods (each of which a pass would look up).
     let namespace = unique_name("ns");
-    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(stack.kube.clone());
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(kube.clone());
     let object = serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
     namespaces.create(&Default::default(), &object).await.expect("namespace");
     let guardrails = Guardrails {
@@ -65,7 +79,7 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
         .await;
     let reconciler = Reconciler::new(submitter, Thresholds::default(), ttl, 16);
     // The first pass records every pod as running; the next is the steady state.
-    for _ in 0..10 {
+    for _ in 0..30 {
         let report = reconciler.pass(jiff::Timestamp::now()).await.expect("pass");
         if report.recorded.is_empty() && report.active_jobs == jobs {
             break;
