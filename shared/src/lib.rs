@@ -20,6 +20,7 @@ pub mod pod;
 pub mod quantity;
 pub mod reconcile;
 pub mod record;
+pub mod setup;
 pub mod state;
 pub mod store;
 pub mod submit;

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube_sim::{KubeSim, NodeShape, SimConfig};
+use kube_sim::{NodeShape, SimConfig};
 use podbridge::cluster::KubeCluster;
 use podbridge::pod::PodSettings;
 use podbridge::reconcile::Thresholds;
@@ -24,7 +24,7 @@ use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
 use podbridge::validate::{Guardrails, Parsed, parse_message};
-use podbridge_tests::{Stack, unique_name};
+use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
 use serde_json::json;
 
@@ -36,11 +36,7 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
         node_shape: NodeShape { cpu_millis: 1_000_000, memory_bytes: 1 << 44, max_pods: 1_000_000 },
         ..SimConfig::default()
     };
-    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), sim_config).await.expect("kube-sim");
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
-    let mut kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    kube_config.default_retry = false;
-    let kube = kube::Client::try_from(kube_config).unwrap();
+    let (_sim, kube) = own_cluster(sim_config).await;
     let table = unique_name("reconcile");
     create_table(&stack.dynamodb(), &table).await.expect("job table");
     let store = DynamoJobStore::new(stack.dynamodb(), table);

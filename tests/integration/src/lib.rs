@@ -111,6 +111,18 @@ async fn kube_client(path: &std::path::Path) -> kube::Client {
         .unwrap_or_else(|err| panic!("cannot build a Kubernetes client from {}: {err}", path.display()))
 }
 
+/// Starts a kube-sim of the test's own (in this process) and a client for it, with
+/// kube's retries off so the test sees every answer.
+pub async fn own_cluster(config: kube_sim::SimConfig) -> (kube_sim::KubeSim, kube::Client) {
+    let sim =
+        kube_sim::KubeSim::start("127.0.0.1:0".parse().expect("an address"), config).await.expect("kube-sim starts");
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).expect("kube-sim's kubeconfig parses");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).expect("client");
+    (sim, client)
+}
+
 /// A name no other test of this run, nor of an earlier run, has used: `prefix`, then a
 /// time-and-process stamp and a per-process counter, e.g. `jobs-m3k9x2a1-4f2-3`.
 ///

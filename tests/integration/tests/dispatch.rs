@@ -9,7 +9,6 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig, Timings};
 use podbridge::cluster::{Cluster, KubeCluster};
 use podbridge::pod::{PodSettings, build_pod};
@@ -20,7 +19,7 @@ use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
 use podbridge::validate::{Guardrails, Parsed, parse_message};
 use podbridge_tests::sqs::{Queues, create_queues, deliver, depth, peek_bodies, send_all};
-use podbridge_tests::{Stack, unique_name};
+use podbridge_tests::{Stack, own_cluster, unique_name};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "podbridge-jobs";
@@ -53,11 +52,8 @@ async fn world(faults: Faults, max_receives: u32) -> World {
         faults,
         ..SimConfig::default()
     };
-    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config).await.expect("kube-sim");
-    let kubeconfig = Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.default_retry = false;
-    let cluster = KubeCluster::new(kube::Client::try_from(config).unwrap(), Duration::from_secs(5));
+    let (sim, client) = own_cluster(config).await;
+    let cluster = KubeCluster::new(client, Duration::from_secs(5));
     let submitter = Submitter::new(store, cluster, guardrails(), PodSettings::default(), Duration::from_secs(86_400));
     let sqs = stack.sqs();
     let queues = create_queues(&sqs, &unique_name("jobs"), max_receives, 1).await;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{KubeSim, SimConfig, Timings};
 use podbridge::cluster::KubeCluster;
 use podbridge::pod::PodSettings;
@@ -18,7 +17,7 @@ use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
 use podbridge::validate::Guardrails;
-use podbridge_tests::{Stack, unique_name};
+use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
 use serde_json::{Value, json};
 
@@ -47,11 +46,8 @@ async fn world() -> World {
         },
         ..SimConfig::default()
     };
-    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config).await.expect("kube-sim");
-    let kubeconfig = Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.default_retry = false;
-    let cluster = KubeCluster::new(kube::Client::try_from(config).unwrap(), Duration::from_secs(5));
+    let (sim, client) = own_cluster(config).await;
+    let cluster = KubeCluster::new(client, Duration::from_secs(5));
     let guardrails = Guardrails {
         image_prefixes: vec!["registry.example.com/".into()],
         max_cpu_millis: 64_000,
