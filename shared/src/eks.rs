@@ -32,7 +32,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::{Mutex, RwLock};
 use tower::{BoxError, Layer, Service, ServiceExt as _};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 
 /// The prefix EKS expects in front of the base64url-encoded presigned URL.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
@@ -407,17 +407,6 @@ pub fn bearer_client(
 
 fn client_error(error: kube::Error) -> Error {
     Error::Config(format!("cannot build the Kubernetes client: {}", error_chain(&error)))
-}
-
-/// `error: cause: cause`, for errors that end up in `Error::Config`'s message.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
 }
 
 /// The cluster's endpoint and CA (PEM) from EKS `DescribeCluster`.

@@ -59,6 +59,19 @@ impl Error {
     }
 }
 
+/// An error with its causes on one line (`error: cause: cause`), for logs and for
+/// messages that wrap an error from another crate.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// The `Result` of podbridge's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

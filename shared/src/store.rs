@@ -36,6 +36,21 @@ pub struct ActivePage {
     pub next: Option<String>,
 }
 
+/// Checks, in debug builds, that `change` is a move the state machine allows.
+///
+/// A forbidden move is a bug in the caller, not something the table can answer, so it
+/// is caught in tests rather than turned into a runtime error: nothing in the error
+/// type fits it, and retrying it could never help. In release builds the conditional
+/// write still guarantees what matters: no writer overwrites a state it did not see.
+pub(crate) fn debug_assert_allowed(job_id: &str, change: &StateChange) {
+    debug_assert!(
+        change.expected.can_become(change.to),
+        "job {job_id}: {} -> {} is not an allowed transition",
+        change.expected,
+        change.to
+    );
+}
+
 /// The job table.
 pub trait JobStore: Send + Sync {
     /// Writes a new record unless one with that job id exists (conditional put).

@@ -10,6 +10,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use podbridge::cluster::Cluster;
+use podbridge::error::error_chain;
 use podbridge::record::Source;
 use podbridge::store::JobStore;
 use podbridge::submit::{Outcome, Submitter};
@@ -78,16 +79,4 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::Cancelled { .. } => info!("cancelled"),
         Outcome::CancelIgnored { state, .. } => info!(%state, "cancel ignored: the job has already ended"),
     }
-}
-
-/// An error with its causes, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

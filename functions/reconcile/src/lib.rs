@@ -12,7 +12,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::Cluster;
-use podbridge::error::Result;
+use podbridge::error::{Result, error_chain};
 use podbridge::observe::observe;
 use podbridge::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, pod_name};
 use podbridge::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide};
@@ -125,9 +125,9 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                         Err(e) => {
                             let level_error = !e.is_retryable();
                             if level_error {
-                                error!(job_id = %job_id, error = %e, "cannot reconcile this job");
+                                error!(job_id = %job_id, error = %error_chain(&e), "cannot reconcile this job");
                             } else {
-                                warn!(job_id = %job_id, error = %e, "will try again next pass");
+                                warn!(job_id = %job_id, error = %error_chain(&e), "will try again next pass");
                             }
                             None
                         }
@@ -163,7 +163,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             match outcome {
                 Ok(deleted) => report.pods_deleted += usize::from(deleted),
                 Err(e) => {
-                    warn!(error = %e, "cleaning up a pod failed; next pass tries again");
+                    warn!(error = %error_chain(&e), "cleaning up a pod failed; next pass tries again");
                     report.errors += 1;
                 }
             }

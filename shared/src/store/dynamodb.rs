@@ -187,17 +187,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn change(&self, job_id: &str, change: &StateChange) -> Result<Changed> {
-        // A move the state machine forbids is a bug in the caller, not something the
-        // table can answer, so it is caught in tests rather than turned into a runtime
-        // error: nothing in the error type fits it, and retrying it could never help.
-        // In release builds the conditional write still guarantees what matters for
-        // the product: no writer overwrites a state it did not see.
-        debug_assert!(
-            change.expected.can_become(change.to),
-            "job {job_id}: {} -> {} is not an allowed transition",
-            change.expected,
-            change.to
-        );
+        super::debug_assert_allowed(job_id, change);
         let update = update_for(change);
         let result = self
             .client

@@ -61,13 +61,7 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn change(&self, job_id: &str, change: &StateChange) -> Result<Changed> {
-        // Same as the DynamoDB store: a forbidden move is the caller's bug.
-        debug_assert!(
-            change.expected.can_become(change.to),
-            "job {job_id}: {} -> {} is not an allowed transition",
-            change.expected,
-            change.to
-        );
+        super::debug_assert_allowed(job_id, change);
         let mut jobs = self.lock();
         match jobs.get_mut(job_id) {
             Some(record) if record.state == change.expected && record.attempt == change.expected_attempt => {

@@ -123,6 +123,16 @@ pub async fn own_cluster(config: kube_sim::SimConfig) -> (kube_sim::KubeSim, kub
     (sim, client)
 }
 
+/// The names of every pod ever created for `job_id`, in order, from kube-sim's
+/// creation log (deleted pods included): what "one pod per attempt" is checked on.
+pub fn pods_created_for(sim: &kube_sim::KubeSim, job_id: &str) -> Vec<String> {
+    sim.created_pods()
+        .into_iter()
+        .filter(|p| p.labels.get(podbridge::pod::JOB_ID_LABEL).map(String::as_str) == Some(job_id))
+        .map(|p| p.name)
+        .collect()
+}
+
 /// A name no other test of this run, nor of an earlier run, has used: `prefix`, then a
 /// time-and-process stamp and a per-process counter, e.g. `jobs-m3k9x2a1-4f2-3`.
 ///

@@ -71,12 +71,7 @@ impl World {
 
     /// Pods ever created for `job_id`, from kube-sim's creation log.
     fn pods_created_for(&self, job_id: &str) -> Vec<String> {
-        self.sim
-            .created_pods()
-            .into_iter()
-            .filter(|p| p.labels.get("podbridge.dev/job-id").map(String::as_str) == Some(job_id))
-            .map(|p| p.name)
-            .collect()
+        podbridge_tests::pods_created_for(&self.sim, job_id)
     }
 
     fn pods(&self) -> Api<Pod> {
