@@ -3,7 +3,7 @@
 //! bus, rule and queue, so tests run in parallel without seeing each other's events.
 //!
 //! Run through `make test` or
-//! `tests/stack.sh run -- cargo test -p podbridge-tests --test events`.
+//! `tests/stack.sh run -- cargo test -p podbridge-tests --test e2e events::`.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Fault injection and the admin endpoint: what chaos tests rely on.
 
-mod common;
+use crate::common;
 
 use common::{create, fast, pod, raw, start};
 use k8s_openapi::api::core::v1::Pod;

@@ -1,8 +1,6 @@
 //! Helpers shared by kube-sim's tests: an in-process cluster with fast timings, a
 //! `kube` client for it, raw requests, and bounded waits.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use http_body_util::BodyExt;

@@ -1,11 +1,11 @@
 //! The committed JSON Schema of job messages (`docs/job-message.schema.json`) is the
 //! one the message types generate, so users and their tools never validate against a
 //! stale format. Regenerate it with
-//! `UPDATE_SCHEMA=1 cargo test -p podbridge --test schema`.
+//! `UPDATE_SCHEMA=1 cargo test -p podbridge --test domain schema`.
 
 use podbridge::job::message_schema;
 
-const REGENERATE: &str = "UPDATE_SCHEMA=1 cargo test -p podbridge --test schema";
+const REGENERATE: &str = "UPDATE_SCHEMA=1 cargo test -p podbridge --test domain schema";
 
 #[test]
 fn the_committed_schema_is_the_generated_one() {

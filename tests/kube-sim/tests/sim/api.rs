@@ -1,7 +1,7 @@
 //! The API surface: every status code and body shape a client can meet, through the
 //! real `kube` client over HTTPS.
 
-mod common;
+use crate::common;
 
 use common::{create, fast, pod, raw, start};
 use futures::{StreamExt, TryStreamExt};

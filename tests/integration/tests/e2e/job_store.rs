@@ -3,7 +3,7 @@
 //! with `create_table`, so tests run in parallel without seeing each other's jobs.
 //!
 //! Run through `make test` or
-//! `tests/stack.sh run -- cargo test -p podbridge-tests --test job_store`.
+//! `tests/stack.sh run -- cargo test -p podbridge-tests --test e2e job_store::`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;

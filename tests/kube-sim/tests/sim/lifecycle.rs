@@ -1,7 +1,7 @@
 //! The simulated pod lifecycle: every stage a podbridge reconciler must tell apart,
 //! with status fields shaped as the kubelet and controllers write them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The real `kubectl` against kube-sim: what an operator types must work.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
