@@ -4,8 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
 
 use crate::error::{Error, Result};
 
@@ -19,6 +21,33 @@ pub enum PodCreated {
     Exists(Box<Pod>),
 }
 
+/// The managed pods of a namespace, as one consistent list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodList {
+    pub pods: Vec<Pod>,
+    /// Requests the list took (one per page).
+    pub requests: u32,
+    /// The list's resourceVersion: a watch from it sees every change after the list.
+    pub resource_version: String,
+}
+
+/// One change seen by a watch on managed pods.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodEvent {
+    /// The pod was added or changed; here it is now.
+    Changed(Box<Pod>),
+    /// The pod was deleted; here it was last.
+    Deleted(Box<Pod>),
+    /// Nothing changed up to this resourceVersion.
+    Bookmark(String),
+    /// The resourceVersion the watch started from is no longer in the API server's
+    /// history (410 Expired): the watcher must list again.
+    Expired,
+}
+
+/// A stream of pod changes, ended by the server at the watch's timeout.
+pub type PodEvents = BoxStream<'static, Result<PodEvent>>;
+
 /// The Kubernetes API, as podbridge uses it.
 pub trait Cluster: Send + Sync {
     /// Creates `pod` in its namespace.
@@ -30,13 +59,22 @@ pub trait Cluster: Send + Sync {
     /// Deletes a pod (only the one with `uid`, when given); false when it was not there.
     fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Every pod podbridge manages in `namespace`, read in pages of `page_size`; also
-    /// returns how many requests that took.
-    fn list_managed_pods(
+    /// Every pod podbridge manages in `namespace`, read in pages of `page_size`.
+    fn list_managed_pods(&self, namespace: &str, page_size: u32) -> impl Future<Output = Result<PodList>> + Send;
+
+    /// Watches the pods podbridge manages in `namespace` for changes after
+    /// `resource_version`, for at most `timeout`.
+    fn watch_managed_pods(
         &self,
         namespace: &str,
-        page_size: u32,
-    ) -> impl Future<Output = Result<(Vec<Pod>, u32)>> + Send;
+        resource_version: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PodEvents>> + Send;
+}
+
+/// The label selector of every pod podbridge manages.
+fn managed_selector() -> String {
+    format!("{}={}", crate::pod::MANAGED_BY.0, crate::pod::MANAGED_BY.1)
 }
 
 /// The cluster through a `kube::Client`, every call bounded by a deadline.
@@ -121,21 +159,55 @@ impl Cluster for KubeCluster {
         }
     }
 
-    async fn list_managed_pods(&self, namespace: &str, page_size: u32) -> Result<(Vec<Pod>, u32)> {
-        let selector = format!("{}={}", crate::pod::MANAGED_BY.0, crate::pod::MANAGED_BY.1);
-        let mut params = ListParams::default().labels(&selector).limit(page_size.max(1));
+    async fn list_managed_pods(&self, namespace: &str, page_size: u32) -> Result<PodList> {
+        let mut params = ListParams::default().labels(&managed_selector()).limit(page_size.max(1));
         let pods = self.pods(namespace);
-        let mut all = Vec::new();
-        let mut requests = 0;
+        let mut list = PodList::default();
         loop {
-            requests += 1;
+            list.requests += 1;
             let page =
                 self.call("list pods", pods.list(&params)).await?.map_err(|status| api_error("list pods", status))?;
-            all.extend(page.items);
+            list.pods.extend(page.items);
+            // Every page of a paginated list is served from the first page's snapshot,
+            // so the last page's resourceVersion is the list's.
+            list.resource_version = page.metadata.resource_version.unwrap_or_default();
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
-                None => return Ok((all, requests)),
+                None => return Ok(list),
             }
         }
+    }
+
+    async fn watch_managed_pods(
+        &self,
+        namespace: &str,
+        resource_version: &str,
+        timeout: Duration,
+    ) -> Result<PodEvents> {
+        // The server ends the watch at `timeoutSeconds`; the client's read timeout must
+        // not fire first, so callers keep `timeout` under the deadline of every call.
+        let seconds = u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX);
+        let params = WatchParams::default().labels(&managed_selector()).timeout(seconds);
+        let stream = self
+            .call("watch pods", self.pods(namespace).watch(&params, resource_version))
+            .await?
+            .map_err(|status| api_error("watch pods", status))?;
+        Ok(stream
+            .map_err(|source| Error::KubeTransport { operation: "watch pods", source })
+            .and_then(|event| async move {
+                match event {
+                    WatchEvent::Added(pod) | WatchEvent::Modified(pod) => Ok(PodEvent::Changed(Box::new(pod))),
+                    WatchEvent::Deleted(pod) => Ok(PodEvent::Deleted(Box::new(pod))),
+                    WatchEvent::Bookmark(bookmark) => Ok(PodEvent::Bookmark(bookmark.metadata.resource_version)),
+                    WatchEvent::Error(status) if status.code == 410 => Ok(PodEvent::Expired),
+                    WatchEvent::Error(status) => Err(Error::KubeApi {
+                        operation: "watch pods",
+                        code: status.code,
+                        reason: status.reason,
+                        message: status.message,
+                    }),
+                }
+            })
+            .boxed())
     }
 }

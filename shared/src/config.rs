@@ -21,6 +21,9 @@ pub struct Settings {
     pub kube_timeout: Duration,
     /// Records of one batch handled at once (`PODBRIDGE_CONCURRENCY`, default 10).
     pub concurrency: usize,
+    /// The EventBridge bus job state changes are published to (`PODBRIDGE_EVENT_BUS`, a
+    /// name or an ARN; default `default`, the bus every account has).
+    pub event_bus: String,
 }
 
 impl Settings {
@@ -129,6 +132,7 @@ impl Settings {
             record_ttl: Duration::from_secs(number("PODBRIDGE_RECORD_TTL_DAYS", 30)?.saturating_mul(86_400)),
             kube_timeout: Duration::from_secs(number("PODBRIDGE_KUBE_TIMEOUT_SECONDS", 10)?.max(1)),
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
+            event_bus: var("PODBRIDGE_EVENT_BUS").unwrap_or_else(|| "default".to_owned()),
         })
     }
 }
@@ -158,6 +162,7 @@ mod tests {
         assert_eq!(s.guardrails.max_memory_bytes, 16 << 30);
         assert_eq!(s.concurrency, 10);
         assert_eq!(s.record_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.event_bus, "default");
     }
 
     #[test]

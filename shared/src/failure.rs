@@ -1,6 +1,7 @@
 //! Failure classes: why an attempt failed, told apart from real pod status fields.
 
 use std::fmt;
+use std::str::FromStr;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,21 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class, in declaration order.
+    pub const ALL: [FailureClass; 11] = [
+        Self::ImagePull,
+        Self::Unschedulable,
+        Self::ContainerConfig,
+        Self::OomKilled,
+        Self::ExitCode,
+        Self::DeadlineExceeded,
+        Self::Evicted,
+        Self::NodeLost,
+        Self::PodVanished,
+        Self::ApiRejected,
+        Self::StartTimeout,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ImagePull => "image_pull",
@@ -60,26 +76,29 @@ impl fmt::Display for FailureClass {
     }
 }
 
+/// A failure class name that is not one of [`FailureClass::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown failure class {0:?}")]
+pub struct UnknownFailureClass(pub String);
+
+impl FromStr for FailureClass {
+    type Err = UnknownFailureClass;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name).ok_or_else(|| UnknownFailureClass(name.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::FailureClass;
 
     #[test]
-    fn names_match_serde() {
-        for class in [
-            FailureClass::ImagePull,
-            FailureClass::Unschedulable,
-            FailureClass::ContainerConfig,
-            FailureClass::OomKilled,
-            FailureClass::ExitCode,
-            FailureClass::DeadlineExceeded,
-            FailureClass::Evicted,
-            FailureClass::NodeLost,
-            FailureClass::PodVanished,
-            FailureClass::ApiRejected,
-            FailureClass::StartTimeout,
-        ] {
+    fn names_match_serde_and_parse_back() {
+        for class in FailureClass::ALL {
             assert_eq!(serde_json::to_string(&class).unwrap(), format!("\"{class}\""));
+            assert_eq!(class.as_str().parse::<FailureClass>(), Ok(class));
         }
+        assert!("oom".parse::<FailureClass>().is_err());
     }
 }

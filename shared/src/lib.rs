@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod failure;
 pub mod job;
+pub mod journal;
 pub mod metrics;
 pub mod observe;
 pub mod pod;

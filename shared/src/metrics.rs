@@ -42,6 +42,8 @@ pub enum Counter {
     Retries,
     /// A submission was rejected.
     Rejected,
+    /// A job was cancelled.
+    Cancelled,
     /// A job state change event could not be published.
     EventsFailed,
 }
@@ -57,6 +59,7 @@ impl Counter {
             Self::StaleFound(_) => "StaleFound",
             Self::Retries => "Retries",
             Self::Rejected => "Rejected",
+            Self::Cancelled => "Cancelled",
             Self::EventsFailed => "EventsFailed",
         }
     }

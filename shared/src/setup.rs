@@ -1,5 +1,5 @@
 //! What every function builds once per container: JSON logs, the settings, and a
-//! [`Submitter`] over the DynamoDB job store and the Kubernetes cluster.
+//! [`Submitter`] over the journaled DynamoDB job store and the Kubernetes cluster.
 
 use aws_config::BehaviorVersion;
 
@@ -7,8 +7,18 @@ use crate::cluster::KubeCluster;
 use crate::config::Settings;
 use crate::eks::{ClientOptions, ClusterAccess};
 use crate::error::Result;
+use crate::events::EventBridgeSink;
+use crate::journal::Journal;
+use crate::metrics::Metrics;
 use crate::store::dynamodb::DynamoJobStore;
 use crate::submit::Submitter;
+
+/// The CloudWatch namespace of every metric podbridge prints.
+pub const METRICS_NAMESPACE: &str = "podbridge";
+
+/// The job store every function writes through: DynamoDB, with each transition
+/// published to the event bus and counted.
+pub type FunctionStore = Journal<DynamoJobStore, EventBridgeSink>;
 
 /// JSON logs on stdout, filtered by `RUST_LOG` (default `info`), without timestamps:
 /// CloudWatch stamps every line itself.
@@ -23,11 +33,14 @@ pub fn init_json_logs() {
 }
 
 /// Reads the settings and cluster access from the environment and builds the clients.
-pub async fn submitter_from_env() -> Result<(Settings, Submitter<DynamoJobStore, KubeCluster>)> {
+/// `function` names the function in its metrics.
+pub async fn submitter_from_env(function: &str) -> Result<(Settings, Submitter<FunctionStore, KubeCluster>)> {
     let settings = Settings::from_env()?;
     let access = ClusterAccess::from_env()?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let store = DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table.clone());
+    let events = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&sdk), settings.event_bus.clone());
+    let store = Journal::new(store, events, Metrics::new(METRICS_NAMESPACE, function));
     let options = ClientOptions {
         read_timeout: settings.kube_timeout,
         write_timeout: settings.kube_timeout,

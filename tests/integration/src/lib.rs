@@ -7,6 +7,7 @@
 //! Without the stack's environment every test panics with that advice: a missing service
 //! is a failure, never a silently skipped test.
 
+pub mod events;
 pub mod runtime_api;
 pub mod sqs;
 

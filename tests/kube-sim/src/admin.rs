@@ -10,6 +10,7 @@
 //! | `DELETE /kube-sim/nodes/{name}` | the node object is deleted (its pods are garbage collected) |
 //! | `POST /kube-sim/namespaces/{ns}/pods/{name}/evict` | the kubelet evicts the pod (node pressure) |
 //! | `POST /kube-sim/namespaces/{ns}/pods/{name}/finish?exitCode=N` | a running container exits now with N |
+//! | `POST /kube-sim/compact` | forget the watch history: watches from an earlier resourceVersion get 410 Expired |
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub(crate) fn routes() -> Router<Arc<Cluster>> {
         .route("/kube-sim/stats", get(stats))
         .route("/kube-sim/created", get(created))
         .route("/kube-sim/nodes", post(add_node))
+        .route("/kube-sim/compact", post(compact))
         .route("/kube-sim/nodes/{name}", axum::routing::delete(delete_node))
         .route("/kube-sim/nodes/{name}/lose", post(lose_node))
         .route("/kube-sim/namespaces/{namespace}/pods/{name}/evict", post(evict))
@@ -87,6 +89,11 @@ async fn delete_node(cluster: Shared, Path(name): Path<String>) -> Result<Status
     } else {
         Err(ApiError::not_found("nodes", &name))
     }
+}
+
+async fn compact(cluster: Shared) -> StatusCode {
+    cluster.mutate(|state| state.compact());
+    StatusCode::NO_CONTENT
 }
 
 async fn lose_node(cluster: Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {

@@ -407,6 +407,12 @@ impl State {
         Ok(paginate(self.events.range((lower, Bound::Unbounded)), namespace, filter, limit, false, self.rv))
     }
 
+    /// Drops the watch history: watches from before now answer 410 Expired.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.history_floor = self.rv;
+    }
+
     /// Starts a watch from `from` (a resourceVersion), or with the current pods as
     /// synthetic ADDED events when `from` is absent or `0`.
     pub fn watch(&self, from: Option<u64>, namespace: Option<&str>) -> ApiResult<WatchStart> {

@@ -214,4 +214,10 @@ impl KubeSim {
             state.evict(&(namespace.to_owned(), name.to_owned()), &crate::cluster::uid_of(&pod))
         })
     }
+
+    /// Forgets the watch history, as an etcd compaction does: a watch from any earlier
+    /// resourceVersion answers 410 Expired, and the watcher must list again.
+    pub fn compact(&self) {
+        self.cluster.mutate(|state| state.compact());
+    }
 }

@@ -1,118 +1,17 @@
 //! Job state change events on EventBridge against moto server: what a consumer sees when
-//! a rule for podbridge's events sends them to its SQS queue. Every test makes its own
-//! bus, rule and queue, so tests run in parallel without seeing each other's events.
+//! a rule for podbridge's events sends them to its SQS queue
+//! ([`podbridge_tests::events::Subscription`]).
 //!
 //! Run through `make test` or
 //! `tests/stack.sh run -- cargo test -p podbridge-tests --test e2e events::`.
 
-use std::time::{Duration, Instant};
-
 use anyhow::Context as _;
-use aws_sdk_eventbridge::types::Target;
-use aws_sdk_sqs::types::QueueAttributeName;
 use jiff::{SignedDuration, Timestamp};
-use podbridge::events::{DETAIL_TYPE, EventBridgeSink, EventSink, JobStateChange, PublishReport, SOURCE};
+use podbridge::events::{EventBridgeSink, EventSink, JobStateChange, PublishReport};
 use podbridge::{JobRecord, JobState, Source, StateChange};
+use podbridge_tests::events::Subscription;
 use podbridge_tests::{Stack, unique_name};
 use serde_json::{Value, json};
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(100);
-
-/// A bus with a rule that sends podbridge's job state changes to a queue, as a
-/// consumer would set it up.
-struct Subscription {
-    events: aws_sdk_eventbridge::Client,
-    sqs: aws_sdk_sqs::Client,
-    bus: String,
-    rule: String,
-    queue_url: String,
-}
-
-impl Subscription {
-    async fn new(stack: &Stack) -> anyhow::Result<Subscription> {
-        let events = aws_sdk_eventbridge::Client::new(&stack.aws);
-        let sqs = stack.sqs();
-        let bus = unique_name("bus");
-        events.create_event_bus().name(&bus).send().await.context("creating the bus")?;
-
-        let queue_url = sqs.create_queue().queue_name(unique_name("events")).send().await?.queue_url.context("url")?;
-        let attributes = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await?;
-        let queue_arn = attributes.attributes.unwrap_or_default()[&QueueAttributeName::QueueArn].clone();
-
-        let rule = unique_name("job-state-changes");
-        let pattern = json!({ "source": [SOURCE], "detail-type": [DETAIL_TYPE] });
-        let rule_arn = events
-            .put_rule()
-            .name(&rule)
-            .event_bus_name(&bus)
-            .event_pattern(pattern.to_string())
-            .send()
-            .await
-            .context("creating the rule")?
-            .rule_arn
-            .context("rule ARN")?;
-        // EventBridge may only send to a queue whose policy lets it; moto does not check,
-        // AWS does, so the test sets it up as a real subscriber must.
-        let policy = json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": { "Service": "events.amazonaws.com" },
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": { "ArnEquals": { "aws:SourceArn": rule_arn } }
-            }]
-        });
-        sqs.set_queue_attributes()
-            .queue_url(&queue_url)
-            .attributes(QueueAttributeName::Policy, policy.to_string())
-            .send()
-            .await?;
-        let target = Target::builder().id("queue").arn(queue_arn).build()?;
-        let put = events.put_targets().rule(&rule).event_bus_name(&bus).targets(target).send().await?;
-        anyhow::ensure!(put.failed_entry_count == 0, "put_targets failed: {:?}", put.failed_entries);
-        Ok(Subscription { events, sqs, bus, rule, queue_url })
-    }
-
-    fn sink(&self) -> EventBridgeSink {
-        EventBridgeSink::new(self.events.clone(), &self.bus)
-    }
-
-    /// Receives (and deletes) messages until `count` arrived; each body is an event.
-    async fn receive(&self, count: usize) -> anyhow::Result<Vec<Value>> {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut bodies = Vec::new();
-        while bodies.len() < count {
-            anyhow::ensure!(Instant::now() < deadline, "{count} events expected in the queue, got {bodies:#?}");
-            let received =
-                self.sqs.receive_message().queue_url(&self.queue_url).max_number_of_messages(10).send().await?;
-            let messages = received.messages.unwrap_or_default();
-            if messages.is_empty() {
-                tokio::time::sleep(POLL).await;
-            }
-            for message in messages {
-                bodies.push(serde_json::from_str(message.body().context("a message body")?)?);
-                let handle = message.receipt_handle().context("a receipt handle")?;
-                self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await?;
-            }
-        }
-        Ok(bodies)
-    }
-
-    async fn delete(self) -> anyhow::Result<()> {
-        self.events.remove_targets().rule(&self.rule).event_bus_name(&self.bus).ids("queue").send().await?;
-        self.events.delete_rule().name(&self.rule).event_bus_name(&self.bus).send().await?;
-        self.events.delete_event_bus().name(&self.bus).send().await?;
-        self.sqs.delete_queue().queue_url(&self.queue_url).send().await?;
-        Ok(())
-    }
-}
 
 /// Now, to the second: EventBridge's `time` has no fractions.
 fn now() -> Timestamp {

@@ -1,7 +1,10 @@
-//! Message → dispatch → kube-sim drives the pod to an outcome → reconcile passes → the
-//! record is what a user would expect. moto (the stack's) for DynamoDB, a kube-sim per
-//! test, pods choosing their fate through the `KUBE_SIM_BEHAVIOR` env var of the job.
+//! Message → dispatch → kube-sim drives the pod to an outcome → reconcile passes (or the
+//! reconciler's watch) → the record, and the job state change events a subscriber gets
+//! through an EventBridge rule and an SQS queue, are what a user would expect. moto (the
+//! stack's) for DynamoDB, EventBridge and SQS, a kube-sim per test, pods choosing their
+//! fate through the `KUBE_SIM_BEHAVIOR` env var of the job.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
@@ -9,6 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use kube_sim::{KubeSim, SimConfig, Timings};
 use podbridge::cluster::KubeCluster;
+use podbridge::events::EventBridgeSink;
+use podbridge::journal::Journal;
+use podbridge::metrics::Metrics;
 use podbridge::pod::PodSettings;
 use podbridge::reconcile::Thresholds;
 use podbridge::record::{JobRecord, Source};
@@ -17,22 +23,33 @@ use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
 use podbridge::validate::Guardrails;
+use podbridge_tests::events::Subscription;
 use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "podbridge-jobs";
 
+type Store = Journal<DynamoJobStore, EventBridgeSink>;
+
 struct World {
     sim: KubeSim,
-    reconciler: Reconciler<DynamoJobStore, KubeCluster>,
+    reconciler: Reconciler<Store, KubeCluster>,
+    subscription: Subscription,
+    /// Every event the subscription received so far.
+    events: Mutex<Vec<Value>>,
 }
 
 async fn world() -> World {
     let stack = Stack::from_env().await;
     let table = unique_name("jobs");
     create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let store = DynamoJobStore::new(stack.dynamodb(), table);
+    let subscription = Subscription::new(&stack).await.expect("an event subscription");
+    let store = Journal::new(
+        DynamoJobStore::new(stack.dynamodb(), table),
+        subscription.sink(),
+        Metrics::new("podbridge", "test"),
+    );
     let config = SimConfig {
         namespaces: vec![NAMESPACE.into()],
         timings: Timings {
@@ -63,7 +80,7 @@ async fn world() -> World {
         deadline_grace: Duration::from_secs(1),
         orphan_grace: Duration::from_millis(500),
     };
-    World { sim, reconciler: Reconciler::new(submitter, thresholds, ttl, 10) }
+    World { sim, reconciler: Reconciler::new(submitter, thresholds, ttl, 10), subscription, events: Mutex::default() }
 }
 
 /// A job whose pod behaves as `behavior` says (kube-sim's terms), with `extra` fields.
@@ -89,16 +106,57 @@ impl World {
         event.records = vec![record];
         let response = dispatch::handle(self.reconciler.submitter(), event, 10).await;
         assert!(response.batch_item_failures.is_empty(), "dispatched");
+        // As the dispatch function does after each batch.
+        self.store().flush().await;
+    }
+
+    fn store(&self) -> &Store {
+        self.reconciler.submitter().store()
+    }
+
+    /// One pass, and its events published, as the reconcile function does.
+    async fn pass(&self) -> reconcile::PassReport {
+        let report = self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+        self.store().flush().await;
+        report
+    }
+
+    /// The job's events received so far, in the order of their transitions.
+    async fn events_of(&self, job_id: &str) -> Vec<Value> {
+        let new = self.subscription.drain().await.expect("events from the subscription");
+        let mut all = self.events.lock().unwrap();
+        all.extend(new);
+        let mut events: Vec<Value> =
+            all.iter().filter(|e| e["detail"]["jobId"] == job_id).map(|e| e["detail"].clone()).collect();
+        let at = |e: &Value| e["at"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        events.sort_by_key(|e| (at(e), e["attempt"].as_u64()));
+        events
+    }
+
+    /// Asserts that a subscriber got one event per transition in the record's history,
+    /// the last one carrying what the record says about the outcome.
+    async fn assert_announced(&self, record: &JobRecord) {
+        let events = self.events_of(&record.job_id).await;
+        let transitions: Vec<(Value, Value)> =
+            events.iter().map(|e| (e["previousState"].clone(), e["state"].clone())).collect();
+        let history: Vec<(Value, Value)> = record.history.iter().map(|t| (json!(t.from), json!(t.to))).collect();
+        assert_eq!(transitions, history, "one event per transition of {}", record.job_id);
+        let last = events.last().expect("at least one event");
+        assert_eq!(last["attempt"], json!(record.attempt));
+        assert_eq!(last["failureClass"], json!(record.failure_class));
+        assert_eq!(last["exitCode"], json!(record.exit_code));
+        assert_eq!(last["podName"], json!(record.pod_name));
+        assert_eq!(last["namespace"], json!(NAMESPACE));
     }
 
     async fn record(&self, job_id: &str) -> JobRecord {
-        self.reconciler.submitter().store().get(job_id).await.unwrap().expect("recorded")
+        self.store().get(job_id).await.unwrap().expect("recorded")
     }
 
     /// Runs passes until the job is in `state` (at most 15 s).
     async fn reconcile_until(&self, job_id: &str, state: JobState) -> JobRecord {
         for _ in 0..300 {
-            self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+            self.pass().await;
             let record = self.record(job_id).await;
             if record.state == state {
                 return record;
@@ -134,6 +192,7 @@ async fn given_a_job_that_succeeds_when_reconciled_then_the_record_follows_it_to
     assert!(states(&record).contains(&JobState::Executing), "the running state was seen: {:?}", states(&record));
     assert!(record.expires_at.is_some());
     assert!(record.state_times.contains_key(&JobState::Succeeded));
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -145,9 +204,10 @@ async fn given_a_non_zero_exit_when_reconciled_then_failed_with_the_code_and_the
 
     assert_eq!(record.failure_class.as_deref(), Some("exit_code"));
     assert_eq!(record.exit_code, Some(3));
-    let tail = record.termination_message.unwrap_or_default();
+    let tail = record.termination_message.clone().unwrap_or_default();
     assert!(tail.ends_with("kube-sim: line 2 of 2\nkube-sim: exiting with code 3"), "{tail:?}");
     assert_eq!(world.pods_created_for("exit3"), ["exit3-1"], "an application failure is not retried by default");
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -156,6 +216,7 @@ async fn given_an_oom_when_reconciled_then_failed_as_oom_killed() {
     world.submit(&message("oom", "run=50ms,oom", json!({}))).await;
     let record = world.reconcile_until("oom", JobState::Failed).await;
     assert_eq!((record.failure_class.as_deref(), record.exit_code), (Some("oom_killed"), Some(137)));
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -166,10 +227,11 @@ async fn given_an_image_that_cannot_be_pulled_when_reconciled_then_failed_and_th
     let record = world.reconcile_until("nopull", JobState::Failed).await;
 
     assert_eq!(record.failure_class.as_deref(), Some("image_pull"));
-    let message = record.message.unwrap_or_default();
+    let message = record.message.clone().unwrap_or_default();
     assert!(message.contains("busybox") || message.contains("registry.example.com/batch/work:1"), "{message}");
     let pod = world.pods().get_opt("nopull-1").await.unwrap();
     assert!(pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()), "the stuck pod is deleted");
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -192,6 +254,7 @@ async fn given_an_eviction_when_reconciled_then_the_job_is_retried_until_its_att
     let attempts: Vec<u32> = record.history.iter().map(|t| t.attempt).collect();
     assert!(attempts.contains(&1) && attempts.contains(&2), "history keeps both attempts: {attempts:?}");
     assert!(record.history.iter().any(|t| t.reason == "Retrying"));
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -204,6 +267,7 @@ async fn given_a_pod_deleted_behind_podbridges_back_when_reconciled_then_failed_
     let record = world.reconcile_until("gone", JobState::Failed).await;
 
     assert_eq!(record.failure_class.as_deref(), Some("pod_vanished"));
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -227,7 +291,7 @@ async fn given_a_job_recorded_but_never_dispatched_when_reconciled_then_its_pod_
 
     assert_eq!(record.pod_name.as_deref(), Some("stale-1"));
     for _ in 0..3 {
-        world.reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+        world.pass().await;
     }
     assert_eq!(world.pods_created_for("stale"), ["stale-1"]);
 }
@@ -238,7 +302,7 @@ async fn given_nothing_changed_when_a_pass_runs_then_it_writes_nothing() {
     world.submit(&message("steady", "run=forever", json!({}))).await;
     world.reconcile_until("steady", JobState::Executing).await;
 
-    let report = world.reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+    let report = world.pass().await;
 
     assert_eq!((report.active_jobs, report.writes, report.errors), (1, 0, 0));
     assert_eq!(report.kube_list_requests, 1, "one LIST for the namespace");
@@ -248,7 +312,7 @@ impl World {
     /// Runs passes until the job's attempt reaches `attempt` and it is failed again.
     async fn reconcile_until_attempt(&self, job_id: &str, attempt: u32) -> JobRecord {
         for _ in 0..300 {
-            self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+            self.pass().await;
             let record = self.record(job_id).await;
             if record.attempt == attempt && record.state == JobState::Failed {
                 return record;
@@ -279,7 +343,7 @@ async fn given_finished_and_orphan_pods_when_their_time_passes_then_they_are_del
 
     let mut gone = false;
     for _ in 0..100 {
-        world.reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+        world.pass().await;
         let brief = world.pods().get_opt("brief-1").await.unwrap();
         let orphan = world.pods().get_opt("orphan-1").await.unwrap();
         if brief.is_none() && orphan.is_none() {
@@ -308,8 +372,9 @@ async fn given_a_pod_no_node_can_hold_when_reconciled_then_failed_as_unschedulab
     let record = world.reconcile_until("huge", JobState::Failed).await;
 
     assert_eq!(record.failure_class.as_deref(), Some("unschedulable"));
-    let message = record.message.unwrap_or_default();
+    let message = record.message.clone().unwrap_or_default();
     assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
+    world.assert_announced(&record).await;
 }
 
 #[tokio::test]
@@ -321,4 +386,5 @@ async fn given_a_job_past_its_timeout_when_reconciled_then_failed_as_deadline_ex
 
     assert_eq!(record.failure_class.as_deref(), Some("deadline_exceeded"));
     assert_eq!(record.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
+    world.assert_announced(&record).await;
 }

@@ -1,0 +1,209 @@
+//! The journal: a [`JobStore`] that announces every transition it writes.
+//!
+//! Every function moves jobs through one store, so wrapping that store is the one place
+//! where "every transition, from any function, becomes an event and a metric" can be
+//! made true: a transition is announced exactly when its conditional write succeeds, and
+//! a lost race (nothing written) announces nothing. Code that moves jobs cannot forget.
+//!
+//! Events are kept until [`Journal::flush`], which a function calls once per invocation
+//! (and the reconciler's watch every few seconds), so a batch of ten jobs costs two
+//! PutEvents calls rather than twenty. Metrics are counted at once and printed by the
+//! function with the rest of its metrics. If the process dies between a write and the
+//! flush, that write's event is lost; its record is not, and the record is the truth.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::error::Result;
+use crate::events::{EventSink, JobStateChange, PublishReport};
+use crate::failure::FailureClass;
+use crate::metrics::{Counter, Metrics};
+use crate::record::{JobRecord, StateChange};
+use crate::state::JobState;
+use crate::store::{ActivePage, Changed, Created, JobStore};
+
+/// A job store whose writes are announced as events on `sink` and counted in `metrics`.
+#[derive(Debug)]
+pub struct Journal<S, E> {
+    store: S,
+    sink: E,
+    metrics: Metrics,
+    pending: Mutex<Vec<JobStateChange>>,
+}
+
+impl<S: JobStore, E: EventSink> Journal<S, E> {
+    pub fn new(store: S, sink: E, metrics: Metrics) -> Self {
+        Self { store, sink, metrics, pending: Mutex::default() }
+    }
+
+    /// The store underneath.
+    pub fn inner(&self) -> &S {
+        &self.store
+    }
+
+    /// The metrics the journal counts into; the function prints them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Events written but not yet published.
+    pub fn pending(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Publishes the events of every transition written since the last flush. Events
+    /// that could not be published were logged by the sink; they are counted as
+    /// `EventsFailed` so an alarm can see them.
+    pub async fn flush(&self) -> PublishReport {
+        let events = std::mem::take(&mut *self.lock());
+        if events.is_empty() {
+            return PublishReport::default();
+        }
+        let report = self.sink.publish(&events).await;
+        if report.failed > 0 {
+            self.metrics.add(Counter::EventsFailed, report.failed as u64);
+        }
+        report
+    }
+
+    /// Announces the transition `record` just went through.
+    fn announce(&self, record: &JobRecord) {
+        if let Some(counter) = counter_for(record) {
+            self.metrics.count(counter);
+        }
+        self.lock().push(JobStateChange::from_record(record));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<JobStateChange>> {
+        // Nothing panics while holding the lock, so a poisoned list is still whole.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The metric a transition into the record's state counts, if any. A job recorded as
+/// `queued` counts nothing yet: `Dispatched` follows once its pod exists.
+fn counter_for(record: &JobRecord) -> Option<Counter> {
+    let from = record.history.last().and_then(|t| t.from);
+    match record.state {
+        JobState::SettingUp => Some(Counter::Dispatched),
+        JobState::Executing => Some(Counter::Started),
+        JobState::Succeeded => Some(Counter::Succeeded),
+        JobState::Failed => {
+            let class = record.failure_class.as_deref().and_then(|c| c.parse::<FailureClass>().ok());
+            class.map(Counter::Failed)
+        }
+        JobState::Rejected => Some(Counter::Rejected),
+        JobState::Cancelled => Some(Counter::Cancelled),
+        JobState::Queued if from.is_some_and(|f| f.is_terminal()) => Some(Counter::Retries),
+        JobState::Queued => None,
+    }
+}
+
+impl<S: JobStore, E: EventSink> JobStore for Journal<S, E> {
+    async fn create(&self, record: &JobRecord) -> Result<Created> {
+        let created = self.store.create(record).await?;
+        if created == Created::New {
+            self.announce(record);
+        }
+        Ok(created)
+    }
+
+    async fn get(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        self.store.get(job_id).await
+    }
+
+    async fn change(&self, job_id: &str, change: &StateChange) -> Result<Changed> {
+        let changed = self.store.change(job_id, change).await?;
+        if let Changed::Applied(record) = &changed {
+            self.announce(record);
+        }
+        Ok(changed)
+    }
+
+    async fn active(&self, page_size: u32, from: Option<&str>) -> Result<ActivePage> {
+        self.store.active(page_size, from).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::events::MemorySink;
+    use crate::record::Source;
+    use crate::store::memory::MemoryJobStore;
+
+    fn journal() -> Journal<MemoryJobStore, MemorySink> {
+        Journal::new(MemoryJobStore::default(), MemorySink::new(), Metrics::new("podbridge", "test"))
+    }
+
+    fn queued(id: &str) -> JobRecord {
+        JobRecord::new(id, JobState::Queued, Source::Direct, Timestamp::now(), "Submitted", "queued")
+    }
+
+    #[tokio::test]
+    async fn written_transitions_are_published_on_flush_and_counted() {
+        let journal = journal();
+        journal.create(&queued("a")).await.unwrap();
+        let change = StateChange::new(JobState::Queued, 1, JobState::SettingUp, Timestamp::now(), "PodCreated", "");
+        journal.change("a", &change).await.unwrap();
+        assert_eq!(journal.pending(), 2);
+        assert!(journal.sink.events().is_empty(), "nothing is published before the flush");
+
+        let report = journal.flush().await;
+        assert_eq!(report, PublishReport { published: 2, failed: 0 });
+        let states: Vec<_> = journal.sink.events().iter().map(|e| (e.state, e.previous_state)).collect();
+        assert_eq!(states, [(JobState::Queued, None), (JobState::SettingUp, Some(JobState::Queued))]);
+        assert_eq!(journal.pending(), 0);
+        let metrics = journal.metrics().emf_lines(0).join("\n");
+        assert!(metrics.contains("\"Dispatched\":1"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn lost_races_and_repeated_creates_announce_nothing() {
+        let journal = journal();
+        journal.create(&queued("a")).await.unwrap();
+        journal.flush().await;
+        assert_eq!(
+            journal.create(&queued("a")).await.unwrap(),
+            Created::Exists(Box::new(journal.get("a").await.unwrap().unwrap()))
+        );
+        // The job is queued, not executing: the conditional write loses.
+        let stale = StateChange::new(JobState::Executing, 1, JobState::Succeeded, Timestamp::now(), "Completed", "");
+        assert!(matches!(journal.change("a", &stale).await.unwrap(), Changed::Conflict(_)));
+        assert_eq!(journal.pending(), 0);
+        assert_eq!(journal.flush().await, PublishReport::default());
+        assert_eq!(journal.sink.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bus_that_is_down_loses_events_not_transitions_and_is_counted() {
+        let journal = journal();
+        journal.sink.set_failing(true);
+        journal.create(&queued("a")).await.unwrap();
+        assert_eq!(journal.flush().await, PublishReport { published: 0, failed: 1 });
+        assert_eq!(journal.get("a").await.unwrap().unwrap().state, JobState::Queued);
+        let metrics = journal.metrics().emf_lines(0).join("\n");
+        assert!(metrics.contains("\"EventsFailed\":1"), "{metrics}");
+    }
+
+    #[test]
+    fn each_transition_counts_its_metric() {
+        let at = Timestamp::now();
+        let mut record = queued("a");
+        assert_eq!(counter_for(&record), None);
+        let mut step = |from, to, class: Option<&str>| {
+            let mut change = StateChange::new(from, record.attempt, to, at, "Test", "");
+            change.failure_class = class.map(str::to_owned);
+            record.apply(&change);
+            counter_for(&record)
+        };
+        assert_eq!(step(JobState::Queued, JobState::SettingUp, None), Some(Counter::Dispatched));
+        assert_eq!(step(JobState::SettingUp, JobState::Executing, None), Some(Counter::Started));
+        assert_eq!(
+            step(JobState::Executing, JobState::Failed, Some("oom_killed")),
+            Some(Counter::Failed(FailureClass::OomKilled))
+        );
+        assert_eq!(step(JobState::Failed, JobState::Queued, None), Some(Counter::Retries));
+    }
+}
