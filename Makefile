@@ -1,7 +1,7 @@
-# Developer and CI entry points. CI runs `make test` (through .ci/run).
+# Developer and CI entry points. CI runs `make test` and `make lint-infra` (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: test test-unit lint fmt stack bench clean
+.PHONY: test test-unit lint fmt stack bench clean lint-infra sam-build
 
 ## test: lint, then every test of the workspace against the local stack (moto + kube-sim)
 test: lint
@@ -27,6 +27,16 @@ stack:
 ## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:
 	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch --bench reconcile_pass
+
+## lint-infra: the deployment checks (template against the code, sam validate, cfn-lint, checkov,
+## kubernetes-validate, actionlint, zizmor); installs its pinned tools into .venv-infra once
+lint-infra:
+	infra/tools/run.sh lint
+
+## sam-build: `sam build` of every function (release, arm64, cargo-lambda) into .aws-sam/build;
+## takes minutes and a few GB; SAM_BUILD_ARGS are passed on (e.g. --config-env prod)
+sam-build:
+	infra/tools/run.sh build $(SAM_BUILD_ARGS)
 
 ## clean: remove build output, the stack's logs and the Python venv
 clean:

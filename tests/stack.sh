@@ -19,7 +19,6 @@ cd "$ROOT"
 STACK_DIR=$ROOT/.stack
 VENV=$ROOT/.venv
 REQUIREMENTS=tests/requirements.txt
-VENV_STAMP=$VENV/.requirements.sha256
 KUBECONFIG_PATH=$STACK_DIR/kubeconfig
 MOTO_LOG=$STACK_DIR/moto.log
 SIM_LOG=$STACK_DIR/kube-sim.log
@@ -32,6 +31,9 @@ MOTO_PID=
 SIM_PID=
 
 log() { printf 'stack: %s\n' "$*" >&2; }
+
+# shellcheck source=tests/venv.sh
+source "$ROOT/tests/venv.sh"
 
 die() {
   log "error: $*"
@@ -84,25 +86,6 @@ cleanup() {
   exit "$rc"
 }
 
-sha256_of() {
-  python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
-}
-
-# (Re)creates .venv only when tests/requirements.txt changed since the last install or
-# the venv is broken; a fresh venv each time guarantees no leftovers of older pins.
-ensure_venv() {
-  local want
-  want=$(sha256_of "$REQUIREMENTS")
-  if [[ -x $VENV/bin/moto_server && -f $VENV_STAMP && $(cat "$VENV_STAMP") == "$want" ]] &&
-    "$VENV/bin/python" -c '' 2>/dev/null; then
-    return 0
-  fi
-  log "installing $REQUIREMENTS into .venv (once per change of that file)"
-  python3 -m venv --clear "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS" >&2
-  printf '%s\n' "$want" >"$VENV_STAMP"
-}
-
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -119,7 +102,7 @@ start_stack() {
   fi
   printf '%s\n' "$$" >"$PIDFILE"
 
-  ensure_venv
+  ensure_venv "$VENV" "$REQUIREMENTS" moto_server
   log "building kube-sim"
   cargo build -p kube-sim --bin kube-sim
   local sim_bin=$TARGET_DIR/debug/kube-sim
