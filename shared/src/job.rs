@@ -177,6 +177,12 @@ pub struct RetrySpec {
     /// Exit codes worth another attempt (a non-zero exit is otherwise final).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_codes: Vec<i32>,
+    /// After an `oom_killed` attempt, the next one gets this many times the memory
+    /// (request and limit), up to the deployment's ceiling. More than 1, at most 4;
+    /// takes effect only when `on` includes `oom_killed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 4.0))]
+    pub oom_memory_factor: Option<f64>,
 }
 
 /// A toleration, as in a pod spec.

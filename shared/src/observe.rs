@@ -6,6 +6,10 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
 use crate::failure::FailureClass;
 
+/// The kubelet's reason for a container killed for exceeding its memory limit; also the
+/// reason recorded for the attempt it ended.
+pub const OOM_KILLED: &str = "OOMKilled";
+
 /// A pod, read for its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodView {
@@ -83,10 +87,10 @@ pub fn observe(pod: &Pod) -> Observed {
                 failed(FailureClass::Evicted, None, &reason, &message)
             } else {
                 match &terminated {
-                    Some(t) if t.reason.as_deref() == Some("OOMKilled") => failed(
+                    Some(t) if t.reason.as_deref() == Some(OOM_KILLED) => failed(
                         FailureClass::OomKilled,
                         Some(t.exit_code),
-                        "OOMKilled",
+                        OOM_KILLED,
                         "the container was killed for using more memory than its limit",
                     ),
                     Some(t) => failed(

@@ -14,6 +14,7 @@ use tracing::warn;
 use crate::cluster::{Cluster, PodCreated};
 use crate::error::{Error, Result};
 use crate::failure::FailureClass;
+use crate::observe::OOM_KILLED;
 use crate::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, PodSettings, build_pod, pod_name};
 use crate::record::{JobRecord, Source, StateChange};
 use crate::state::JobState;
@@ -125,7 +126,8 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     /// Creates the pod of the record's current attempt and records it (`queued` →
     /// `setting_up`). Safe to repeat: the pod name is fixed per attempt.
     pub async fn start_attempt(&self, record: &JobRecord, job: &Job) -> Result<Outcome> {
-        let pod = build_pod(job, record.attempt, &self.pods);
+        let oom_kills = record.history.iter().filter(|t| t.to == JobState::Failed && t.reason == OOM_KILLED).count();
+        let pod = build_pod(&job.with_memory_after(oom_kills), record.attempt, &self.pods);
         let name = pod_name(&job.id, record.attempt);
         let created = match self.cluster.create_pod(&pod).await {
             Ok(PodCreated::New(pod)) => *pod,

@@ -119,6 +119,12 @@ pub struct Retry {
     pub max_backoff_seconds: u64,
     pub on: Vec<FailureClass>,
     pub exit_codes: Vec<i32>,
+    /// The memory of an attempt after an OOM kill, in percent of the one before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_memory_percent: Option<u32>,
+    /// The deployment's memory ceiling when the job was accepted: no bump goes past it.
+    #[serde(default)]
+    pub memory_ceiling_bytes: u64,
 }
 
 /// A job that passed validation, with every default filled in: what is recorded
@@ -149,6 +155,25 @@ impl Job {
     /// The canonical CPU request (`"500m"`).
     pub fn cpu(&self) -> String {
         format_cpu(self.cpu_millis)
+    }
+
+    /// The job as its next attempt runs after `oom_kills` OOM-killed attempts: memory
+    /// request and limit grown by the retry's OOM factor once per kill, up to the
+    /// memory ceiling. Unchanged without a factor.
+    pub fn with_memory_after(&self, oom_kills: usize) -> Job {
+        let Some(percent) = self.retry.oom_memory_percent else { return self.clone() };
+        let ceiling = self.retry.memory_ceiling_bytes.max(self.memory_limit_bytes);
+        let grow = |bytes: u64| {
+            let mut grown = u128::from(bytes);
+            for _ in 0..oom_kills {
+                grown = (grown * u128::from(percent) / 100).min(u128::from(ceiling));
+            }
+            u64::try_from(grown).unwrap_or(ceiling)
+        };
+        let mut job = self.clone();
+        job.memory_bytes = grow(self.memory_bytes);
+        job.memory_limit_bytes = grow(self.memory_limit_bytes);
+        job
     }
 
     /// The canonical memory request (`"512Mi"`).
@@ -424,6 +449,25 @@ pub fn validate(spec: JobSpec, fallback_id: &str, guardrails: &Guardrails) -> Re
             p(&format!("job.retry.exitCodes[{i}]"), format!("{code} is not allowed; allowed: 1 to 255"));
         }
     }
+    let retry_on = retry_spec.on.clone().unwrap_or_else(|| FailureClass::RETRIED_BY_DEFAULT.to_vec());
+    let oom_memory_percent = match retry_spec.oom_memory_factor {
+        None => None,
+        Some(factor) if !(factor > 1.0 && factor <= 4.0) => {
+            p("job.retry.oomMemoryFactor", format!("{factor} is not allowed; allowed: more than 1, at most 4"));
+            None
+        }
+        Some(_) if !retry_on.contains(&FailureClass::OomKilled) => {
+            p(
+                "job.retry.oomMemoryFactor",
+                "has no effect unless job.retry.on includes \"oom_killed\" (OOM-killed attempts are not retried otherwise)"
+                    .to_owned(),
+            );
+            None
+        }
+        // In range, so the rounding cannot overflow.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(factor) => Some((factor * 100.0).round() as u32),
+    };
 
     if spec.labels.len() > 32 {
         p("job.labels", format!("has {} labels; at most 32 are allowed", spec.labels.len()));
@@ -522,8 +566,10 @@ pub fn validate(spec: JobSpec, fallback_id: &str, guardrails: &Guardrails) -> Re
             max_attempts,
             backoff_seconds,
             max_backoff_seconds,
-            on: retry_spec.on.unwrap_or_else(|| FailureClass::RETRIED_BY_DEFAULT.to_vec()),
+            on: retry_on,
             exit_codes: retry_spec.exit_codes,
+            oom_memory_percent,
+            memory_ceiling_bytes: guardrails.max_memory_bytes,
         },
         labels: spec.labels,
         node_selector: spec.node_selector,

@@ -205,3 +205,36 @@ fn a_rejection_keeps_a_usable_job_id() {
     let rejection = parse_message(unusable.to_string().as_bytes(), "sqs-x", &guardrails()).unwrap_err();
     assert_eq!(rejection.job_id.as_deref(), Some("sqs-x"));
 }
+
+#[test]
+fn an_oom_memory_factor_grows_each_attempt_after_an_oom_kill_up_to_the_ceiling() {
+    let retry = json!({ "maxAttempts": 4, "on": ["oom_killed"], "oomMemoryFactor": 2 });
+    let spec = with(with(minimal(), "resources", json!({ "memory": "3Gi" })), "retry", retry);
+    let guardrails = Guardrails { max_memory_bytes: 8 << 30, ..guardrails() };
+    let Ok(Parsed::Job(job)) = parse_message(job(spec).to_string().as_bytes(), "x", &guardrails) else {
+        panic!("a valid job")
+    };
+    let memory = |kills| {
+        let bumped = job.with_memory_after(kills);
+        (bumped.memory(), bumped.memory_limit_bytes >> 30)
+    };
+    assert_eq!(memory(0), ("3Gi".to_owned(), 3), "the first attempt asks for what the message says");
+    assert_eq!(memory(1), ("6Gi".to_owned(), 6));
+    assert_eq!(memory(2), ("8Gi".to_owned(), 8), "never past the deployment's ceiling");
+}
+
+#[test]
+fn an_oom_memory_factor_out_of_range_or_without_oom_retries_is_rejected() {
+    let retry = |value: Value| job(with(minimal(), "retry", value));
+    check_rejected(
+        retry(json!({ "on": ["oom_killed"], "oomMemoryFactor": 1 })),
+        "job.retry.oomMemoryFactor",
+        "more than 1",
+    );
+    check_rejected(
+        retry(json!({ "on": ["oom_killed"], "oomMemoryFactor": 9.5 })),
+        "job.retry.oomMemoryFactor",
+        "at most 4",
+    );
+    check_rejected(retry(json!({ "oomMemoryFactor": 1.5 })), "job.retry.oomMemoryFactor", "includes \"oom_killed\"");
+}

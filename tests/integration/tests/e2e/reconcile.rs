@@ -388,3 +388,114 @@ async fn given_a_job_past_its_timeout_when_reconciled_then_failed_as_deadline_ex
     assert_eq!(record.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
     world.assert_announced(&record).await;
 }
+
+#[tokio::test]
+async fn given_a_container_that_cannot_be_created_when_reconciled_then_failed_as_container_config() {
+    let world = world().await;
+    world.submit(&message("noconfig", "config-error", json!({ "retry": { "maxAttempts": 1 } }))).await;
+
+    let record = world.reconcile_until("noconfig", JobState::Failed).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("container_config"));
+    assert_eq!(record.reason.as_deref(), Some("CreateContainerConfigError"));
+    world.assert_announced(&record).await;
+}
+
+#[tokio::test]
+async fn given_an_oom_kill_and_a_memory_factor_when_retried_then_the_next_attempt_gets_more_memory() {
+    let world = world().await;
+    let retry = json!({ "maxAttempts": 2, "on": ["oom_killed"], "oomMemoryFactor": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0 });
+    world
+        .submit(&message("hungry", "run=50ms,oom", json!({ "resources": { "memory": "512Mi" }, "retry": retry })))
+        .await;
+
+    let record = world.reconcile_until_attempt("hungry", 2).await;
+
+    assert_eq!(record.failure_class.as_deref(), Some("oom_killed"), "the last attempt's cause is kept");
+    assert_eq!(world.pods_created_for("hungry"), ["hungry-1", "hungry-2"]);
+    let memory = |pod: Pod| {
+        let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+        let get = |map: Option<
+            std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| { map.unwrap()["memory"].0.clone() };
+        (get(resources.requests), get(resources.limits))
+    };
+    let first = world.pods().get("hungry-1").await.unwrap();
+    let second = world.pods().get("hungry-2").await.unwrap();
+    assert_eq!(memory(first), ("512Mi".to_owned(), "512Mi".to_owned()));
+    assert_eq!(memory(second), ("1Gi".to_owned(), "1Gi".to_owned()), "twice the memory after the OOM kill");
+    world.assert_announced(&record).await;
+}
+
+#[tokio::test]
+async fn given_a_pass_done_when_the_reconciler_follows_the_pods_then_the_end_reaches_the_record_without_another_pass() {
+    let world = world().await;
+    world.submit(&message("followed", "run=1s", json!({}))).await;
+    world.reconcile_until("followed", JobState::Executing).await;
+
+    // One pass, then only the watch: its windows flush events as the function does.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let (pass, followed) = world
+        .reconciler
+        .run(&[NAMESPACE.to_owned()], until, async |_| {
+            world.store().flush().await;
+        })
+        .await
+        .unwrap();
+
+    let record = world.record("followed").await;
+    assert_eq!(record.state, JobState::Succeeded, "{followed:?}");
+    assert_eq!(pass.recorded.get(&JobState::Succeeded), None, "the pass saw the job still running");
+    assert!(followed.writes >= 1 && followed.watches >= 1, "the watch recorded the end: {followed:?}");
+    assert_eq!(followed.relists, 0, "the watch started from the pass's list");
+    assert_eq!(followed.latencies.len(), 1, "one state latency measured: {followed:?}");
+    world.assert_announced(&record).await;
+}
+
+#[tokio::test]
+async fn given_a_watch_history_compacted_when_the_reconciler_follows_then_it_lists_again_and_misses_nothing() {
+    let world = world().await;
+    world.submit(&message("compacted", "run=300ms", json!({}))).await;
+    let pass = world.pass().await;
+    let mut versions = pass.resource_versions.clone();
+    assert!(versions.contains_key(NAMESPACE), "the pass listed the job's namespace: {versions:?}");
+    // The job ends, and the API server forgets the changes since the pass's list.
+    podbridge_tests::eventually("the pod to succeed", Duration::from_secs(10), Duration::from_millis(50), || async {
+        let pod = world.pods().get("compacted-1").await.ok()?;
+        (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+    })
+    .await;
+    world.sim.compact();
+
+    let followed = world.reconciler.follow(&mut versions, Duration::from_secs(2)).await;
+    world.store().flush().await;
+
+    assert_eq!(followed.relists, 1, "410 Expired, then one list: {followed:?}");
+    let record = world.record("compacted").await;
+    assert_eq!(record.state, JobState::Succeeded, "the change the lost watch missed was applied");
+    world.assert_announced(&record).await;
+}
+
+#[tokio::test]
+async fn given_a_node_lost_under_a_running_job_when_followed_then_failed_as_node_lost() {
+    let world = world().await;
+    world.submit(&message("stranded", "run=forever", json!({ "retry": { "maxAttempts": 1 } }))).await;
+    let record = world.reconcile_until("stranded", JobState::Executing).await;
+    let pass = world.pass().await;
+    let mut versions = pass.resource_versions.clone();
+
+    assert!(world.sim.lose_node(record.node.as_deref().expect("the pod's node")));
+    let mut record = record;
+    for _ in 0..10 {
+        world.reconciler.follow(&mut versions, Duration::from_secs(1)).await;
+        world.store().flush().await;
+        record = world.record("stranded").await;
+        if record.state.is_terminal() {
+            break;
+        }
+    }
+
+    assert_eq!((record.state, record.failure_class.as_deref()), (JobState::Failed, Some("node_lost")), "{record:#?}");
+    assert_eq!(record.reason.as_deref(), Some("DeletionByTaintManager"));
+    world.assert_announced(&record).await;
+}
