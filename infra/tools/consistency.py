@@ -13,8 +13,9 @@ compares them:
 - rbac.yaml binds the template's Kubernetes group and grants nothing beyond pods,
   their logs and events;
 - every checkov finding skipped in the template says why;
-- every samconfig.toml environment passes only parameters the template declares, with
-  values it allows.
+- every samconfig.toml environment builds and validates infra/template.yaml, deploys
+  what the build wrote, and passes only parameters the template declares, with values
+  it allows.
 
 Runs with the tools venv's Python (samtranslator expands Globals the way SAM does).
 """
@@ -262,9 +263,12 @@ def check_samconfig(raw: dict) -> None:
     for env, commands in tomllib.loads(SAMCONFIG.read_text()).items():
         if not isinstance(commands, dict):
             continue
-        template_file = commands.get("global", {}).get("parameters", {}).get("template_file")
-        if template_file != TEMPLATE.relative_to(ROOT).as_posix():
-            problem(f"samconfig.toml [{env}]: template_file is {template_file!r}")
+        # build and validate read the source template; deploy must take what build wrote.
+        for command in ("build", "validate", "deploy", "global"):
+            template_file = commands.get(command, {}).get("parameters", {}).get("template_file")
+            want = TEMPLATE.relative_to(ROOT).as_posix() if command in ("build", "validate") else None
+            if template_file != want:
+                problem(f"samconfig.toml [{env}.{command}]: template_file is {template_file!r}, must be {want!r}")
         deploy = commands.get("deploy", {}).get("parameters")
         if not deploy:
             continue
