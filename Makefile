@@ -26,7 +26,7 @@ stack:
 
 ## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:
-	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch --bench reconcile_pass
+	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch --bench reconcile_pass --bench state_latency
 
 ## lint-infra: the deployment checks (template against the code, sam validate, cfn-lint, checkov,
 ## kubernetes-validate, actionlint, zizmor); installs its pinned tools into .venv-infra once
