@@ -1,6 +1,7 @@
-//! The built `dispatch` binary, run as Lambda runs it: started with Lambda's environment
-//! variables, polling a Lambda Runtime API ([`RuntimeApi`], served by the test), invoked
-//! with the SQS event fixture `tests/lambda/sqs-event.json`. The tests assert what Lambda
+//! The built `dispatch` and `reconcile` binaries, run as Lambda runs them: started with
+//! Lambda's environment variables, polling a Lambda Runtime API ([`RuntimeApi`], served by
+//! the test), invoked with the SQS event fixture `tests/lambda/sqs-event.json` or the
+//! schedule's `tests/lambda/schedule-event.json`. The tests assert what Lambda
 //! and a user would observe: the JSON response (`batchItemFailures`, which decides what
 //! SQS deletes), the records in DynamoDB (moto) and the pods in kube-sim.
 //!
@@ -202,4 +203,62 @@ async fn given_no_job_table_configured_when_the_function_starts_then_it_fails_it
     // Lambda shows the runtime's output (or its `/init/error` report) as the init failure.
     let reported = api.init_error().map(|report| report.message()).unwrap_or_default();
     assert!(output.contains("PODBRIDGE_TABLE") || reported.contains("PODBRIDGE_TABLE"), "{output}");
+}
+
+#[tokio::test]
+async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then_it_follows_the_job_to_its_end_and_announces_it()
+ {
+    let stack = Stack::from_env().await;
+    let (table, store) = job_table(&stack).await;
+    let subscription = podbridge_tests::events::Subscription::new(&stack).await.expect("an event subscription");
+    let api = RuntimeApi::start("reconcile").await.expect("runtime API");
+    let mut env = function_env(&stack, &table, &stack.kubeconfig);
+    env.push(("PODBRIDGE_EVENT_BUS".into(), subscription.bus.clone()));
+    env.push(("PODBRIDGE_FOLLOW_SECONDS".into(), "6".into()));
+    let binary = cargo_binary("functions/reconcile", "reconcile");
+    let mut function = FunctionProcess::spawn(&binary, &api, &env).expect("start reconcile");
+    function.first_poll(&api, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}"));
+
+    // A job dispatched just before the schedule fires, as the dispatch function leaves it;
+    // it ends while the function follows the pods.
+    let job_id = unique_name("scheduled");
+    let guardrails = podbridge::validate::Guardrails {
+        namespaces: vec![NAMESPACE.into()],
+        image_prefixes: vec!["registry.example.com/".into()],
+        ..Default::default()
+    };
+    let cluster = podbridge::cluster::KubeCluster::new(stack.kube.clone(), Duration::from_secs(10));
+    let submitter = podbridge::submit::Submitter::new(
+        store.clone(),
+        cluster,
+        guardrails,
+        Default::default(),
+        Duration::from_secs(3600),
+    );
+    let body = json!({ "version": 1, "job": { "id": job_id, "image": "registry.example.com/batch/work:1",
+        "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=3s" }] } });
+    let outcome = submitter.handle_message(body.to_string().as_bytes(), podbridge::Source::Direct, "x").await;
+    assert!(matches!(outcome, Ok(podbridge::submit::Outcome::Dispatched { .. })), "{outcome:?}");
+
+    let outcome = function.invoke(&api, &fixture("schedule-event.json"), INVOKE_TIMEOUT).await.unwrap();
+
+    let report = response(&outcome, &function);
+    assert_eq!(report["pass"]["active_jobs"], 1, "{report}");
+    let finished = record(&store, &job_id).await;
+    assert_eq!(finished.state, JobState::Succeeded, "followed to the end: {report}");
+    let states: Vec<Value> = subscription
+        .drain()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["detail"]["jobId"] == job_id.as_str())
+        .map(|e| e["detail"]["state"].clone())
+        .collect();
+    assert!(states.contains(&json!("executing")) && states.contains(&json!("succeeded")), "{states:?}");
+    let output = function.output();
+    assert!(
+        output.contains("\"Succeeded\":1") && output.contains("ReconcileDuration"),
+        "the function prints its metrics as EMF lines:\n{output}"
+    );
+    subscription.delete().await.unwrap();
 }
