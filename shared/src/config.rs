@@ -24,6 +24,10 @@ pub struct Settings {
     /// The EventBridge bus job state changes are published to (`PODBRIDGE_EVENT_BUS`, a
     /// name or an ARN; default `default`, the bus every account has).
     pub event_bus: String,
+    /// The CloudWatch namespace of the functions' metrics (`PODBRIDGE_METRICS_NAMESPACE`,
+    /// default `podbridge`): one per deployment, so two stacks in one account and region
+    /// never mix their figures.
+    pub metrics_namespace: String,
 }
 
 impl Settings {
@@ -133,6 +137,7 @@ impl Settings {
             kube_timeout: Duration::from_secs(number("PODBRIDGE_KUBE_TIMEOUT_SECONDS", 10)?.max(1)),
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
             event_bus: var("PODBRIDGE_EVENT_BUS").unwrap_or_else(|| "default".to_owned()),
+            metrics_namespace: var("PODBRIDGE_METRICS_NAMESPACE").unwrap_or_else(|| "podbridge".to_owned()),
         })
     }
 }

@@ -13,8 +13,10 @@ use crate::state::JobState;
 pub enum Source {
     /// An SQS message.
     Sqs { message_id: String },
-    /// An EventBridge event or schedule tick.
+    /// An EventBridge event.
     EventBridge { event_id: String },
+    /// A schedule's tick: the schedule's name and the tick's time (RFC 3339).
+    Schedule { schedule: String, scheduled_time: String },
     /// Submitted directly (CLI, tests).
     Direct,
 }

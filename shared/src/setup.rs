@@ -13,9 +13,6 @@ use crate::metrics::Metrics;
 use crate::store::dynamodb::DynamoJobStore;
 use crate::submit::Submitter;
 
-/// The CloudWatch namespace of every metric podbridge prints.
-pub const METRICS_NAMESPACE: &str = "podbridge";
-
 /// The job store every function writes through: DynamoDB, with each transition
 /// published to the event bus and counted.
 pub type FunctionStore = Journal<DynamoJobStore, EventBridgeSink>;
@@ -40,7 +37,7 @@ pub async fn submitter_from_env(function: &str) -> Result<(Settings, Submitter<F
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let store = DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.table.clone());
     let events = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&sdk), settings.event_bus.clone());
-    let store = Journal::new(store, events, Metrics::new(METRICS_NAMESPACE, function));
+    let store = Journal::new(store, events, Metrics::new(settings.metrics_namespace.clone(), function));
     let options = ClientOptions {
         read_timeout: settings.kube_timeout,
         write_timeout: settings.kube_timeout,

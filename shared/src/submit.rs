@@ -38,6 +38,12 @@ pub enum Outcome {
     Cancelled { job_id: String },
     /// A cancel for a job that had already ended: nothing changed.
     CancelIgnored { job_id: String, state: JobState },
+    /// The job was recorded as `cancelled` without ever running (a schedule's tick
+    /// skipped by its concurrency policy).
+    Skipped { job_id: String, reason: String },
+    /// A retry that could not start a new attempt (the job is not failed or cancelled,
+    /// does not exist, or already moved past the attempt named): nothing changed.
+    RetryIgnored { job_id: String, reason: String },
 }
 
 impl Outcome {
@@ -49,7 +55,9 @@ impl Outcome {
             | Self::Rejected { job_id, .. }
             | Self::Failed { job_id, .. }
             | Self::Cancelled { job_id }
-            | Self::CancelIgnored { job_id, .. } => job_id,
+            | Self::CancelIgnored { job_id, .. }
+            | Self::Skipped { job_id, .. }
+            | Self::RetryIgnored { job_id, .. } => job_id,
         }
     }
 }
@@ -261,6 +269,52 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             retryable: true,
             source: format!("job {job_id} kept changing while it was cancelled").into(),
         })
+    }
+
+    /// Records a job that will not run as `cancelled` with `reason` (`Skipped`) and
+    /// `message`, so that the decision is visible. Nothing changes if the job exists.
+    pub async fn skip(&self, job_id: &str, source: Source, message: &str) -> Result<Outcome> {
+        let now = Timestamp::now();
+        let mut record = JobRecord::new(job_id, JobState::Cancelled, source, now, "Skipped", message);
+        record.expires_at = self.expires_at(now);
+        match self.store.create(&record).await? {
+            Created::New => Ok(Outcome::Skipped { job_id: job_id.to_owned(), reason: message.to_owned() }),
+            Created::Exists(existing) => {
+                Ok(Outcome::AlreadyRecorded { job_id: job_id.to_owned(), state: existing.state })
+            }
+        }
+    }
+
+    /// Starts a new attempt of a failed or cancelled job on request, keeping its
+    /// history. With `attempt`, only if that is still the job's current attempt, so a
+    /// request delivered twice starts one attempt, not two. The job's `maxAttempts` does
+    /// not apply: a person asked.
+    pub async fn retry(&self, job_id: &str, attempt: Option<u32>, reason: &str) -> Result<Outcome> {
+        let ignored = |reason: String| Ok(Outcome::RetryIgnored { job_id: job_id.to_owned(), reason });
+        let Some(record) = self.store.get(job_id).await? else {
+            return ignored(format!("there is no job {job_id}"));
+        };
+        if !matches!(record.state, JobState::Failed | JobState::Cancelled) {
+            return ignored(format!("the job is {}; only failed or cancelled jobs are retried", record.state));
+        }
+        if let Some(asked) = attempt.filter(|asked| *asked != record.attempt) {
+            return ignored(format!("attempt {asked} is not the job's last; it is at attempt {}", record.attempt));
+        }
+        if record.spec.is_none() {
+            return ignored("the job was cancelled before it was ever submitted; there is nothing to run".to_owned());
+        }
+        let job = stored_job(&record)?;
+        let next = record.attempt + 1;
+        let mut change =
+            StateChange::new(record.state, record.attempt, JobState::Queued, Timestamp::now(), "RetryRequested", reason);
+        change.new_attempt = Some(next);
+        match self.store.change(job_id, &change).await? {
+            Changed::Applied(queued) => self.start_attempt(&queued, &job).await,
+            Changed::Conflict(current) => ignored(format!(
+                "the job moved meanwhile (now {})",
+                current.map_or_else(|| "gone".to_owned(), |c| format!("{} at attempt {}", c.state, c.attempt))
+            )),
+        }
     }
 }
 

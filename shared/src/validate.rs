@@ -185,9 +185,20 @@ impl Job {
 /// The id used when a message carries none: derived from the SQS message id, so that
 /// redeliveries of the same message are the same job.
 pub fn id_from_message_id(message_id: &str) -> String {
+    derived_id("sqs", message_id)
+}
+
+/// The id of a job submitted by an EventBridge event that carries none: `event-` and
+/// the event's id (valid as a job id, at most 63 characters).
+pub fn id_from_event_id(event_id: &str) -> String {
+    derived_id("event", event_id)
+}
+
+fn derived_id(prefix: &str, id: &str) -> String {
+    let room = 63 - prefix.len() - 1;
     let cleaned: String =
-        message_id.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(58).collect();
-    format!("sqs-{cleaned}")
+        id.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(room).collect();
+    format!("{prefix}-{cleaned}")
 }
 
 /// Whether `id` is a valid job id (a Kubernetes label value of at least one character).

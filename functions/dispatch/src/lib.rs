@@ -78,5 +78,7 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::Failed { reason, .. } => warn!(%reason, "failed"),
         Outcome::Cancelled { .. } => info!("cancelled"),
         Outcome::CancelIgnored { state, .. } => info!(%state, "cancel ignored: the job has already ended"),
+        Outcome::RetryIgnored { reason, .. } => info!(%reason, "retry ignored"),
+        Outcome::Skipped { reason, .. } => info!(%reason, "skipped"),
     }
 }

@@ -10,7 +10,7 @@
 //! | `attempt` | N | 1 for the first attempt, +1 per retry |
 //! | `spec` | S | the validated job as JSON text (absent for rejected submissions) |
 //! | `namespace`, `pod_name`, `node` | S | where the current attempt runs, once known |
-//! | `source` | M | `{kind: "sqs", message_id}`, `{kind: "event_bridge", event_id}` or `{kind: "direct"}` |
+//! | `source` | M | `{kind: "sqs", message_id}`, `{kind: "event_bridge", event_id}`, `{kind: "schedule", schedule, scheduled_time}` or `{kind: "direct"}` |
 //! | `created_at`, `updated_at` | S | RFC 3339, UTC, exactly nine fractional digits: text order is time order |
 //! | `state_times` | M | state name → timestamp (S), for the current attempt |
 //! | `exit_code` | N | the container's exit code |
@@ -426,6 +426,11 @@ fn encode_source(source: &Source) -> AttributeValue {
         Source::EventBridge { event_id } => {
             HashMap::from([("kind".to_owned(), s("event_bridge")), ("event_id".to_owned(), s(event_id))])
         }
+        Source::Schedule { schedule, scheduled_time } => HashMap::from([
+            ("kind".to_owned(), s("schedule")),
+            ("schedule".to_owned(), s(schedule)),
+            ("scheduled_time".to_owned(), s(scheduled_time)),
+        ]),
         Source::Direct => HashMap::from([("kind".to_owned(), s("direct"))]),
     };
     AttributeValue::M(map)
@@ -677,6 +682,10 @@ fn decode_source(fields: &Fields<'_>) -> Decoded<Source> {
     match fields.string("kind")? {
         "sqs" => Ok(Source::Sqs { message_id: fields.string("message_id")?.to_owned() }),
         "event_bridge" => Ok(Source::EventBridge { event_id: fields.string("event_id")?.to_owned() }),
+        "schedule" => Ok(Source::Schedule {
+            schedule: fields.string("schedule")?.to_owned(),
+            scheduled_time: fields.string("scheduled_time")?.to_owned(),
+        }),
         "direct" => Ok(Source::Direct),
         other => Err(format!("{}: unknown source kind {other:?}", fields.at("kind"))),
     }
@@ -842,6 +851,15 @@ mod tests {
             "no image",
         );
         assert_eq!(decode("job-3", &encode(&scheduled)).unwrap(), scheduled);
+        let ticked = JobRecord::new(
+            "nightly-20261121-020000",
+            JobState::Queued,
+            Source::Schedule { schedule: "nightly".into(), scheduled_time: "2026-11-21T02:00:00Z".into() },
+            at(1, 1),
+            "Submitted",
+            "tick",
+        );
+        assert_eq!(decode("nightly-20261121-020000", &encode(&ticked)).unwrap(), ticked);
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! The trigger function: what EventBridge delivers, turned into jobs through the same
+//! [`Submitter`] as dispatch (one path from "a valid job" to "recorded + pod").
+//!
+//! It takes two shapes of input:
+//!
+//! - **Events** (an EventBridge envelope) with detail-type [`SUBMIT_JOB`] (the detail is a
+//!   job message, as on the queue), [`CANCEL_JOB`] or [`RETRY_JOB`] (the detail is a
+//!   [`JobRequest`]).
+//! - **Schedule ticks**: a [`Tick`] as the target's input, from EventBridge Scheduler
+//!   (`"scheduledTime": "<aws.scheduler.scheduled-time>"`) or a scheduled rule with an
+//!   input transformer (`<time>` from `$.time`). Each tick is one job, whose id is the
+//!   schedule's name and the scheduled time, so a tick delivered twice is still one job;
+//!   the schedule's concurrency policy decides what happens while an earlier job of it
+//!   is active. A missed tick is just a tick that never came: nothing stops a schedule.
+//!
+//! An input that cannot succeed is recorded where it names a job (a `rejected` job) and
+//! acknowledged either way; only failures worth retrying (DynamoDB, the Kubernetes API)
+//! fail the invocation, so EventBridge retries the event and, when its retries run
+//! out, sends it to the target's dead-letter queue.
+
+use jiff::Timestamp;
+use podbridge::cluster::Cluster;
+use podbridge::error::Result;
+use podbridge::record::Source;
+use podbridge::store::JobStore;
+use podbridge::submit::{Outcome, Submitter};
+use podbridge::validate::{Problem, Rejection, id_from_event_id, is_valid_job_id};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+/// The detail-type of an event that submits a job; its detail is a job message.
+pub const SUBMIT_JOB: &str = "Submit Job";
+/// The detail-type of an event that cancels a job; its detail is a [`JobRequest`].
+pub const CANCEL_JOB: &str = "Cancel Job";
+/// The detail-type of an event that retries a failed or cancelled job; its detail is a
+/// [`JobRequest`].
+pub const RETRY_JOB: &str = "Retry Job";
+
+/// The longest schedule name: the tick's job id adds `-YYYYMMDD-HHMMSS` (16 characters)
+/// and must stay a valid job id (63).
+pub const MAX_SCHEDULE_NAME: usize = 47;
+
+/// What a schedule does with a tick while an earlier job of the schedule is active.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcurrencyPolicy {
+    /// Start the new job anyway.
+    #[default]
+    Allow,
+    /// Skip the tick; the skipped job is recorded as `cancelled` (reason `Skipped`).
+    Forbid,
+    /// Cancel the active job, then start the new one.
+    Replace,
+}
+
+/// A schedule's tick: the input of a schedule's target.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tick {
+    /// The schedule's name (1 to 47 of `A-Z a-z 0-9 - _ .`).
+    pub schedule: String,
+    /// When the tick was due (RFC 3339), which makes the job id.
+    pub scheduled_time: String,
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// A suspended schedule's ticks start nothing.
+    #[serde(default)]
+    pub suspend: bool,
+    /// The job to run: the `job` object of a job message, without `id`.
+    pub job: Value,
+}
+
+/// The detail of a Cancel Job or Retry Job event.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobRequest {
+    pub job_id: String,
+    /// Retry only: the attempt to retry, so that a request delivered twice starts one
+    /// attempt. Without it, the job's last attempt.
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    /// Why, for the job's history.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An input the function understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Submit { event_id: String, detail: Value },
+    Cancel { event_id: String, request: JobRequest },
+    Retry { event_id: String, request: JobRequest },
+    Tick(Tick),
+}
+
+/// An input that can never succeed: what is wrong, and the job it names if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadInput {
+    pub job_id: Option<String>,
+    pub problem: Problem,
+}
+
+impl BadInput {
+    fn new(job_id: Option<String>, field: &str, message: impl Into<String>) -> Self {
+        Self { job_id, problem: Problem { field: field.to_owned(), message: message.into() } }
+    }
+}
+
+/// What became of an input: the invocation's response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Handled {
+    /// `dispatched`, `already_recorded`, `rejected`, `failed`, `cancelled`,
+    /// `cancel_ignored`, `retry_ignored`, `skipped`, `suspended` or `ignored`.
+    pub outcome: &'static str,
+    pub job_id: Option<String>,
+    pub detail: String,
+}
+
+impl From<Outcome> for Handled {
+    fn from(outcome: Outcome) -> Self {
+        let job_id = Some(outcome.job_id().to_owned());
+        let (outcome, detail) = match outcome {
+            Outcome::Dispatched { attempt, pod_name, .. } => ("dispatched", format!("attempt {attempt}: pod {pod_name}")),
+            Outcome::AlreadyRecorded { state, .. } => ("already_recorded", format!("the job is {state}")),
+            Outcome::Rejected { reason, .. } => ("rejected", reason),
+            Outcome::Failed { reason, .. } => ("failed", reason),
+            Outcome::Cancelled { .. } => ("cancelled", String::new()),
+            Outcome::CancelIgnored { state, .. } => ("cancel_ignored", format!("the job has already ended: {state}")),
+            Outcome::RetryIgnored { reason, .. } => ("retry_ignored", reason),
+            Outcome::Skipped { reason, .. } => ("skipped", reason),
+        };
+        Self { outcome, job_id, detail }
+    }
+}
+
+/// Reads an input: an EventBridge event of one of podbridge's detail-types, or a tick.
+pub fn parse(input: &Value) -> std::result::Result<Input, BadInput> {
+    if let Some(detail_type) = input.get("detail-type") {
+        let event_id = input.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
+        let Some(event_id) = event_id.map(str::to_owned) else {
+            return Err(BadInput::new(None, "id", "an EventBridge event must have an id"));
+        };
+        let detail = input.get("detail").cloned().unwrap_or(Value::Null);
+        let request = |detail: Value| {
+            serde_json::from_value::<JobRequest>(detail).map_err(|e| {
+                BadInput::new(None, "detail", format!("{e}; expected {{\"jobId\": ..., \"attempt\"?: N, \"reason\"?: ...}}"))
+            })
+        };
+        return match detail_type.as_str() {
+            Some(SUBMIT_JOB) => Ok(Input::Submit { event_id, detail }),
+            Some(CANCEL_JOB) => Ok(Input::Cancel { event_id, request: request(detail)? }),
+            Some(RETRY_JOB) => Ok(Input::Retry { event_id, request: request(detail)? }),
+            Some("Scheduled Event") => Err(BadInput::new(
+                None,
+                "detail",
+                "a scheduled rule must send a tick as its target's input (an input transformer with \
+                 `<time>` from `$.time`), not the bare Scheduled Event",
+            )),
+            other => Err(BadInput::new(
+                None,
+                "detail-type",
+                format!("{other:?} is not one of {SUBMIT_JOB:?}, {CANCEL_JOB:?}, {RETRY_JOB:?}"),
+            )),
+        };
+    }
+    if input.get("schedule").is_some() {
+        // The job id, if the tick says enough to make one, so a bad tick is recorded.
+        let job_id = tick_job_id(
+            input.get("schedule").and_then(Value::as_str).unwrap_or_default(),
+            input.get("scheduledTime").and_then(Value::as_str).unwrap_or_default(),
+        )
+        .ok();
+        let tick: Tick = serde_path_to_error::deserialize(input)
+            .map_err(|e| BadInput::new(job_id.clone(), &e.path().to_string(), e.inner().to_string()))?;
+        tick_job_id(&tick.schedule, &tick.scheduled_time)?;
+        if tick.job.get("id").is_some() {
+            let why = "must not have an id: each tick's job id is the schedule's name and the scheduled time";
+            return Err(BadInput::new(job_id, "job.id", why));
+        }
+        return Ok(Input::Tick(tick));
+    }
+    Err(BadInput::new(
+        None,
+        "input",
+        "is neither an EventBridge event (Submit Job, Cancel Job, Retry Job) nor a schedule tick ({\"schedule\": ...})",
+    ))
+}
+
+/// The job id of a schedule's tick: `<schedule>-YYYYMMDD-HHMMSS` (UTC).
+pub fn tick_job_id(schedule: &str, scheduled_time: &str) -> std::result::Result<String, BadInput> {
+    let valid_name = schedule.len() <= MAX_SCHEDULE_NAME && is_valid_job_id(schedule);
+    if !valid_name {
+        return Err(BadInput::new(
+            None,
+            "schedule",
+            format!(
+                "{schedule:?} is not allowed; allowed: 1 to {MAX_SCHEDULE_NAME} of A-Z a-z 0-9 - _ ., starting and \
+                 ending with a letter or digit"
+            ),
+        ));
+    }
+    let at: Timestamp = scheduled_time.parse().map_err(|e| {
+        BadInput::new(None, "scheduledTime", format!("{scheduled_time:?} is not an RFC 3339 time: {e}"))
+    })?;
+    Ok(format!("{schedule}-{}", at.strftime("%Y%m%d-%H%M%S")))
+}
+
+/// Handles one input. `Err` only for failures worth retrying (or a deployment that is
+/// not right), so that EventBridge retries the event.
+pub async fn handle<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, input: &Value) -> Result<Handled> {
+    let parsed = match parse(input) {
+        Ok(parsed) => parsed,
+        Err(bad) => return reject(submitter, bad, input).await,
+    };
+    let handled: Handled = match parsed {
+        Input::Submit { event_id, detail } => {
+            let body = serde_json::to_vec(&detail).unwrap_or_default();
+            let fallback = id_from_event_id(&event_id);
+            submitter.handle_message(&body, Source::EventBridge { event_id }, &fallback).await?.into()
+        }
+        Input::Cancel { event_id, request } => {
+            let reason = request.reason.unwrap_or_else(|| "cancelled on request".to_owned());
+            submitter.cancel(&request.job_id, &reason, Source::EventBridge { event_id }).await?.into()
+        }
+        Input::Retry { event_id, request } => {
+            let reason = request.reason.unwrap_or_else(|| format!("retried on request (event {event_id})"));
+            submitter.retry(&request.job_id, request.attempt, &reason).await?.into()
+        }
+        Input::Tick(tick) => self::tick(submitter, tick).await?,
+    };
+    info!(outcome = handled.outcome, job_id = handled.job_id.as_deref().unwrap_or_default(), detail = %handled.detail, "handled");
+    Ok(handled)
+}
+
+/// Records a bad input as a `rejected` job where it names one; logs it either way.
+async fn reject<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, bad: BadInput, input: &Value) -> Result<Handled> {
+    let event_id = input.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    warn!(event_id = %event_id, problem = %bad.problem, "an input that cannot succeed");
+    match bad.job_id {
+        Some(job_id) => {
+            let source = tick_source(input).unwrap_or(Source::EventBridge { event_id });
+            let rejection = Rejection { job_id: Some(job_id.clone()), problems: vec![bad.problem] };
+            Ok(submitter.reject(rejection, source, &job_id).await?.into())
+        }
+        None => Ok(Handled { outcome: "ignored", job_id: None, detail: bad.problem.to_string() }),
+    }
+}
+
+fn tick_source(input: &Value) -> Option<Source> {
+    Some(Source::Schedule {
+        schedule: input.get("schedule")?.as_str()?.to_owned(),
+        scheduled_time: input.get("scheduledTime")?.as_str()?.to_owned(),
+    })
+}
+
+async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick) -> Result<Handled> {
+    let job_id = tick_job_id(&tick.schedule, &tick.scheduled_time).map_err(|bad| {
+        podbridge::Error::Config(format!("a tick that parsed has no job id: {}", bad.problem))
+    })?;
+    let source = Source::Schedule { schedule: tick.schedule.clone(), scheduled_time: tick.scheduled_time.clone() };
+    if tick.suspend {
+        return Ok(Handled {
+            outcome: "suspended",
+            job_id: None,
+            detail: format!("schedule {} is suspended; the tick of {} starts nothing", tick.schedule, tick.scheduled_time),
+        });
+    }
+    // A tick delivered again finds its job: exactly one job per tick.
+    if let Some(existing) = submitter.store().get(&job_id).await? {
+        return Ok(Outcome::AlreadyRecorded { job_id, state: existing.state }.into());
+    }
+    if tick.concurrency_policy != ConcurrencyPolicy::Allow {
+        let active = active_jobs_of(submitter.store(), &tick.schedule).await?;
+        match tick.concurrency_policy {
+            ConcurrencyPolicy::Forbid if !active.is_empty() => {
+                let message = format!(
+                    "skipped: job {} of schedule {} is still active and its concurrency policy is forbid",
+                    active.join(", "),
+                    tick.schedule
+                );
+                return Ok(submitter.skip(&job_id, source, &message).await?.into());
+            }
+            ConcurrencyPolicy::Replace => {
+                for earlier in &active {
+                    let reason = format!("replaced by {job_id}, the next job of schedule {}", tick.schedule);
+                    submitter.cancel(earlier, &reason, source.clone()).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut job = tick.job;
+    if let Some(object) = job.as_object_mut() {
+        object.insert("id".to_owned(), json!(job_id));
+    }
+    let body = serde_json::to_vec(&json!({ "version": podbridge::job::MESSAGE_VERSION, "job": job })).unwrap_or_default();
+    Ok(submitter.handle_message(&body, source, &job_id).await?.into())
+}
+
+/// The ids of the schedule's active jobs, read from the active-jobs index.
+async fn active_jobs_of(store: &impl JobStore, schedule: &str) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let page = store.active(500, from.as_deref()).await?;
+        ids.extend(
+            page.jobs
+                .into_iter()
+                .filter(|r| matches!(&r.source, Source::Schedule { schedule: s, .. } if s == schedule))
+                .map(|r| r.job_id),
+        );
+        match page.next {
+            Some(next) => from = Some(next),
+            None => return Ok(ids),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(extra: Value) -> Value {
+        let mut tick = json!({ "schedule": "nightly", "scheduledTime": "2026-11-21T02:00:00Z",
+            "job": { "image": "registry.example.com/report:1" } });
+        for (key, value) in extra.as_object().unwrap() {
+            tick[key] = value.clone();
+        }
+        tick
+    }
+
+    #[test]
+    fn a_tick_is_one_job_named_for_its_schedule_and_time() {
+        let Ok(Input::Tick(parsed)) = parse(&tick(json!({ "concurrencyPolicy": "forbid" }))) else { panic!() };
+        assert_eq!(parsed.concurrency_policy, ConcurrencyPolicy::Forbid);
+        assert_eq!(tick_job_id(&parsed.schedule, &parsed.scheduled_time).unwrap(), "nightly-20261121-020000");
+        // The same instant written another way is the same tick.
+        assert_eq!(tick_job_id("nightly", "2026-11-21T03:00:00+01:00").unwrap(), "nightly-20261121-020000");
+    }
+
+    #[test]
+    fn bad_ticks_name_the_field_and_keep_the_job_id_when_there_is_one() {
+        let bad = parse(&tick(json!({ "concurrencyPolicy": "sometimes" }))).unwrap_err();
+        assert_eq!(bad.problem.field, "concurrencyPolicy");
+        assert!(bad.problem.message.contains("allow"), "{}", bad.problem);
+        assert_eq!(bad.job_id.as_deref(), Some("nightly-20261121-020000"));
+        let bad = parse(&tick(json!({ "scheduledTime": "yesterday" }))).unwrap_err();
+        assert_eq!((bad.problem.field.as_str(), bad.job_id), ("scheduledTime", None));
+        let bad = parse(&tick(json!({ "schedule": "a".repeat(48) }))).unwrap_err();
+        assert_eq!(bad.problem.field, "schedule");
+        let bad = parse(&tick(json!({ "job": { "id": "mine", "image": "x" } }))).unwrap_err();
+        assert_eq!(bad.problem.field, "job.id");
+    }
+
+    #[test]
+    fn events_are_told_apart_by_detail_type() {
+        let event = |detail_type: &str, detail: Value| json!({ "id": "e-1", "detail-type": detail_type, "detail": detail });
+        assert!(matches!(parse(&event(SUBMIT_JOB, json!({}))), Ok(Input::Submit { .. })));
+        let Ok(Input::Retry { request, .. }) = parse(&event(RETRY_JOB, json!({ "jobId": "j", "attempt": 2 }))) else {
+            panic!()
+        };
+        assert_eq!((request.job_id.as_str(), request.attempt), ("j", Some(2)));
+        assert_eq!(parse(&event(CANCEL_JOB, json!({ "id": "j" }))).unwrap_err().problem.field, "detail");
+        assert_eq!(parse(&event("Job State Change", json!({}))).unwrap_err().problem.field, "detail-type");
+        assert_eq!(parse(&json!({ "hello": 1 })).unwrap_err().problem.field, "input");
+    }
+}
