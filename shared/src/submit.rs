@@ -305,8 +305,14 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         }
         let job = stored_job(&record)?;
         let next = record.attempt + 1;
-        let mut change =
-            StateChange::new(record.state, record.attempt, JobState::Queued, Timestamp::now(), "RetryRequested", reason);
+        let mut change = StateChange::new(
+            record.state,
+            record.attempt,
+            JobState::Queued,
+            Timestamp::now(),
+            "RetryRequested",
+            reason,
+        );
         change.new_attempt = Some(next);
         match self.store.change(job_id, &change).await? {
             Changed::Applied(queued) => self.start_attempt(&queued, &job).await,

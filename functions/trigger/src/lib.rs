@@ -121,7 +121,9 @@ impl From<Outcome> for Handled {
     fn from(outcome: Outcome) -> Self {
         let job_id = Some(outcome.job_id().to_owned());
         let (outcome, detail) = match outcome {
-            Outcome::Dispatched { attempt, pod_name, .. } => ("dispatched", format!("attempt {attempt}: pod {pod_name}")),
+            Outcome::Dispatched { attempt, pod_name, .. } => {
+                ("dispatched", format!("attempt {attempt}: pod {pod_name}"))
+            }
             Outcome::AlreadyRecorded { state, .. } => ("already_recorded", format!("the job is {state}")),
             Outcome::Rejected { reason, .. } => ("rejected", reason),
             Outcome::Failed { reason, .. } => ("failed", reason),
@@ -144,7 +146,11 @@ pub fn parse(input: &Value) -> std::result::Result<Input, BadInput> {
         let detail = input.get("detail").cloned().unwrap_or(Value::Null);
         let request = |detail: Value| {
             serde_json::from_value::<JobRequest>(detail).map_err(|e| {
-                BadInput::new(None, "detail", format!("{e}; expected {{\"jobId\": ..., \"attempt\"?: N, \"reason\"?: ...}}"))
+                BadInput::new(
+                    None,
+                    "detail",
+                    format!("{e}; expected {{\"jobId\": ..., \"attempt\"?: N, \"reason\"?: ...}}"),
+                )
             })
         };
         return match detail_type.as_str() {
@@ -255,15 +261,17 @@ fn tick_source(input: &Value) -> Option<Source> {
 }
 
 async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick) -> Result<Handled> {
-    let job_id = tick_job_id(&tick.schedule, &tick.scheduled_time).map_err(|bad| {
-        podbridge::Error::Config(format!("a tick that parsed has no job id: {}", bad.problem))
-    })?;
+    let job_id = tick_job_id(&tick.schedule, &tick.scheduled_time)
+        .map_err(|bad| podbridge::Error::Config(format!("a tick that parsed has no job id: {}", bad.problem)))?;
     let source = Source::Schedule { schedule: tick.schedule.clone(), scheduled_time: tick.scheduled_time.clone() };
     if tick.suspend {
         return Ok(Handled {
             outcome: "suspended",
             job_id: None,
-            detail: format!("schedule {} is suspended; the tick of {} starts nothing", tick.schedule, tick.scheduled_time),
+            detail: format!(
+                "schedule {} is suspended; the tick of {} starts nothing",
+                tick.schedule, tick.scheduled_time
+            ),
         });
     }
     // A tick delivered again finds its job: exactly one job per tick.
@@ -294,7 +302,8 @@ async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick) 
     if let Some(object) = job.as_object_mut() {
         object.insert("id".to_owned(), json!(job_id));
     }
-    let body = serde_json::to_vec(&json!({ "version": podbridge::job::MESSAGE_VERSION, "job": job })).unwrap_or_default();
+    let body =
+        serde_json::to_vec(&json!({ "version": podbridge::job::MESSAGE_VERSION, "job": job })).unwrap_or_default();
     Ok(submitter.handle_message(&body, source, &job_id).await?.into())
 }
 
@@ -355,7 +364,8 @@ mod tests {
 
     #[test]
     fn events_are_told_apart_by_detail_type() {
-        let event = |detail_type: &str, detail: Value| json!({ "id": "e-1", "detail-type": detail_type, "detail": detail });
+        let event =
+            |detail_type: &str, detail: Value| json!({ "id": "e-1", "detail-type": detail_type, "detail": detail });
         assert!(matches!(parse(&event(SUBMIT_JOB, json!({}))), Ok(Input::Submit { .. })));
         let Ok(Input::Retry { request, .. }) = parse(&event(RETRY_JOB, json!({ "jobId": "j", "attempt": 2 }))) else {
             panic!()

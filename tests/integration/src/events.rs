@@ -29,8 +29,13 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// A new bus, rule and queue.
+    /// A new bus, and a rule sending podbridge's job state changes to a new queue.
     pub async fn new(stack: &Stack) -> anyhow::Result<Subscription> {
+        Self::matching(stack, json!({ "source": [SOURCE], "detail-type": [DETAIL_TYPE] })).await
+    }
+
+    /// A new bus, and a rule sending the events that match `pattern` to a new queue.
+    pub async fn matching(stack: &Stack, pattern: Value) -> anyhow::Result<Subscription> {
         let events = aws_sdk_eventbridge::Client::new(&stack.aws);
         let sqs = stack.sqs();
         let bus = unique_name("bus");
@@ -45,8 +50,7 @@ impl Subscription {
             .await?;
         let queue_arn = attributes.attributes.unwrap_or_default()[&QueueAttributeName::QueueArn].clone();
 
-        let rule = unique_name("job-state-changes");
-        let pattern = json!({ "source": [SOURCE], "detail-type": [DETAIL_TYPE] });
+        let rule = unique_name("rule");
         let rule_arn = events
             .put_rule()
             .name(&rule)

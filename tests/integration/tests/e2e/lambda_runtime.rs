@@ -262,3 +262,28 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
     );
     subscription.delete().await.unwrap();
 }
+
+#[tokio::test]
+async fn given_a_schedule_tick_when_the_built_trigger_function_is_invoked_twice_then_one_job_runs() {
+    let stack = Stack::from_env().await;
+    let (table, store) = job_table(&stack).await;
+    let api = RuntimeApi::start("trigger").await.expect("runtime API");
+    let env = function_env(&stack, &table, &stack.kubeconfig);
+    let mut function =
+        FunctionProcess::spawn(&cargo_binary("functions/trigger", "trigger"), &api, &env).expect("start trigger");
+    function.first_poll(&api, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let schedule = unique_name("hourly");
+    let tick = json!({ "schedule": schedule, "scheduledTime": "2026-11-21T13:00:00Z", "concurrencyPolicy": "forbid",
+        "job": { "image": "registry.example.com/batch/work:1" } });
+
+    let first = function.invoke(&api, &tick, INVOKE_TIMEOUT).await.unwrap();
+    let again = function.invoke(&api, &tick, INVOKE_TIMEOUT).await.unwrap();
+
+    let job_id = format!("{schedule}-20261121-130000");
+    assert_eq!(
+        response(&first, &function),
+        json!({ "outcome": "dispatched", "job_id": job_id, "detail": format!("attempt 1: pod {job_id}-1") })
+    );
+    assert_eq!(response(&again, &function)["outcome"], "already_recorded");
+    assert_eq!(record(&store, &job_id).await.state, JobState::SettingUp);
+}

@@ -9,3 +9,4 @@ mod job_store;
 mod lambda_runtime;
 mod reconcile;
 mod stack;
+mod trigger;
