@@ -1,0 +1,96 @@
+//! `podbridge dev` as a user runs it: the built binary against the stack's moto (given
+//! with `--endpoint-url`) and a simulated cluster of its own. A job sent to the queue its
+//! `env` file names is dispatched by the dispatch handler, followed by the reconciler to
+//! `succeeded`, and announced; on SIGTERM it stops and removes its `env` file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use podbridge::state::JobState;
+use podbridge::store::JobStore;
+use podbridge::store::dynamodb::DynamoJobStore;
+use podbridge_tests::{Stack, eventually, unique_name};
+use serde_json::json;
+
+/// The stack's `env` file, as name → value.
+fn read_env(path: &std::path::Path) -> Option<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
+            .collect(),
+    )
+}
+
+/// The process, killed if the test ends early.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn given_the_local_stack_when_a_job_is_sent_to_its_queue_then_it_runs_to_the_end_and_ctrl_c_stops_it() {
+    let stack = Stack::from_env().await;
+    let dir = std::env::temp_dir().join(unique_name("podbridge-dev"));
+    let name = unique_name("dev");
+    let child = Command::new(env!("CARGO_BIN_EXE_podbridge"))
+        .args(["dev", "--endpoint-url", &stack.aws_endpoint, "--name", &name, "--reconcile-every", "2"])
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--image-prefix", "registry.example.com/"])
+        .env("AWS_REGION", podbridge_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start podbridge dev");
+    let mut running = Running(child);
+    let env_file: PathBuf = dir.join("env");
+    let env = eventually("the stack's env file", Duration::from_secs(60), Duration::from_millis(100), || async {
+        read_env(&env_file)
+    })
+    .await;
+
+    let sqs = stack.sqs();
+    let body = json!({ "version": 1, "job": { "id": "dev-job", "image": "registry.example.com/demo:1",
+        "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=1s" }] } });
+    sqs.send_message().queue_url(&env["PODBRIDGE_QUEUE_URL"]).message_body(body.to_string()).send().await.unwrap();
+
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let record = eventually("the job to succeed", Duration::from_secs(60), Duration::from_millis(200), || async {
+        store.get("dev-job").await.ok().flatten().filter(|r| r.state == JobState::Succeeded)
+    })
+    .await;
+    assert_eq!(record.pod_name.as_deref(), Some("dev-job-1"));
+    assert!(env["KUBECONFIG"].ends_with("kubeconfig") && std::path::Path::new(&env["KUBECONFIG"]).exists());
+
+    let status = Command::new("kill").args(["-TERM", &running.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..200 {
+        exited = running.0.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exited = exited.expect("podbridge dev stops within 20 s of SIGTERM");
+    let mut log = String::new();
+    if let Some(mut stderr) = running.0.stderr.take() {
+        use std::io::Read as _;
+        let _ = stderr.read_to_string(&mut log);
+    }
+    assert!(exited.success(), "podbridge dev exits cleanly: {exited}\n{log}");
+    assert!(!env_file.exists(), "the env file is removed on exit");
+    assert!(log.contains("dev-job") && log.contains("succeeded"), "the log shows the job's changes:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
