@@ -10,6 +10,7 @@
 //! (say, any service account) would show pods the deployment would refuse.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use podbridge::config::Settings;
 use podbridge::pod::PodSettings;
@@ -71,6 +72,10 @@ impl Overrides {
 pub struct Local {
     pub guardrails: Guardrails,
     pub pods: PodSettings,
+    /// How long terminal records stay in the table (`PODBRIDGE_RECORD_TTL_DAYS`).
+    pub record_ttl: Duration,
+    /// The deadline of every Kubernetes API call (`PODBRIDGE_KUBE_TIMEOUT_SECONDS`).
+    pub kube_timeout: Duration,
     /// The variables that had no value and got a local fallback, with that fallback.
     pub assumed: Vec<(&'static str, &'static str)>,
 }
@@ -93,7 +98,13 @@ impl Local {
                 LOCAL_FALLBACKS.into_iter().chain([NO_TABLE]).find(|(n, _)| *n == name).map(|(_, v)| v.to_owned())
             })
         })?;
-        Ok(Self { guardrails: settings.guardrails, pods: settings.pods, assumed })
+        Ok(Self {
+            guardrails: settings.guardrails,
+            pods: settings.pods,
+            record_ttl: settings.record_ttl,
+            kube_timeout: settings.kube_timeout,
+            assumed,
+        })
     }
 
     /// A one-line note on what was assumed, if anything was.
