@@ -8,8 +8,15 @@ compares them:
 - every crate under functions/ is deployed, with its own binary, and every deployed
   function sets exactly the PODBRIDGE_* variables its code (and shared/) reads;
 - the job table has the keys, index, billing mode and TTL of `create_table`;
-- the stale-jobs alarm watches a metric the code prints, and the event permission
-  names the source and detail-type the code publishes;
+- the alarms on the functions' metrics watch the namespace the functions are given and a
+  metric the code prints, and the event permission names the source and detail-type the
+  code publishes;
+- what EventBridge delivers to a function is what its code reads: a rule's detail-types
+  are those the function handles, a schedule's input is a tick the function accepts;
+  each such rule and schedule has a retry policy, a dead-letter queue and (a rule) the
+  permission to invoke and to dead-letter, and the function its own dead-letter queue
+  for failed invocations; every dead-letter queue has an alarm;
+- reconcile's timeout leaves room for its pass besides following pods;
 - rbac.yaml binds the template's Kubernetes group and grants nothing beyond pods,
   their logs and events;
 - every checkov finding skipped in the template says why;
@@ -22,6 +29,7 @@ Runs with the tools venv's Python (samtranslator expands Globals the way SAM doe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -71,6 +79,26 @@ def rust_const(source: str, name: str) -> str | None:
 
 def upper_snake(camel: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).upper()
+
+
+def getatt(value) -> tuple[str, str] | None:
+    """(logical id, attribute) of a `!GetAtt`, else None."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        return tuple(target.split(".", 1) if isinstance(target, str) else target)
+    return None
+
+
+def rust_consts(source: str) -> dict[str, str]:
+    return dict(re.findall(r'const (\w+): &str = "([^"]*)";', source))
+
+
+def parameter_overrides(deploy: dict) -> dict[str, str]:
+    """A samconfig.toml environment's `parameter_overrides` (a list or one string)."""
+    overrides = deploy.get("parameter_overrides", [])
+    if isinstance(overrides, str):
+        overrides = overrides.split()
+    return dict(item.split("=", 1) for item in overrides)
 
 
 def iam_statements(raw: dict):
@@ -204,13 +232,31 @@ def check_table(raw: dict) -> None:
             problem(f"JobTable.{key} is {have.get(key)!r}, create_table makes {value!r}")
 
 
-def check_metrics_and_events(raw: dict, shared_src: str) -> None:
-    namespace = rust_const(shared_src, "METRICS_NAMESPACE")
+def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
+    # The functions print under PODBRIDGE_METRICS_NAMESPACE; the alarms on their metrics
+    # must name the very same value (the same template expression).
+    variable = "PODBRIDGE_METRICS_NAMESPACE"
+    namespace = raw.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}).get(variable)
+    if namespace is None:
+        problem(f"Globals: {variable} is not set for every function")
+    for logical_id, resource in raw["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            variables = cfn["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
+            if variables.get(variable) != namespace:
+                problem(f"{logical_id}: {variable} differs from the other functions' (set it in Globals only)")
+    parameter = raw["Parameters"].get("MetricsNamespace", {})
+    pattern = parameter.get("AllowedPattern", "")
+    # CloudWatch: 1 to 255 of A-Za-z0-9._#:/-, and AWS/ is for AWS's own metrics.
+    for value, valid in [("podbridge", True), ("podbridge/dev-1_a.b#c:d", True), ("AWS/Lambda", False),
+                         ("pod bridge", False), ("p" * 256, False)]:
+        if bool(re.fullmatch(pattern, value)) != valid:
+            problem(f"MetricsNamespace: AllowedPattern {'refuses' if valid else 'allows'} {value!r}")
+
     dimension = rust_const(shared_src, "FUNCTION")
     metric_names = set(re.findall(r'=> "(\w+)"', (ROOT / "shared/src/metrics.rs").read_text()))
     for logical_id, resource in raw["Resources"].items():
         props = resource["Properties"]
-        if resource["Type"] != "AWS::CloudWatch::Alarm" or props["Namespace"].startswith("AWS/"):
+        if resource["Type"] != "AWS::CloudWatch::Alarm" or str(props["Namespace"]).startswith("AWS/"):
             continue
         if props["Namespace"] != namespace:
             problem(f"{logical_id}: namespace {props['Namespace']!r}, the functions print under {namespace!r}")
@@ -230,6 +276,225 @@ def check_metrics_and_events(raw: dict, shared_src: str) -> None:
             condition = statement.get("Condition", {}).get("StringEquals", {})
             if condition != {"events:source": source, "events:detail-type": detail_type}:
                 problem(f"{logical_id}: PutEvents must be limited to source {source!r}, {detail_type!r}")
+
+
+def function_source(raw: dict, logical_id: str) -> str:
+    crate_dir = (TEMPLATE.parent / raw["Resources"][logical_id]["Properties"]["CodeUri"]).resolve()
+    return rust_sources(crate_dir / "src")
+
+
+def queue_of(raw: dict, value, where: str) -> str | None:
+    """The logical id of the SQS queue that `value` (a `!GetAtt Queue.Arn`) names."""
+    ref = getatt(value)
+    if not ref or ref[1] != "Arn" or raw["Resources"].get(ref[0], {}).get("Type") != "AWS::SQS::Queue":
+        problem(f"{where}: the dead-letter queue must be !GetAtt <a queue of this template>.Arn, not {value!r}")
+        return None
+    return ref[0]
+
+
+def role_grants(raw: dict, role: str, action: str, resource) -> bool:
+    for logical_id, statement in iam_statements(raw):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if logical_id == role and action in actions and statement["Resource"] == resource:
+            return True
+    return False
+
+
+def check_tick(where: str, tick_text: str, source: str, parameters: dict) -> None:
+    """A schedule's input against the function's `Tick` (its fields, names and values)."""
+    struct = re.search(r"pub struct Tick \{(.*?)\n\}", source, re.S)
+    policy = re.search(r"pub enum ConcurrencyPolicy \{(.*?)\n\}", source, re.S)
+    max_name = re.search(r"const MAX_SCHEDULE_NAME: usize = (\d+);", source)
+    if not (struct and policy and max_name and 'rename_all = "camelCase"' in source):
+        problem(f"{where}: no Tick, ConcurrencyPolicy or MAX_SCHEDULE_NAME in the function (update consistency.py)")
+        return
+    fields, required = set(), set()
+    for attrs, name in re.findall(r"((?:\s*(?:///[^\n]*|#\[[^\n]*\]))*)\s*pub (\w+):", struct.group(1)):
+        camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+        fields.add(camel)
+        if "#[serde(default)]" not in attrs:
+            required.add(camel)
+    policies = {name.lower() for name in re.findall(r"^\s*(?:#\[default\]\s*)?(\w+),$", policy.group(1), re.M)}
+    text = re.sub(r"\$\{(\w+)\}", lambda m: str(parameters.get(m.group(1), {}).get("Default", m.group(0))), tick_text)
+    try:
+        tick = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem(f"{where}: the input is not JSON ({error})")
+        return
+    for name in sorted(set(tick) - fields):
+        problem(f"{where}: the tick has {name!r}, which Tick does not know (it has {sorted(fields)})")
+    for name in sorted(required - set(tick)):
+        problem(f"{where}: the tick has no {name!r}")
+    if tick.get("scheduledTime") != "<aws.scheduler.scheduled-time>":
+        problem(f"{where}: scheduledTime must be <aws.scheduler.scheduled-time>, each tick's own time")
+    name = tick.get("schedule", "")
+    if not (isinstance(name, str) and len(name) <= int(max_name.group(1))
+            and re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name)):
+        problem(f"{where}: schedule {name!r} is not 1 to {max_name.group(1)} of A-Z a-z 0-9 - _ .")
+    if tick.get("concurrencyPolicy", "allow") not in policies:
+        problem(f"{where}: concurrencyPolicy {tick.get('concurrencyPolicy')!r} is not one of {sorted(policies)}")
+    job = tick.get("job")
+    if not isinstance(job, dict) or "id" in job or "image" not in job:
+        problem(f"{where}: the tick's job must be a job object with an image and without an id")
+
+
+def check_event_targets(raw: dict) -> None:
+    """Rules and schedules that invoke a function, and what that function needs for them."""
+    resources = raw["Resources"]
+    functions = {k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    bus = raw["Globals"]["Function"]["Environment"]["Variables"].get("PODBRIDGE_EVENT_BUS")
+    invoked: set[str] = set()
+    dead_letter_queues: set[str] = set()
+
+    for logical_id, resource in resources.items():
+        props = resource["Properties"]
+        if resource["Type"] == "AWS::Events::Rule":
+            targets = props.get("Targets", [])
+        elif resource["Type"] == "AWS::Scheduler::Schedule":
+            targets = [props["Target"]]
+        else:
+            continue
+        for target in targets:
+            ref = getatt(target.get("Arn"))
+            if not ref or ref[0] not in functions:
+                continue
+            function = ref[0]
+            invoked.add(function)
+            where = f"{logical_id} → {function}"
+            retry = target.get("RetryPolicy", {})
+            if "MaximumEventAgeInSeconds" not in retry or "MaximumRetryAttempts" not in retry:
+                problem(f"{where}: no RetryPolicy with MaximumRetryAttempts and MaximumEventAgeInSeconds")
+            queue = queue_of(raw, target.get("DeadLetterConfig", {}).get("Arn"), where)
+            if queue:
+                dead_letter_queues.add(queue)
+            source = function_source(raw, function)
+
+            if resource["Type"] == "AWS::Events::Rule":
+                # The detail-types the function handles: its `Some(CONST) => Ok(...)` arms.
+                consts = rust_consts(source)
+                arms = re.findall(r"Some\((\w+)\) => Ok\(", source)
+                handled = sorted(consts[name] for name in arms if name in consts)
+                matched = sorted(props.get("EventPattern", {}).get("detail-type", []))
+                if matched != handled:
+                    problem(f"{where}: the rule matches detail-types {matched}, the function handles {handled}")
+                if props.get("EventBusName") != bus:
+                    problem(f"{logical_id}: EventBusName must be the functions' bus, as PODBRIDGE_EVENT_BUS")
+                rule_arn = {"Fn::GetAtt": [logical_id, "Arn"]}
+                permitted = any(
+                    r["Type"] == "AWS::Lambda::Permission"
+                    and getatt(r["Properties"].get("FunctionName")) == (function, "Arn")
+                    and r["Properties"].get("Principal") == "events.amazonaws.com"
+                    and getatt(r["Properties"].get("SourceArn")) == (logical_id, "Arn")
+                    for r in resources.values()
+                )
+                if not permitted:
+                    problem(f"{where}: no AWS::Lambda::Permission for events.amazonaws.com with this rule as SourceArn")
+                dead_letters_allowed = any(
+                    r["Type"] == "AWS::SQS::QueuePolicy"
+                    and {"Ref": queue} in r["Properties"]["Queues"]
+                    and any(
+                        s.get("Principal") == {"Service": "events.amazonaws.com"}
+                        and s.get("Action") == "sqs:SendMessage"
+                        and getatt(s.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn"))
+                        == (logical_id, "Arn")
+                        for s in r["Properties"]["PolicyDocument"]["Statement"]
+                    )
+                    for r in resources.values()
+                )
+                if queue and not dead_letters_allowed:
+                    problem(f"{where}: {queue}'s policy must let events.amazonaws.com send from {rule_arn}")
+            else:
+                role = getatt(target.get("RoleArn"))
+                role = role[0] if role else None
+                if role not in resources or resources[role]["Type"] != "AWS::IAM::Role":
+                    problem(f"{where}: RoleArn must be !GetAtt <a role of this template>.Arn")
+                else:
+                    wanted = [("lambda:InvokeFunction", {"Fn::GetAtt": [function, "Arn"]})]
+                    if queue:
+                        wanted.append(("sqs:SendMessage", {"Fn::GetAtt": [queue, "Arn"]}))
+                    for action, arn in wanted:
+                        if not role_grants(raw, role, action, arn):
+                            problem(f"{where}: {role} must grant {action} on {arn}")
+                    granted = [(s["Action"], s["Resource"]) for r, s in iam_statements(raw) if r == role]
+                    if sorted(map(str, granted)) != sorted(map(str, wanted)):
+                        problem(f"{where}: {role} grants {granted}, no more than {wanted} is needed")
+                    if resources[role]["Properties"].get("ManagedPolicyArns"):
+                        problem(f"{where}: {role} must have no managed policies")
+                input_text = target.get("Input")
+                if isinstance(input_text, dict):
+                    input_text = input_text.get("Fn::Sub")
+                if not isinstance(input_text, str):
+                    problem(f"{where}: the schedule's Input must be a tick (a string or !Sub of one)")
+                else:
+                    check_tick(where, input_text, source, raw["Parameters"])
+
+    # EventBridge and Scheduler invoke asynchronously: a failed invocation is Lambda's to
+    # retry and then to dead-letter, with the function's role.
+    for function in sorted(invoked):
+        props = resources[function]["Properties"]
+        if "MaximumRetryAttempts" not in props.get("EventInvokeConfig", {}):
+            problem(f"{function}: invoked by EventBridge, it needs an EventInvokeConfig with MaximumRetryAttempts")
+        dlq = props.get("DeadLetterQueue", {})
+        queue = queue_of(raw, dlq.get("TargetArn"), f"{function}.DeadLetterQueue") if dlq.get("Type") == "SQS" else None
+        if queue is None:
+            problem(f"{function}: invoked by EventBridge, it needs a DeadLetterQueue (Type SQS) for failed invocations")
+            continue
+        dead_letter_queues.add(queue)
+        role = getatt(props.get("Role"))
+        if not role or not role_grants(raw, role[0], "sqs:SendMessage", {"Fn::GetAtt": [queue, "Arn"]}):
+            problem(f"{function}: its role must grant sqs:SendMessage on {queue}, its dead-letter queue")
+
+    for resource in resources.values():
+        if resource["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in resource["Properties"]:
+            ref = getatt(resource["Properties"]["RedrivePolicy"].get("deadLetterTargetArn"))
+            if ref:
+                dead_letter_queues.add(ref[0])
+    for queue in sorted(dead_letter_queues):
+        watched = any(
+            r["Type"] == "AWS::CloudWatch::Alarm"
+            and r["Properties"].get("Namespace") == "AWS/SQS"
+            and r["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+            and getatt(r["Properties"].get("Dimensions", [{}])[0].get("Value")) == (queue, "QueueName")
+            for r in resources.values()
+        )
+        if not watched:
+            problem(f"{queue}: a dead-letter queue without an alarm on ApproximateNumberOfMessagesVisible")
+
+
+# Seconds of a reconcile invocation left for the pass, besides the watch and the margin.
+PASS_BUDGET = 30
+
+
+def check_reconcile_timeout(raw: dict) -> None:
+    """Reconcile follows pods for PODBRIDGE_FOLLOW_SECONDS after its pass, until its margin
+    before the deadline: its timeout must leave room for the pass."""
+    lib = (ROOT / "functions/reconcile/src/lib.rs").read_text()
+    main_rs = (ROOT / "functions/reconcile/src/main.rs").read_text()
+    follow = re.search(r'"PODBRIDGE_FOLLOW_SECONDS", Duration::from_secs\((\d+)\)', lib)
+    margin = re.search(r"const DEADLINE_MARGIN: Duration = Duration::from_secs\((\d+)\);", main_rs)
+    if not (follow and margin):
+        problem("functions/reconcile: the follow default or DEADLINE_MARGIN not found (update consistency.py)")
+        return
+    parameters = raw["Parameters"]
+
+    def fits(where: str, timeout: str, follow_seconds: str) -> None:
+        follow_for = int(follow_seconds or follow.group(1))
+        if int(timeout) < follow_for + int(margin.group(1)) + PASS_BUDGET:
+            problem(
+                f"{where}: ReconcileTimeout {timeout} leaves less than {PASS_BUDGET} s for the pass besides "
+                f"FollowSeconds ({follow_for}) and the {margin.group(1)} s margin"
+            )
+
+    fits("template defaults", str(parameters["ReconcileTimeout"]["Default"]), parameters["FollowSeconds"]["Default"])
+    for env, commands in tomllib.loads(SAMCONFIG.read_text()).items():
+        deploy = commands.get("deploy", {}).get("parameters", {}) if isinstance(commands, dict) else {}
+        values = parameter_overrides(deploy)
+        if "ReconcileTimeout" in values or "FollowSeconds" in values:
+            fits(
+                f"samconfig.toml [{env}]",
+                values.get("ReconcileTimeout", str(parameters["ReconcileTimeout"]["Default"])),
+                values.get("FollowSeconds", parameters["FollowSeconds"]["Default"]),
+            )
 
 
 def check_rbac(raw: dict) -> None:
@@ -272,10 +537,7 @@ def check_samconfig(raw: dict) -> None:
         deploy = commands.get("deploy", {}).get("parameters")
         if not deploy:
             continue
-        overrides = deploy.get("parameter_overrides", [])
-        if isinstance(overrides, str):
-            overrides = overrides.split()
-        values = dict(item.split("=", 1) for item in overrides)
+        values = parameter_overrides(deploy)
         for name in sorted(required - values.keys()):
             problem(f"samconfig.toml [{env}]: the required parameter {name} is not set")
         for name, value in values.items():
@@ -295,7 +557,9 @@ def main() -> int:
     check_functions(raw, cfn, shared_src)
     check_queue(raw)
     check_table(raw)
-    check_metrics_and_events(raw, shared_src)
+    check_metrics_and_events(raw, cfn, shared_src)
+    check_event_targets(raw)
+    check_reconcile_timeout(raw)
     check_rbac(raw)
     check_skips(raw)
     check_samconfig(raw)
