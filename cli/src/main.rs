@@ -4,6 +4,7 @@
 
 mod cancel;
 mod connect;
+mod dev;
 mod get;
 mod list;
 mod output;
@@ -66,6 +67,9 @@ enum Command {
     Cancel(cancel::Args),
     Retry(retry::Args),
     Render(render::Args),
+    /// Run the whole stack locally: moto for AWS, a simulated (or given) cluster, and
+    /// the functions' handlers as Lambda would drive them.
+    Dev(dev::Args),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => block_on(cancel::run(args)),
         Command::Retry(args) => block_on(retry::run(args)),
         Command::Render(args) => render::run(args),
+        Command::Dev(args) => dev::run(args),
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
