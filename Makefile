@@ -1,7 +1,7 @@
 # Developer and CI entry points. CI runs `make test` and `make lint-infra` (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: test test-unit lint fmt stack bench clean lint-infra sam-build
+.PHONY: demo test test-unit lint fmt stack bench clean lint-infra sam-build
 
 ## test: lint, then every test of the workspace against the local stack (moto + kube-sim)
 test: lint
@@ -23,6 +23,10 @@ fmt:
 ## stack: start the local stack by hand, print its `export` lines, stop on Ctrl-C
 stack:
 	tests/stack.sh up
+
+## demo: the whole product on this machine (no AWS account): the local stack runs the example jobs of examples/demo/
+demo:
+	examples/demo/demo.sh
 
 ## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:

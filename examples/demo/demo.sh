@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# `make demo`: podbridge doing its whole job on this machine, with no AWS account.
+#
+# Starts the local stack (`podbridge dev`: moto for DynamoDB, SQS and EventBridge, a
+# simulated cluster, the functions' own handlers), sends the jobs of examples/demo/ to
+# the queue through the CLI (one succeeds; one exits non-zero, is retried and fails; one
+# is OOM-killed and retried with twice the memory; one has an image that cannot be
+# pulled; one runs past its timeout; one is cancelled while running; one is delivered
+# twice; one is invalid), shows their state changes as they happen, prints the final
+# table, checks every job ended as it should, and stops everything it started.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+DIR=$ROOT/.podbridge-demo
+DEMO=examples/demo
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# shellcheck source=tests/venv.sh
+source "$ROOT/tests/venv.sh"
+ensure_venv "$ROOT/.venv" "$ROOT/tests/requirements.txt" moto_server
+log "building podbridge"
+cargo build --quiet -p podbridge-cli
+podbridge() { "$ROOT/target/debug/podbridge" "$@"; }
+
+# The deployment's defaults wait minutes before calling a job stuck; a demo cannot.
+export PODBRIDGE_NAMESPACES=podbridge-jobs
+export PODBRIDGE_IMAGE_PREFIXES=registry.example.com/
+export PODBRIDGE_STUCK_AFTER_SECONDS=8
+export PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS=20
+export PODBRIDGE_START_LIMIT_SECONDS=60
+export PODBRIDGE_DEADLINE_GRACE_SECONDS=5
+export PODBRIDGE_REDISPATCH_AFTER_SECONDS=15
+
+rm -rf "$DIR"
+mkdir -p "$DIR"
+log "starting the local stack (podbridge dev); its log of job state changes follows"
+podbridge dev --dir "$DIR" --moto "$ROOT/.venv/bin/moto_server" --reconcile-every 3 >"$DIR/exports" &
+DEV=$!
+stop() {
+  kill -TERM "$DEV" 2>/dev/null || true
+  wait "$DEV" 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+for _ in $(seq 1 300); do
+  [[ -f $DIR/env ]] && break
+  kill -0 "$DEV" 2>/dev/null || { echo "podbridge dev stopped before it was ready" >&2; exit 1; }
+  sleep 0.2
+done
+[[ -f $DIR/env ]] || { echo "podbridge dev was not ready within a minute" >&2; exit 1; }
+# shellcheck source=/dev/null
+source "$DIR/env"
+
+log "sending the example jobs to the queue"
+podbridge submit "$DEMO"/0[1-8]-*.json
+log "delivering demo-duplicate a second time"
+podbridge submit "$DEMO/07-duplicate.json"
+
+log "waiting for demo-cancelled to run, then cancelling it"
+for _ in $(seq 1 150); do
+  state=$(podbridge get demo-cancelled --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' || true)
+  [[ $state == executing ]] && break
+  sleep 0.2
+done
+podbridge cancel demo-cancelled --reason "cancelled by the demo while running"
+
+log "waiting for every job to end"
+jobs=(demo-succeeds demo-exit-retried demo-oom demo-image-pull demo-timeout demo-cancelled demo-duplicate demo-invalid)
+deadline=$((SECONDS + 180))
+while :; do
+  done_count=0
+  for job in "${jobs[@]}"; do
+    state=$(podbridge get "$job" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' || echo missing)
+    case $state in succeeded | failed | cancelled | rejected) done_count=$((done_count + 1)) ;; esac
+  done
+  printf '   %d of %d jobs ended\n' "$done_count" "${#jobs[@]}" >&2
+  ((done_count == ${#jobs[@]})) && break
+  if ((SECONDS > deadline)); then
+    echo "not every job ended within 3 minutes" >&2
+    podbridge list --state all >&2
+    exit 1
+  fi
+  sleep 3
+done
+
+log "every job"
+podbridge list --state all
+
+log "checking each job ended as it should"
+failures=0
+expect() {
+  local job=$1 want=$2
+  local got
+  got=$(podbridge get "$job" --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+history = r.get("history", [])
+pods = sum(1 for t in history if t.get("reason") == "PodCreated")
+print(r["state"], r.get("failure_class") or "-", "attempt=%d" % r["attempt"], "pods=%d" % pods)')
+  if [[ $got == "$want" ]]; then
+    printf '   ok    %-18s %s\n' "$job" "$got"
+  else
+    printf '   WRONG %-18s %s (expected %s)\n' "$job" "$got" "$want"
+    failures=$((failures + 1))
+  fi
+}
+expect demo-succeeds "succeeded - attempt=1 pods=1"
+expect demo-exit-retried "failed exit_code attempt=2 pods=2"
+expect demo-oom "failed oom_killed attempt=2 pods=2"
+expect demo-image-pull "failed image_pull attempt=1 pods=1"
+expect demo-timeout "failed deadline_exceeded attempt=1 pods=1"
+expect demo-cancelled "cancelled - attempt=1 pods=1"
+expect demo-duplicate "succeeded - attempt=1 pods=1"
+expect demo-invalid "rejected - attempt=1 pods=0"
+podbridge get demo-invalid | tail -n 3
+
+stop
+trap - EXIT
+if ((failures > 0)); then
+  echo "demo: $failures job(s) did not end as expected" >&2
+  exit 1
+fi
+echo
+echo "demo: every job ended as expected. Try it yourself: \`target/debug/podbridge dev\`, then in another shell"
+echo "      \`source .podbridge-dev/env\` and \`target/debug/podbridge submit examples/job-minimal.json\`."
