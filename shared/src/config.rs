@@ -129,6 +129,16 @@ impl Settings {
         if concurrency == 0 {
             return Err(Error::Config("PODBRIDGE_CONCURRENCY must be at least 1".into()));
         }
+        let metrics_namespace = var("PODBRIDGE_METRICS_NAMESPACE").unwrap_or_else(|| "podbridge".to_owned());
+        let valid_namespace = metrics_namespace.len() <= 255
+            && !metrics_namespace.starts_with("AWS/")
+            && metrics_namespace.chars().all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c));
+        if !valid_namespace {
+            return Err(Error::Config(format!(
+                "PODBRIDGE_METRICS_NAMESPACE={metrics_namespace:?} is not a CloudWatch namespace: 1 to 255 of \
+                 A-Z a-z 0-9 . - _ / # :, not starting with AWS/"
+            )));
+        }
         Ok(Self {
             table: required("PODBRIDGE_TABLE", "the name of the DynamoDB job table")?,
             guardrails,
@@ -137,7 +147,7 @@ impl Settings {
             kube_timeout: Duration::from_secs(number("PODBRIDGE_KUBE_TIMEOUT_SECONDS", 10)?.max(1)),
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
             event_bus: var("PODBRIDGE_EVENT_BUS").unwrap_or_else(|| "default".to_owned()),
-            metrics_namespace: var("PODBRIDGE_METRICS_NAMESPACE").unwrap_or_else(|| "podbridge".to_owned()),
+            metrics_namespace,
         })
     }
 }
@@ -168,6 +178,7 @@ mod tests {
         assert_eq!(s.concurrency, 10);
         assert_eq!(s.record_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(s.event_bus, "default");
+        assert_eq!(s.metrics_namespace, "podbridge");
     }
 
     #[test]
@@ -182,6 +193,9 @@ mod tests {
         bad.push(("PODBRIDGE_ALLOW_SECRET_REFS", "yes"));
         assert!(settings(&bad).unwrap_err().to_string().contains("true or false"));
         assert!(settings(&MINIMAL[..2]).unwrap_err().to_string().contains("PODBRIDGE_IMAGE_PREFIXES"));
+        let mut bad = MINIMAL.to_vec();
+        bad.push(("PODBRIDGE_METRICS_NAMESPACE", "AWS/Lambda"));
+        assert!(settings(&bad).unwrap_err().to_string().contains("PODBRIDGE_METRICS_NAMESPACE"));
         let mut bad = MINIMAL.to_vec();
         bad.push(("PODBRIDGE_MAX_TIMEOUT_SECONDS", "3600"));
         let error = settings(&bad).unwrap_err().to_string();

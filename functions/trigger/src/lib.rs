@@ -15,8 +15,9 @@
 //!
 //! An input that cannot succeed is recorded where it names a job (a `rejected` job) and
 //! acknowledged either way; only failures worth retrying (DynamoDB, the Kubernetes API)
-//! fail the invocation, so EventBridge retries the event and, when its retries run
-//! out, sends it to the target's dead-letter queue.
+//! fail the invocation. EventBridge invokes the function asynchronously, so Lambda
+//! retries a failed invocation (up to twice) and then sends the event to the function's
+//! dead-letter queue.
 
 use jiff::Timestamp;
 use podbridge::cluster::Cluster;

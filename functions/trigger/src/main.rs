@@ -1,7 +1,7 @@
 //! The trigger Lambda: wiring only. Invoked by EventBridge (a rule for Submit, Cancel and
-//! Retry Job events, and schedules whose input is a tick); an error makes EventBridge
-//! retry the event and, when its retries run out, send it to the target's dead-letter
-//! queue.
+//! Retry Job events, and schedules whose input is a tick). The invocation is
+//! asynchronous: an error makes Lambda retry it and, when its retries run out, send the
+//! event to the function's dead-letter queue.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use podbridge::setup::{init_json_logs, submitter_from_env};
