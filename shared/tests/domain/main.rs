@@ -2,6 +2,7 @@
 //! golden files, pod status observation, reconcile decisions and the EKS token.
 
 mod eks_token;
+mod hostile;
 mod messages;
 mod observe;
 mod pod_golden;
