@@ -1,0 +1,138 @@
+//! A short chaos run inside `make test`: a hundred jobs through the queue, dispatch and
+//! a cluster failing 10 % of pod creates with 503, 5 % with 429, 10 % of lists with 500
+//! and dropping 2 % of connections, with one message in ten delivered twice. When the
+//! faults stop and the reconciler settles things: every job is recorded and ended,
+//! exactly one pod was ever created per job attempt (kube-sim's creation log), every
+//! message is a job record (those whose receives ran out are also in the dead-letter
+//! queue, visibly), and no record ever made a move the state machine forbids.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube_sim::{ErrorFault, Faults, SimConfig, Timings};
+use podbridge::cluster::KubeCluster;
+use podbridge::pod::PodSettings;
+use podbridge::reconcile::Thresholds;
+use podbridge::state::JobState;
+use podbridge::store::JobStore;
+use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::submit::Submitter;
+use podbridge::validate::Guardrails;
+use podbridge_tests::sqs::{create_queues, deliver, depth, send_all};
+use podbridge_tests::{Stack, own_cluster, unique_name};
+use reconcile::Reconciler;
+use serde_json::json;
+
+const JOBS: usize = 100;
+
+fn faults() -> Faults {
+    let error = |verb: &str, rate, code| ErrorFault { verb: verb.into(), rate, code };
+    Faults {
+        drop_rate: 0.02,
+        errors: vec![error("create", 0.10, 503), error("create", 0.05, 429), error("list", 0.10, 500)],
+        ..Faults::default()
+    }
+}
+
+#[tokio::test]
+async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_nothing_is_lost_or_doubled() {
+    let stack = Stack::from_env().await;
+    let table = unique_name("chaos");
+    create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let config = SimConfig {
+        namespaces: vec!["podbridge-jobs".into()],
+        timings: Timings { run: Some(Duration::from_millis(100)), ..Timings::default() },
+        faults: faults(),
+        ..SimConfig::default()
+    };
+    let (sim, kube) = own_cluster(config).await;
+    let guardrails = Guardrails {
+        image_prefixes: vec!["registry.example.com/".into()],
+        default_cpu_millis: 10,
+        ..Guardrails::default()
+    };
+    let ttl = Duration::from_secs(3600);
+    let submitter = Submitter::new(
+        DynamoJobStore::new(stack.dynamodb(), table),
+        KubeCluster::new(kube, Duration::from_secs(5)),
+        guardrails,
+        PodSettings::default(),
+        ttl,
+    );
+    let thresholds = Thresholds { redispatch_after: Duration::from_secs(1), ..Thresholds::default() };
+    let reconciler = Reconciler::new(submitter, thresholds, ttl, 10);
+    let sqs = stack.sqs();
+    let queues = create_queues(&sqs, &unique_name("chaos"), 3, 1).await;
+
+    let run = unique_name("c");
+    let ids: Vec<String> = (0..JOBS).map(|i| format!("{run}-{i}")).collect();
+    let mut bodies: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let behavior = if i.is_multiple_of(7) { "run=100ms,exit=1" } else { "run=100ms" };
+            json!({ "version": 1, "job": { "id": id, "image": "registry.example.com/chaos:1",
+                "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": behavior }], "retry": { "maxAttempts": 2 } } })
+            .to_string()
+        })
+        .collect();
+    // One message in ten delivered twice.
+    let duplicates: Vec<String> = bodies.iter().step_by(10).cloned().collect();
+    bodies.extend(duplicates);
+    send_all(&sqs, &queues.url, &bodies).await;
+
+    let delivery =
+        deliver(&sqs, &queues, Duration::from_secs(120), |event| dispatch::handle(reconciler.submitter(), event, 10))
+            .await;
+    assert_eq!(depth(&sqs, &queues.url).await, 0, "the queue drained: {delivery:?}");
+
+    // The faults stop; the reconciler settles what they left half-done.
+    sim.set_faults(Faults::default()).unwrap();
+    let store = reconciler.submitter().store();
+    let mut states = BTreeMap::new();
+    for _ in 0..200 {
+        reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+        states.clear();
+        for id in &ids {
+            let state = store.get(id).await.unwrap().map(|r| r.state);
+            *states.entry(format!("{state:?}")).or_insert(0) += 1;
+        }
+        let ended =
+            ["Some(Succeeded)", "Some(Failed)"].iter().map(|s| states.get(*s).copied().unwrap_or(0)).sum::<usize>();
+        if ended == JOBS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(states.get("None"), None, "no job lost: {states:?}");
+    let ended = states.get("Some(Succeeded)").copied().unwrap_or(0) + states.get("Some(Failed)").copied().unwrap_or(0);
+    assert_eq!(ended, JOBS, "every job ended: {states:?}");
+
+    // Exactly one pod per job attempt, ever.
+    let mut created: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in sim.created_pods() {
+        *created.entry(pod.name).or_default() += 1;
+    }
+    let doubled: Vec<_> = created.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "pods created twice: {doubled:?}");
+    for id in &ids {
+        let record = store.get(id).await.unwrap().unwrap();
+        for attempt in 1..=record.attempt {
+            let name = podbridge::pod::pod_name(id, attempt);
+            assert_eq!(created.get(&name), Some(&1), "{id} attempt {attempt} has one pod");
+        }
+        for transition in &record.history {
+            let allowed = transition.from.is_none_or(|from| from.can_become(transition.to));
+            assert!(allowed, "{id}: {:?} -> {} is not a move the state machine allows", transition.from, transition.to);
+        }
+        // Every seventh job exits 1, which is not retried by default.
+        let index: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        let expected = if index.is_multiple_of(7) { JobState::Failed } else { JobState::Succeeded };
+        assert_eq!(record.state, expected, "{id} ended as its pod did");
+    }
+    let in_dlq = depth(&sqs, &queues.dlq_url).await;
+    println!(
+        "chaos: {JOBS} jobs, {} deliveries, {} reported failed, {in_dlq} in the DLQ, states {states:?}",
+        delivery.records, delivery.failures
+    );
+}
