@@ -4,7 +4,8 @@
 //! faults stop and the reconciler settles things: every job is recorded and ended,
 //! exactly one pod was ever created per job attempt (kube-sim's creation log), every
 //! message is a job record (those whose receives ran out are also in the dead-letter
-//! queue, visibly), and no record ever made a move the state machine forbids.
+//! queue, visibly), and no record ever made a move the state machine forbids. And an
+//! outage of the Kubernetes API: nothing lost, no healthy job failed because of it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -135,4 +136,99 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         "chaos: {JOBS} jobs, {} deliveries, {} reported failed, {in_dlq} in the DLQ, states {states:?}",
         delivery.records, delivery.failures
     );
+}
+
+#[tokio::test]
+async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_is_lost_and_no_healthy_job_failed() {
+    let stack = Stack::from_env().await;
+    let table = unique_name("outage");
+    create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let config = SimConfig { namespaces: vec!["podbridge-jobs".into()], ..SimConfig::default() };
+    let (sim, kube) = own_cluster(config).await;
+    let guardrails = Guardrails {
+        image_prefixes: vec!["registry.example.com/".into()],
+        default_cpu_millis: 10,
+        ..Guardrails::default()
+    };
+    let ttl = Duration::from_secs(3600);
+    let submitter = Submitter::new(
+        DynamoJobStore::new(stack.dynamodb(), table),
+        KubeCluster::new(kube, Duration::from_secs(5)),
+        guardrails,
+        PodSettings::default(),
+        ttl,
+    );
+    // Limits short enough that an outage would trip them if it were mistaken for silence.
+    let thresholds = Thresholds {
+        redispatch_after: Duration::from_secs(1),
+        stuck_after: Duration::from_secs(1),
+        unschedulable_after: Duration::from_secs(1),
+        start_limit: Duration::from_secs(2),
+        ..Thresholds::default()
+    };
+    let reconciler = Reconciler::new(submitter, thresholds, ttl, 10);
+    let store = reconciler.submitter().store();
+    let sqs = stack.sqs();
+    // Enough receives to outlast the outage: a message ends in the DLQ only when they run out.
+    let queues = create_queues(&sqs, &unique_name("outage"), 20, 1).await;
+    let message = |id: &str| {
+        json!({ "version": 1, "job": { "id": id, "image": "registry.example.com/long:1",
+            "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=forever" }] } })
+        .to_string()
+    };
+    let run = unique_name("o");
+    let before: Vec<String> = (0..10).map(|i| format!("{run}-before-{i}")).collect();
+    send_all(&sqs, &queues.url, &before.iter().map(|id| message(id)).collect::<Vec<_>>()).await;
+    deliver(&sqs, &queues, Duration::from_secs(30), |event| dispatch::handle(reconciler.submitter(), event, 10)).await;
+    for _ in 0..100 {
+        reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
+        let mut executing = 0;
+        for id in &before {
+            executing += usize::from(store.get(id).await.unwrap().is_some_and(|r| r.state == JobState::Executing));
+        }
+        if executing == before.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The API answers 503 to everything; jobs keep arriving and passes keep running.
+    let down = Faults { errors: vec![ErrorFault { verb: "*".into(), rate: 1.0, code: 503 }], ..Faults::default() };
+    sim.set_faults(down).unwrap();
+    let during: Vec<String> = (0..10).map(|i| format!("{run}-during-{i}")).collect();
+    send_all(&sqs, &queues.url, &during.iter().map(|id| message(id)).collect::<Vec<_>>()).await;
+    let outage = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < outage {
+        deliver(&sqs, &queues, Duration::from_millis(500), |event| dispatch::handle(reconciler.submitter(), event, 10))
+            .await;
+        assert!(reconciler.pass(jiff::Timestamp::now()).await.is_err(), "a pass that cannot list fails as a whole");
+    }
+    for id in &before {
+        assert_eq!(store.get(id).await.unwrap().unwrap().state, JobState::Executing, "{id} is not failed by an outage");
+    }
+
+    // The API recovers.
+    sim.set_faults(Faults::default()).unwrap();
+    deliver(&sqs, &queues, Duration::from_secs(60), |event| dispatch::handle(reconciler.submitter(), event, 10)).await;
+    let mut states = BTreeMap::new();
+    for _ in 0..100 {
+        reconciler.pass(jiff::Timestamp::now()).await.expect("a pass after the outage");
+        states.clear();
+        for id in before.iter().chain(&during) {
+            let state = store.get(id).await.unwrap().map(|r| r.state);
+            *states.entry(format!("{state:?}")).or_insert(0) += 1;
+        }
+        if states.get("Some(Executing)") == Some(&20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(states.get("Some(Executing)"), Some(&20), "every job runs after the outage: {states:?}");
+    assert_eq!(depth(&sqs, &queues.dlq_url).await, 0, "no message ran out of receives");
+    let mut created: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in sim.created_pods() {
+        *created.entry(pod.name).or_default() += 1;
+    }
+    assert!(created.values().all(|n| *n == 1), "one pod per job: {created:?}");
+    assert_eq!(created.len(), 20);
 }
