@@ -20,7 +20,9 @@ log() { printf '\n== %s\n' "$*" >&2; }
 source "$ROOT/tests/venv.sh"
 ensure_venv "$ROOT/.venv" "$ROOT/tests/requirements.txt" moto_server
 log "building podbridge"
-cargo build --quiet -p podbridge-cli
+# The same selection as `make test` builds, so that after the tests nothing is rebuilt
+# (a narrower selection resolves the dependencies' features differently).
+cargo build --quiet --workspace --tests --bin podbridge
 podbridge() { "$ROOT/target/debug/podbridge" "$@"; }
 
 # The deployment's defaults wait minutes before calling a job stuck; a demo cannot.
