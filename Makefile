@@ -1,7 +1,7 @@
 # Developer and CI entry points. CI runs `make test` and `make lint-infra` (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: demo test test-unit lint fmt stack bench clean lint-infra sam-build
+.PHONY: chaos fuzz demo test test-unit lint fmt stack bench clean lint-infra sam-build
 
 ## test: lint, then every test of the workspace against the local stack (moto + kube-sim)
 test: lint
@@ -27,6 +27,16 @@ stack:
 ## demo: the whole product on this machine (no AWS account): the local stack runs the example jobs of examples/demo/
 demo:
 	examples/demo/demo.sh
+
+## chaos: 2,000 jobs through the queue, dispatch and a failing cluster, then an API outage; prints BENCH chaos_* lines, fails on any loss, double or impossible move
+chaos:
+	CHAOS_JOBS=2000 tests/stack.sh run -- $(CARGO) test -p podbridge-tests --test e2e chaos:: -- --nocapture --test-threads 1
+
+## fuzz: a bounded cargo-fuzz run (FUZZ_SECONDS, default 60) of message parsing, validation and the pod builder
+FUZZ_SECONDS ?= 60
+fuzz:
+	test -x .tools/bin/cargo-fuzz || $(CARGO) install --locked --root .tools cargo-fuzz --version 0.13.1
+	RUSTC_BOOTSTRAP=1 .tools/bin/cargo-fuzz run message --fuzz-dir fuzz -- -max_total_time=$(FUZZ_SECONDS)
 
 ## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:
