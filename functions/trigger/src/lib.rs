@@ -363,6 +363,20 @@ mod tests {
         assert_eq!(bad.problem.field, "job.id");
     }
 
+    /// The samples in `examples/events/` are what the documentation shows; each must parse.
+    #[test]
+    fn the_documented_samples_parse() {
+        let sample = |name: &str| -> Value {
+            let path = format!("{}/../../examples/events/{name}", env!("CARGO_MANIFEST_DIR"));
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        assert!(matches!(parse(&sample("submit-job.json")), Ok(Input::Submit { .. })));
+        assert!(matches!(parse(&sample("cancel-job.json")), Ok(Input::Cancel { .. })));
+        assert!(matches!(parse(&sample("retry-job.json")), Ok(Input::Retry { .. })));
+        let Ok(Input::Tick(tick)) = parse(&sample("schedule-tick.json")) else { panic!("the tick sample") };
+        assert_eq!(tick.concurrency_policy, ConcurrencyPolicy::Forbid);
+    }
+
     #[test]
     fn events_are_told_apart_by_detail_type() {
         let event =
