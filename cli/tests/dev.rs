@@ -1,7 +1,10 @@
 //! `podbridge dev` as a user runs it: the built binary against the stack's moto (given
 //! with `--endpoint-url`) and a simulated cluster of its own. A job sent to the queue its
 //! `env` file names is dispatched by the dispatch handler, followed by the reconciler to
-//! `succeeded`, and announced; on SIGTERM it stops and removes its `env` file.
+//! `succeeded`, and announced; on SIGTERM it stops and removes its `env` file. And its
+//! event source mapping is Lambda's: a message whose dispatch keeps failing comes back
+//! after the visibility timeout and lands in the dead-letter queue after
+//! `maxReceiveCount` receives, its job recorded.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +28,31 @@ fn read_env(path: &std::path::Path) -> Option<HashMap<String, String>> {
     )
 }
 
+/// Starts `podbridge dev` with `args`; returns it and its `env` file once ready.
+async fn start_dev(stack: &Stack, dir: &std::path::Path, args: &[&str]) -> (Running, HashMap<String, String>) {
+    let child = Command::new(env!("CARGO_BIN_EXE_podbridge"))
+        .args(["dev", "--endpoint-url", &stack.aws_endpoint, "--name", &unique_name("dev")])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--image-prefix", "registry.example.com/"])
+        .args(args)
+        .env("AWS_REGION", podbridge_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start podbridge dev");
+    let running = Running(child);
+    let env_file = dir.join("env");
+    let env = eventually("the stack's env file", Duration::from_secs(60), Duration::from_millis(100), || async {
+        read_env(&env_file)
+    })
+    .await;
+    (running, env)
+}
+
 /// The process, killed if the test ends early.
 struct Running(std::process::Child);
 
@@ -39,26 +67,8 @@ impl Drop for Running {
 async fn given_the_local_stack_when_a_job_is_sent_to_its_queue_then_it_runs_to_the_end_and_ctrl_c_stops_it() {
     let stack = Stack::from_env().await;
     let dir = std::env::temp_dir().join(unique_name("podbridge-dev"));
-    let name = unique_name("dev");
-    let child = Command::new(env!("CARGO_BIN_EXE_podbridge"))
-        .args(["dev", "--endpoint-url", &stack.aws_endpoint, "--name", &name, "--reconcile-every", "2"])
-        .arg("--dir")
-        .arg(&dir)
-        .args(["--image-prefix", "registry.example.com/"])
-        .env("AWS_REGION", podbridge_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start podbridge dev");
-    let mut running = Running(child);
+    let (mut running, env) = start_dev(&stack, &dir, &["--reconcile-every", "2"]).await;
     let env_file: PathBuf = dir.join("env");
-    let env = eventually("the stack's env file", Duration::from_secs(60), Duration::from_millis(100), || async {
-        read_env(&env_file)
-    })
-    .await;
 
     let sqs = stack.sqs();
     let body = json!({ "version": 1, "job": { "id": "dev-job", "image": "registry.example.com/demo:1",
@@ -92,5 +102,44 @@ async fn given_the_local_stack_when_a_job_is_sent_to_its_queue_then_it_runs_to_t
     assert!(exited.success(), "podbridge dev exits cleanly: {exited}\n{log}");
     assert!(!env_file.exists(), "the env file is removed on exit");
     assert!(log.contains("dev-job") && log.contains("succeeded"), "the log shows the job's changes:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn given_a_dispatch_that_keeps_failing_when_dev_polls_then_the_message_comes_back_and_ends_in_the_dlq() {
+    let stack = Stack::from_env().await;
+    let dir = std::env::temp_dir().join(unique_name("podbridge-dev"));
+    let (_running, env) = start_dev(&stack, &dir, &["--max-receive-count", "2", "--visibility-timeout", "1"]).await;
+    // The simulated cluster refuses every pod, through its admin endpoint.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env["KUBECONFIG"]).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let kube = kube::Client::try_from(config).unwrap();
+    let faults = json!({ "errors": [{ "verb": "create", "rate": 1.0, "code": 503 }] });
+    let request = http::Request::put("/kube-sim/faults")
+        .header("content-type", "application/json")
+        .body(faults.to_string().into_bytes())
+        .unwrap();
+    kube.request_text(request).await.expect("faults set");
+
+    let sqs = stack.sqs();
+    let body = json!({ "version": 1, "job": { "id": "doomed", "image": "registry.example.com/demo:1" } });
+    sqs.send_message().queue_url(&env["PODBRIDGE_QUEUE_URL"]).message_body(body.to_string()).send().await.unwrap();
+
+    let dlq = env["PODBRIDGE_DLQ_URL"].clone();
+    let dead = eventually("the message in the DLQ", Duration::from_secs(30), Duration::from_millis(200), || async {
+        let received = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .ok()?;
+        received.messages?.into_iter().next()
+    })
+    .await;
+    assert_eq!(dead.body.as_deref(), Some(body.to_string().as_str()), "the message itself, unchanged");
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let record = store.get("doomed").await.unwrap().expect("the job is recorded though its pod never came");
+    assert_eq!(record.state, JobState::Queued, "for the reconciler to dispatch once the cluster recovers");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,11 @@
 //! - `dispatch_batch10_ms` and `dispatch_batch10_vs_floor`: a batch of 10 handled
 //!   concurrently, against that floor (target ≤ 1.3);
 //! - `dispatch_cpu_per_job_ms`: CPU time of this process (the handler, the AWS SDK and
-//!   the kube client, TLS included) per dispatched job, latency off (target ≤ 0.5).
+//!   the kube client, TLS included) per dispatched job, latency off (target ≤ 0.5);
+//! - `dispatch_spike_<N>_jobs_per_s` and `dispatch_spike_<N>_cpu_per_job_ms`: a spike of
+//!   N = 10,000 messages on a real (moto) queue, drained by the SQS event source mapping
+//!   emulator into the handler, ten batches of ten at a time as ten concurrent Lambda
+//!   invocations would; CPU here includes the emulator's receives and deletes.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs once, small, as a smoke test.
 
@@ -143,4 +147,43 @@ async fn main() {
     let jobs = cpu_batches * 10;
     let cpu = cpu_time().saturating_sub(before);
     println!("{tag} dispatch_cpu_per_job_ms {:.3} ms", cpu.as_secs_f64() * 1000.0 / jobs as f64);
+
+    spike(&stack, &submitter, if benchmarking { 10_000 } else { 50 }, tag).await;
+}
+
+/// A spike of `count` messages through the queue, drained by ten concurrent pollers.
+async fn spike(stack: &Stack, submitter: &Submitter<DynamoJobStore, KubeCluster>, count: usize, tag: &str) {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let sqs = stack.sqs();
+    let queues = podbridge_tests::sqs::create_queues(&sqs, &unique_name("spike"), 5, 30).await;
+    let run = unique_name("s");
+    let bodies: Vec<String> = (0..count)
+        .map(|i| {
+            json!({ "version": 1, "job": { "id": format!("{run}-{i}"), "image": "registry.example.com/bench:1" } })
+                .to_string()
+        })
+        .collect();
+    for (b, chunk) in bodies.chunks(10).enumerate() {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(format!("{b}-{i}")).message_body(body).build())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        sqs.send_message_batch().queue_url(&queues.url).set_entries(Some(entries)).send().await.expect("send");
+    }
+    let before = cpu_time();
+    let started = Instant::now();
+    let pollers = (0..10).map(|_| {
+        podbridge_tests::sqs::deliver(&sqs, &queues, Duration::from_secs(1800), |event| {
+            dispatch::handle(submitter, event, 10)
+        })
+    });
+    let deliveries = futures::future::join_all(pollers).await;
+    let wall = started.elapsed();
+    let cpu = cpu_time().saturating_sub(before);
+    let failures: usize = deliveries.iter().map(|d| d.failures).sum();
+    assert_eq!(failures, 0, "every message dispatched at the first try");
+    println!("{tag} dispatch_spike_{count}_jobs_per_s {:.0} jobs/s", count as f64 / wall.as_secs_f64());
+    println!("{tag} dispatch_spike_{count}_cpu_per_job_ms {:.3} ms", cpu.as_secs_f64() * 1000.0 / count as f64);
 }
