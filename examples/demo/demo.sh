@@ -23,7 +23,8 @@ log "building podbridge"
 # The same selection as `make test` builds, so that after the tests nothing is rebuilt
 # (a narrower selection resolves the dependencies' features differently).
 cargo build --quiet --workspace --tests --bin podbridge
-podbridge() { "$ROOT/target/debug/podbridge" "$@"; }
+PODBRIDGE=$ROOT/target/debug/podbridge
+podbridge() { "$PODBRIDGE" "$@"; }
 
 # The deployment's defaults wait minutes before calling a job stuck; a demo cannot.
 export PODBRIDGE_NAMESPACES=podbridge-jobs
@@ -37,11 +38,15 @@ export PODBRIDGE_REDISPATCH_AFTER_SECONDS=15
 rm -rf "$DIR"
 mkdir -p "$DIR"
 log "starting the local stack (podbridge dev); its log of job state changes follows"
-podbridge dev --dir "$DIR" --moto "$ROOT/.venv/bin/moto_server" --reconcile-every 3 >"$DIR/exports" &
+# The binary itself in the background (not the shell function), so that $! is its PID
+# and the signal that stops it reaches it.
+"$PODBRIDGE" dev --dir "$DIR" --moto "$ROOT/.venv/bin/moto_server" --reconcile-every 3 >"$DIR/exports" &
 DEV=$!
 stop() {
   kill -TERM "$DEV" 2>/dev/null || true
   wait "$DEV" 2>/dev/null || true
+  # podbridge dev stops its moto on the way out; make sure nothing outlives the demo.
+  if kill -0 "$DEV" 2>/dev/null; then kill -KILL "$DEV" 2>/dev/null || true; fi
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
