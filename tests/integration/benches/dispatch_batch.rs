@@ -10,7 +10,8 @@
 //! - `dispatch_cpu_per_job_ms`: CPU time of this process (the handler, the AWS SDK and
 //!   the kube client, TLS included) per dispatched job, latency off (target ≤ 0.5);
 //! - `dispatch_spike_<N>_jobs_per_s` and `dispatch_spike_<N>_cpu_per_job_ms`: a spike of
-//!   N = 10,000 messages on a real (moto) queue, drained by the SQS event source mapping
+//!   N messages (`SPIKE_MESSAGES`, default 2,000: with 10,000 queued, moto's SQS answers
+//!   about one request a second) on a real (moto) queue, drained by the SQS event source mapping
 //!   emulator into the handler, ten batches of ten at a time as ten concurrent Lambda
 //!   invocations would; CPU here includes the emulator's receives and deletes.
 //!
@@ -148,7 +149,8 @@ async fn main() {
     let cpu = cpu_time().saturating_sub(before);
     println!("{tag} dispatch_cpu_per_job_ms {:.3} ms", cpu.as_secs_f64() * 1000.0 / jobs as f64);
 
-    spike(&stack, &submitter, if benchmarking { 10_000 } else { 50 }, tag).await;
+    let spike_messages = std::env::var("SPIKE_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000);
+    spike(&stack, &submitter, if benchmarking { spike_messages } else { 50 }, tag).await;
 }
 
 /// A spike of `count` messages through the queue, drained by ten concurrent pollers.
