@@ -1,6 +1,7 @@
 //! A short chaos run inside `make test`: a hundred jobs through the queue, dispatch and
 //! a cluster failing 10 % of pod creates with 503, 5 % with 429, 10 % of lists with 500
-//! and dropping 2 % of connections, with one message in ten delivered twice. When the
+//! and dropping 2 % of connections, with one message in ten delivered twice and one
+//! invocation in ten killed part-way through its batch. When the
 //! faults stop and the reconciler settles things: every job is recorded and ended,
 //! exactly one pod was ever created per job attempt (kube-sim's creation log), every
 //! message is a job record (those whose receives ran out are also in the dead-letter
@@ -87,7 +88,36 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     send_all(&sqs, &queues.url, &bodies).await;
 
     let patience = Duration::from_secs(60) + Duration::from_millis(100) * u32::try_from(jobs).unwrap();
-    let delivery = deliver(&sqs, &queues, patience, |event| dispatch::handle(reconciler.submitter(), event, 10)).await;
+    // One invocation in ten dies part-way through, as a Lambda that runs out of time or
+    // memory does: its work stops wherever it was, and nothing of its batch is deleted.
+    let invocations = std::sync::atomic::AtomicUsize::new(0);
+    let crashes = std::sync::atomic::AtomicUsize::new(0);
+    let delivery = deliver(&sqs, &queues, patience, |event| {
+        let n = invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let crashes = &crashes;
+        let submitter = reconciler.submitter();
+        async move {
+            let ids: Vec<String> = event.records.iter().filter_map(|r| r.message_id.clone()).collect();
+            let handled = dispatch::handle(submitter, event, 10);
+            if n % 10 != 9 {
+                return handled.await;
+            }
+            // Dies after 0 to 24 ms: between any two of a job's steps.
+            let after = Duration::from_millis((n as u64 * 7) % 25);
+            match tokio::time::timeout(after, handled).await {
+                Ok(response) => response,
+                Err(_) => {
+                    crashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+                    for id in ids {
+                        response.add_failure(id);
+                    }
+                    response
+                }
+            }
+        }
+    })
+    .await;
     assert_eq!(depth(&sqs, &queues.url).await, 0, "the queue drained: {delivery:?}");
 
     // The faults stop; the reconciler settles what they left half-done.
@@ -143,6 +173,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     println!("BENCH chaos_deliveries {} messages", delivery.records);
     println!("BENCH chaos_deliveries_failed {} messages", delivery.failures);
     println!("BENCH chaos_in_dlq {in_dlq} messages");
+    println!("BENCH chaos_invocations_killed {} invocations", crashes.load(std::sync::atomic::Ordering::Relaxed));
     println!("BENCH chaos_lost {} jobs", lost.len());
     println!("BENCH chaos_unended {} jobs", unended.len());
     println!("BENCH chaos_duplicate_pods {} pods", doubled.len());
