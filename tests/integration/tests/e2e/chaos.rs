@@ -39,17 +39,15 @@ fn faults() -> Faults {
     }
 }
 
-#[tokio::test]
-async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_nothing_is_lost_or_doubled() {
-    let stack = Stack::from_env().await;
+/// A job table, a cluster of the test's own (started with `config`) and a reconciler
+/// with `thresholds` over a submitter for them.
+async fn world(
+    stack: &Stack,
+    config: SimConfig,
+    thresholds: Thresholds,
+) -> (kube_sim::KubeSim, Reconciler<DynamoJobStore, KubeCluster>) {
     let table = unique_name("chaos");
     create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let config = SimConfig {
-        namespaces: vec!["podbridge-jobs".into()],
-        timings: Timings { run: Some(Duration::from_millis(100)), ..Timings::default() },
-        faults: faults(),
-        ..SimConfig::default()
-    };
     let (sim, kube) = own_cluster(config).await;
     let guardrails = Guardrails {
         image_prefixes: vec!["registry.example.com/".into()],
@@ -64,8 +62,29 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         PodSettings::default(),
         ttl,
     );
+    (sim, Reconciler::new(submitter, thresholds, ttl, 10))
+}
+
+/// How many times each pod name was ever created, from kube-sim's creation log.
+fn creations(sim: &kube_sim::KubeSim) -> BTreeMap<String, usize> {
+    let mut created = BTreeMap::new();
+    for pod in sim.created_pods() {
+        *created.entry(pod.name).or_default() += 1;
+    }
+    created
+}
+
+#[tokio::test]
+async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_nothing_is_lost_or_doubled() {
+    let stack = Stack::from_env().await;
+    let config = SimConfig {
+        namespaces: vec!["podbridge-jobs".into()],
+        timings: Timings { run: Some(Duration::from_millis(100)), ..Timings::default() },
+        faults: faults(),
+        ..SimConfig::default()
+    };
     let thresholds = Thresholds { redispatch_after: Duration::from_secs(1), ..Thresholds::default() };
-    let reconciler = Reconciler::new(submitter, thresholds, ttl, 10);
+    let (sim, reconciler) = world(&stack, config, thresholds).await;
     let sqs = stack.sqs();
     let queues = create_queues(&sqs, &unique_name("chaos"), 3, 1).await;
 
@@ -137,10 +156,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut created: BTreeMap<String, usize> = BTreeMap::new();
-    for pod in sim.created_pods() {
-        *created.entry(pod.name).or_default() += 1;
-    }
+    let created = creations(&sim);
     let lost: Vec<&String> = records.iter().filter(|(_, r)| r.is_none()).map(|(id, _)| id).collect();
     let unended: Vec<&String> =
         records.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| !r.state.is_terminal())).map(|(id, _)| id).collect();
@@ -189,23 +205,6 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
 #[tokio::test]
 async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_is_lost_and_no_healthy_job_failed() {
     let stack = Stack::from_env().await;
-    let table = unique_name("outage");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let config = SimConfig { namespaces: vec!["podbridge-jobs".into()], ..SimConfig::default() };
-    let (sim, kube) = own_cluster(config).await;
-    let guardrails = Guardrails {
-        image_prefixes: vec!["registry.example.com/".into()],
-        default_cpu_millis: 10,
-        ..Guardrails::default()
-    };
-    let ttl = Duration::from_secs(3600);
-    let submitter = Submitter::new(
-        DynamoJobStore::new(stack.dynamodb(), table),
-        KubeCluster::new(kube, Duration::from_secs(5)),
-        guardrails,
-        PodSettings::default(),
-        ttl,
-    );
     // Limits short enough that an outage would trip them if it were mistaken for silence.
     let thresholds = Thresholds {
         redispatch_after: Duration::from_secs(1),
@@ -214,7 +213,8 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
         start_limit: Duration::from_secs(2),
         ..Thresholds::default()
     };
-    let reconciler = Reconciler::new(submitter, thresholds, ttl, 10);
+    let config = SimConfig { namespaces: vec!["podbridge-jobs".into()], ..SimConfig::default() };
+    let (sim, reconciler) = world(&stack, config, thresholds).await;
     let store = reconciler.submitter().store();
     let sqs = stack.sqs();
     // Enough receives to outlast the outage: a message ends in the DLQ only when they run out.
@@ -273,10 +273,7 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
     }
     assert_eq!(states.get("Some(Executing)"), Some(&20), "every job runs after the outage: {states:?}");
     assert_eq!(depth(&sqs, &queues.dlq_url).await, 0, "no message ran out of receives");
-    let mut created: BTreeMap<String, usize> = BTreeMap::new();
-    for pod in sim.created_pods() {
-        *created.entry(pod.name).or_default() += 1;
-    }
+    let created = creations(&sim);
     assert!(created.values().all(|n| *n == 1), "one pod per job: {created:?}");
     assert_eq!(created.len(), 20);
 }
