@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::{Cluster, PodEvent};
 use podbridge::error::{Result, error_chain};
 use podbridge::failure::FailureClass;
-use podbridge::observe::{PodView, observe};
+use podbridge::observe::{Observed, PodView, observe};
 use podbridge::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, pod_name};
 use podbridge::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide};
 use podbridge::record::{JobRecord, StateChange};
@@ -234,7 +234,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                 let pod = pods.remove(&(record.job_id.clone(), record.attempt.to_string()));
                 async move {
                     let job_id = record.job_id.clone();
-                    match self.reconcile_job(record, pod, now).await {
+                    match self.reconcile_job(record, pod.as_ref().map(observe), now).await {
                         Ok(result) => Some(result),
                         Err(e) => {
                             let level_error = !e.is_retryable();
@@ -398,12 +398,13 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             }
         };
         let now = Timestamp::now();
-        let since = match observe(&pod).view {
+        let observed = observe(&pod);
+        let since = match observed.view {
             PodView::Running { started_at } => started_at,
             PodView::Succeeded { finished_at } => finished_at,
             _ => None,
         };
-        match self.reconcile_job(record, Some(pod), now).await {
+        match self.reconcile_job(record, Some(observed), now).await {
             Ok(result) => {
                 report.writes += result.writes;
                 report.lost_races += usize::from(result.lost_race);
@@ -420,9 +421,9 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         }
     }
 
-    async fn reconcile_job(&self, record: JobRecord, pod: Option<Pod>, now: Timestamp) -> Result<JobResult> {
+    /// Decides about one job from what its pod says (`None`: no pod) and carries it out.
+    async fn reconcile_job(&self, record: JobRecord, observed: Option<Observed>, now: Timestamp) -> Result<JobResult> {
         let job = stored_job(&record)?;
-        let observed = pod.as_ref().map(observe);
         let mut result = JobResult::default();
         match decide(&record, &job, observed.as_ref(), now, &self.thresholds, self.record_ttl) {
             Decision::Nothing => {}
