@@ -89,10 +89,23 @@ pub struct JobRequest {
 /// An input the function understands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    Submit { event_id: String, detail: Value },
-    Cancel { event_id: String, request: JobRequest },
-    Retry { event_id: String, request: JobRequest },
-    Tick(Tick),
+    Submit {
+        event_id: String,
+        detail: Value,
+    },
+    Cancel {
+        event_id: String,
+        request: JobRequest,
+    },
+    Retry {
+        event_id: String,
+        request: JobRequest,
+    },
+    /// A tick, with the id of its job.
+    Tick {
+        tick: Tick,
+        job_id: String,
+    },
 }
 
 /// An input that can never succeed: what is wrong, and the job it names if any.
@@ -180,12 +193,12 @@ pub fn parse(input: &Value) -> std::result::Result<Input, BadInput> {
         .ok();
         let tick: Tick = serde_path_to_error::deserialize(input)
             .map_err(|e| BadInput::new(job_id.clone(), &e.path().to_string(), e.inner().to_string()))?;
-        tick_job_id(&tick.schedule, &tick.scheduled_time)?;
+        let job_id = tick_job_id(&tick.schedule, &tick.scheduled_time)?;
         if tick.job.get("id").is_some() {
             let why = "must not have an id: each tick's job id is the schedule's name and the scheduled time";
-            return Err(BadInput::new(job_id, "job.id", why));
+            return Err(BadInput::new(Some(job_id), "job.id", why));
         }
-        return Ok(Input::Tick(tick));
+        return Ok(Input::Tick { tick, job_id });
     }
     Err(BadInput::new(
         None,
@@ -234,7 +247,7 @@ pub async fn handle<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, input:
             let reason = request.reason.unwrap_or_else(|| format!("retried on request (event {event_id})"));
             submitter.retry(&request.job_id, request.attempt, &reason).await?.into()
         }
-        Input::Tick(tick) => self::tick(submitter, tick).await?,
+        Input::Tick { tick, job_id } => self::tick(submitter, tick, job_id).await?,
     };
     info!(outcome = handled.outcome, job_id = handled.job_id.as_deref().unwrap_or_default(), detail = %handled.detail, "handled");
     Ok(handled)
@@ -261,9 +274,7 @@ fn tick_source(input: &Value) -> Option<Source> {
     })
 }
 
-async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick) -> Result<Handled> {
-    let job_id = tick_job_id(&tick.schedule, &tick.scheduled_time)
-        .map_err(|bad| podbridge::Error::Config(format!("a tick that parsed has no job id: {}", bad.problem)))?;
+async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, job_id: String) -> Result<Handled> {
     let source = Source::Schedule { schedule: tick.schedule.clone(), scheduled_time: tick.scheduled_time.clone() };
     if tick.suspend {
         return Ok(Handled {
@@ -342,9 +353,11 @@ mod tests {
 
     #[test]
     fn a_tick_is_one_job_named_for_its_schedule_and_time() {
-        let Ok(Input::Tick(parsed)) = parse(&tick(json!({ "concurrencyPolicy": "forbid" }))) else { panic!() };
+        let Ok(Input::Tick { tick: parsed, job_id }) = parse(&tick(json!({ "concurrencyPolicy": "forbid" }))) else {
+            panic!()
+        };
         assert_eq!(parsed.concurrency_policy, ConcurrencyPolicy::Forbid);
-        assert_eq!(tick_job_id(&parsed.schedule, &parsed.scheduled_time).unwrap(), "nightly-20261121-020000");
+        assert_eq!(job_id, "nightly-20261121-020000");
         // The same instant written another way is the same tick.
         assert_eq!(tick_job_id("nightly", "2026-11-21T03:00:00+01:00").unwrap(), "nightly-20261121-020000");
     }
@@ -373,7 +386,7 @@ mod tests {
         assert!(matches!(parse(&sample("submit-job.json")), Ok(Input::Submit { .. })));
         assert!(matches!(parse(&sample("cancel-job.json")), Ok(Input::Cancel { .. })));
         assert!(matches!(parse(&sample("retry-job.json")), Ok(Input::Retry { .. })));
-        let Ok(Input::Tick(tick)) = parse(&sample("schedule-tick.json")) else { panic!("the tick sample") };
+        let Ok(Input::Tick { tick, .. }) = parse(&sample("schedule-tick.json")) else { panic!("the tick sample") };
         assert_eq!(tick.concurrency_policy, ConcurrencyPolicy::Forbid);
     }
 
