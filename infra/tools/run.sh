@@ -6,6 +6,9 @@
 #   infra/tools/run.sh build [ARGS]  `sam build` of every function, ARGS passed on, e.g.
 #                                    --config-env prod (make sam-build)
 #   infra/tools/run.sh sam ARGS      the pinned SAM CLI, e.g. `sam deploy` from CI
+#   infra/tools/run.sh cargo-lambda ARGS (as `cargo lambda ARGS`)
+#                                    the pinned cargo-lambda, e.g. the Runtime API
+#                                    emulator the Lambda runtime tests run
 #
 # Works on a fresh clone: the Python tools go into venvs under .venv-infra/ (gitignored),
 # each recreated only when its requirements file changes, and actionlint into
@@ -118,8 +121,9 @@ case ${1:-} in
   lint) lint ;;
   build) shift && build "$@" ;;
   sam) shift && ensure lint && exec "$VENVS/lint/bin/sam" "$@" ;;
+  cargo-lambda) shift && ensure build && exec "$VENVS/build/bin/cargo-lambda" lambda "$@" ;;
   *)
-    echo "usage: infra/tools/run.sh lint | build [SAM BUILD ARGS] | sam ARGS" >&2
+    echo "usage: infra/tools/run.sh lint | build [SAM BUILD ARGS] | sam ARGS | cargo-lambda ARGS" >&2
     exit 2
     ;;
 esac

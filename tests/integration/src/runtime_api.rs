@@ -180,26 +180,9 @@ impl RuntimeApi {
         self.address
     }
 
-    /// The variables Lambda puts in every function's environment that a runtime reads
-    /// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime>).
-    /// `lambda_runtime` panics at start without the function name, memory size and version.
+    /// The variables Lambda puts in every function's environment, pointing at this API.
     pub fn lambda_environment(&self) -> Vec<(String, String)> {
-        let name = &self.shared.function_name;
-        [
-            ("AWS_LAMBDA_RUNTIME_API", self.address.to_string()),
-            ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_MB.to_string()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/21/[$LATEST]0123456789abcdef0123456789abcdef".into()),
-            ("_HANDLER", "bootstrap".into()),
-            ("LAMBDA_TASK_ROOT", "/var/task".into()),
-            ("TZ", ":UTC".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        lambda_environment(&self.shared.function_name, &self.address.to_string())
     }
 
     /// Queues `event` for the function's next poll; returns its request id and where
@@ -380,10 +363,24 @@ impl FunctionProcess {
     ///
     /// When the program cannot be started.
     pub fn spawn(program: &Path, api: &RuntimeApi, env: &[(String, String)]) -> anyhow::Result<FunctionProcess> {
+        Self::spawn_with(program, api.lambda_environment(), env)
+    }
+
+    /// Starts `program` with `env` and the Lambda variables `lambda_env` (see
+    /// [`lambda_environment`]), for a Runtime API served by another program.
+    ///
+    /// # Errors
+    ///
+    /// When the program cannot be started.
+    pub fn spawn_with(
+        program: &Path,
+        lambda_env: Vec<(String, String)>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<FunctionProcess> {
         let mut command = Command::new(program);
         command
             .env_clear()
-            .envs(api.lambda_environment())
+            .envs(lambda_env)
             .envs(env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -532,8 +529,31 @@ impl Drop for FunctionProcess {
     }
 }
 
+/// The variables Lambda puts in every function's environment that a runtime reads
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime>).
+/// `lambda_runtime` panics at start without the function name, memory size and version.
+/// `runtime_api` is `host:port`, as Lambda sets it (or a base URL, as cargo-lambda's
+/// emulator wants).
+pub fn lambda_environment(name: &str, runtime_api: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_MB.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/21/[$LATEST]0123456789abcdef0123456789abcdef".into()),
+        ("_HANDLER", "bootstrap".into()),
+        ("LAMBDA_TASK_ROOT", "/var/task".into()),
+        ("TZ", ":UTC".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// Reads the event fixture `tests/lambda/NAME` (shared by the tests, the benchmarks and
-/// `tests/lambda/cargo-lambda.sh`).
+/// the emulator-backed tests).
 ///
 /// # Panics
 ///

@@ -5,18 +5,16 @@
 //! and a user would observe: the JSON response (`batchItemFailures`, which decides what
 //! SQS deletes), the records in DynamoDB (moto) and the pods in kube-sim.
 //!
-//! Why a Runtime API in the test rather than `cargo lambda watch`: cargo-lambda (PyPI
-//! `cargo-lambda==1.9.2`, 115 MB of wheels with zig, 470 MB installed, 4 s to install) does
-//! the same job offline, but it builds the function with `cargo run --bin dispatch`, which
-//! resolves features for the dispatch package alone: a second build of tokio, hyper, kube
-//! and the AWS SDK beside the workspace's (53 crates differ; minutes on a fresh 2-core CI
-//! machine). Its watcher also restarts the function whenever a file of the checkout
-//! changes, and it listens on all interfaces. The Runtime API here runs the binary cargo
-//! has already built, in milliseconds, and the same code measures the cold start
-//! (`functions/dispatch/benches/cold_start.rs`). Checked by hand that both agree, inside
-//! `make stack`'s environment with a job table and the variables of [`function_env`]:
-//! `cargo lambda watch --invoke-port P` then `cargo lambda invoke dispatch --invoke-port P
-//! --data-file tests/lambda/sqs-event.json` prints `tests/lambda/sqs-response.json`.
+//! Two Runtime APIs serve them. The one here ([`RuntimeApi`]) runs the binary cargo has
+//! already built, in milliseconds, and also measures the cold start
+//! (`functions/dispatch/benches/cold_start.rs`). cargo-lambda's own emulator (`cargo
+//! lambda watch --only-lambda-apis`, with `cargo lambda invoke`, pinned in
+//! `infra/tools/requirements-build.txt` and installed by `infra/tools/run.sh` on first use)
+//! serves the same binary in one test, so that what the functions do under the tool
+//! developers use is proven too. The tests do not let cargo-lambda build the function: it
+//! builds with `cargo run --bin dispatch`, which resolves features for the dispatch package
+//! alone, a second build of tokio, hyper, kube and the AWS SDK beside the workspace's (53
+//! crates differ; minutes on a fresh 2-core CI machine).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +26,9 @@ use podbridge::record::JobRecord;
 use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge_tests::runtime_api::{FunctionProcess, Outcome, RuntimeApi, cargo_binary, fixture, unique_job_ids};
+use podbridge_tests::runtime_api::{
+    FunctionProcess, Outcome, RuntimeApi, cargo_binary, fixture, lambda_environment, unique_job_ids,
+};
 use podbridge_tests::{REGION, Stack, eventually, unique_name};
 use serde_json::{Value, json};
 
@@ -286,4 +286,108 @@ async fn given_a_schedule_tick_when_the_built_trigger_function_is_invoked_twice_
     );
     assert_eq!(response(&again, &function)["outcome"], "already_recorded");
     assert_eq!(record(&store, &job_id).await.state, JobState::SettingUp);
+}
+
+/// cargo-lambda's Runtime API emulator (`cargo lambda watch --only-lambda-apis`), on a
+/// loopback port of its own; stopped when dropped.
+struct CargoLambda {
+    watch: std::process::Child,
+    port: u16,
+}
+
+impl CargoLambda {
+    /// The pinned cargo-lambda, through the script that installs it.
+    fn command() -> std::process::Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/tools/run.sh");
+        let mut command = std::process::Command::new(script);
+        command.arg("cargo-lambda");
+        command
+    }
+
+    async fn start() -> CargoLambda {
+        // The first run on a fresh clone installs it (a pinned venv, about 15 s).
+        let version = tokio::task::spawn_blocking(|| Self::command().arg("-V").output())
+            .await
+            .unwrap()
+            .expect("infra/tools/run.sh runs");
+        assert!(
+            version.status.success(),
+            "cargo-lambda could not be installed or started:\n{}",
+            String::from_utf8_lossy(&version.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let watch = Self::command()
+            .args(["watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1", "--invoke-port"])
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start cargo lambda watch");
+        let emulator = CargoLambda { watch, port };
+        eventually("cargo lambda watch to listen", Duration::from_secs(30), Duration::from_millis(50), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
+        emulator
+    }
+
+    /// Where a function polls: cargo-lambda serves the one function it does not start
+    /// under the path `/.rt`.
+    fn runtime_api(&self) -> String {
+        format!("http://127.0.0.1:{}/.rt", self.port)
+    }
+
+    /// `cargo lambda invoke` with `event`; the function's response as JSON.
+    async fn invoke(&self, event: &Value) -> Value {
+        let mut command = Self::command();
+        command.args(["invoke", "--invoke-address", "127.0.0.1", "--invoke-port"]);
+        command.arg(self.port.to_string()).arg("--data-ascii").arg(event.to_string()).arg("_");
+        let output = tokio::time::timeout(INVOKE_TIMEOUT, tokio::task::spawn_blocking(move || command.output()))
+            .await
+            .expect("cargo lambda invoke answers in time")
+            .unwrap()
+            .expect("cargo lambda invoke runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "cargo lambda invoke failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("cargo lambda invoke printed no JSON ({e}): {stdout}"))
+    }
+}
+
+impl Drop for CargoLambda {
+    fn drop(&mut self) {
+        let _ = self.watch.kill();
+        let _ = self.watch.wait();
+    }
+}
+
+#[tokio::test]
+async fn given_cargo_lambdas_runtime_emulator_when_cargo_lambda_invokes_the_built_function_with_the_sqs_fixture_then_the_batch_succeeds_and_both_jobs_are_recorded()
+ {
+    let stack = Stack::from_env().await;
+    let (table, store) = job_table(&stack).await;
+    let emulator = CargoLambda::start().await;
+    let lambda_env = lambda_environment("dispatch", &emulator.runtime_api());
+    let env = function_env(&stack, &table, &stack.kubeconfig);
+    let function = FunctionProcess::spawn_with(&dispatch_binary(), lambda_env, &env).expect("start dispatch");
+    let (event, job_id, rejected_id) = sqs_event();
+
+    let response = emulator.invoke(&event).await;
+
+    assert_eq!(
+        response,
+        fixture("sqs-response.json"),
+        "both records may be deleted; the function said:\n{}",
+        function.output()
+    );
+    let dispatched = record(&store, &job_id).await;
+    assert_eq!(dispatched.state, JobState::SettingUp);
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), NAMESPACE);
+    let pod = pods.get(&format!("{job_id}-1")).await.expect("the job's pod exists in the cluster");
+    assert_eq!(pod.metadata.labels.unwrap_or_default()["podbridge.dev/job-id"], job_id);
+    assert_eq!(record(&store, &rejected_id).await.state, JobState::Rejected);
 }
