@@ -28,9 +28,10 @@ stack:
 demo:
 	examples/demo/demo.sh
 
-## chaos: 2,000 jobs through the queue, dispatch and a failing cluster, then an API outage; prints BENCH chaos_* lines, fails on any loss, double or impossible move
+## chaos: 2,000 jobs through the queue, dispatch, a failing cluster that loses nodes and slow DynamoDB answers, then a
+## five-minute API outage; prints BENCH chaos_* lines, fails on any loss, double or impossible move
 chaos:
-	CHAOS_JOBS=2000 tests/stack.sh run -- $(CARGO) test -p podbridge-tests --test e2e chaos:: -- --nocapture --test-threads 1
+	CHAOS_JOBS=2000 CHAOS_OUTAGE_SECONDS=300 tests/stack.sh run -- $(CARGO) test -p podbridge-tests --test e2e chaos:: -- --nocapture --test-threads 1
 
 ## fuzz: a bounded cargo-fuzz run (FUZZ_SECONDS, default 60) of message parsing, validation and the pod builder
 FUZZ_SECONDS ?= 60

@@ -6,6 +6,10 @@
 //! after the visibility timeout and lands in the dead-letter queue after
 //! `maxReceiveCount` receives, its job recorded.
 
+// `podbridge dev` killed mid-batch and started again.
+#[path = "dev/restart.rs"]
+mod restart;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

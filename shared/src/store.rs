@@ -51,6 +51,36 @@ pub(crate) fn debug_assert_allowed(job_id: &str, change: &StateChange) {
     );
 }
 
+/// Whether `existing`, which a create found in its place, is the record that create
+/// wrote. A client repeats a request whose answer it lost (a timeout, a broken
+/// connection, a 500 after the commit); the repeat of a conditional put that had been
+/// applied then fails its condition on its own write, which must count as written, not
+/// as a job recorded before.
+pub(crate) fn is_own_create(existing: &JobRecord, record: &JobRecord) -> bool {
+    existing.state == record.state
+        && existing.created_at == record.created_at
+        && existing.source == record.source
+        && existing.history == record.history
+}
+
+/// Whether `current`, which a change found instead of its expected state, is that
+/// change already applied (a repeated request, as for [`is_own_create`]): the state
+/// and attempt it moves to, and its transition last in the history. A transition's
+/// time is taken per call to the nanosecond, so another writer's move cannot pass for
+/// this one. A lost race must not be taken for a write (the reconciler would skip the
+/// retry a failed attempt asks for, the journal would announce nothing).
+pub(crate) fn is_own_change(current: &JobRecord, change: &StateChange) -> bool {
+    current.state == change.to
+        && current.attempt == change.new_attempt.unwrap_or(change.expected_attempt)
+        && current.history.last().is_some_and(|last| {
+            last.at == change.at
+                && last.from == Some(change.expected)
+                && last.to == change.to
+                && last.reason == change.reason
+                && last.message == change.message
+        })
+}
+
 /// The job table.
 pub trait JobStore: Send + Sync {
     /// Writes a new record unless one with that job id exists (conditional put).
@@ -65,4 +95,55 @@ pub trait JobStore: Send + Sync {
 
     /// One page of active jobs from the active-jobs index, never a scan.
     fn active(&self, page_size: u32, from: Option<&str>) -> impl Future<Output = Result<ActivePage>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::record::Source;
+    use crate::state::JobState::*;
+
+    fn at(nanos: i32) -> Timestamp {
+        Timestamp::new(1_800_000_000, nanos).unwrap()
+    }
+
+    fn queued(nanos: i32) -> JobRecord {
+        JobRecord::new("job", Queued, Source::Direct, at(nanos), "Submitted", "queued")
+    }
+
+    #[test]
+    fn a_create_finds_its_own_write_but_not_a_redelivery() {
+        let written = queued(1);
+        assert!(is_own_create(&written, &written), "the repeat of the same put");
+        assert!(!is_own_create(&written, &queued(2)), "a redelivery, a moment later");
+        let mut other_source = queued(1);
+        other_source.source = Source::Sqs { message_id: "m".into() };
+        assert!(!is_own_create(&written, &other_source), "another message at the same instant");
+    }
+
+    #[test]
+    fn a_change_finds_its_own_transition_last_and_nothing_else() {
+        let change = StateChange::new(Queued, 1, SettingUp, at(5), "PodCreated", "pod created");
+        let mut current = queued(1);
+        current.apply(&change);
+        assert!(is_own_change(&current, &change), "applied, and nothing since");
+
+        let same_move_later = StateChange::new(Queued, 1, SettingUp, at(6), "PodCreated", "pod created");
+        assert!(!is_own_change(&current, &same_move_later), "another writer's identical move, another instant");
+
+        let mut moved_on = current.clone();
+        moved_on.apply(&StateChange::new(SettingUp, 1, Executing, at(7), "Started", "running"));
+        assert!(!is_own_change(&moved_on, &change), "moved on since: not this change's state");
+
+        let mut retry = StateChange::new(Failed, 1, Queued, at(9), "RetryRequested", "again");
+        retry.new_attempt = Some(2);
+        let mut failed = current.clone();
+        failed.apply(&StateChange::new(SettingUp, 1, Failed, at(8), "Error", "exit 1"));
+        let mut retried = failed.clone();
+        retried.apply(&retry);
+        assert!(is_own_change(&retried, &retry), "a retry is found at its new attempt");
+        assert!(!is_own_change(&failed, &retry), "not applied");
+    }
 }

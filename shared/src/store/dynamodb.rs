@@ -64,6 +64,11 @@
 //!   on a failed condition the current item comes back with the error (`ALL_OLD`), or
 //!   nothing when the job does not exist (the condition also keeps `UpdateItem` from
 //!   creating an item).
+//! - A write whose answer was lost is repeated by the SDK, and the repeat fails its
+//!   condition on the first one's write: a create that finds its own record answers
+//!   [`Created::New`], a change that finds its own transition last in the history
+//!   answers [`Changed::Applied`] (see [`crate::store`]'s `is_own_create` and
+//!   `is_own_change`).
 //! - A retry (`new_attempt`) replaces `state_times` and removes the per-attempt fields
 //!   (`pod_name`, `node`, `exit_code`, `failure_class`, `termination_message`) unless
 //!   the change sets them; `history` is kept.
@@ -102,7 +107,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::record::{JobRecord, Source, StateChange, Transition};
 use crate::state::JobState;
-use crate::store::{ActivePage, Changed, Created, JobStore};
+use crate::store::{ActivePage, Changed, Created, JobStore, is_own_change, is_own_create};
 
 /// The name of the sparse index of active jobs.
 pub const ACTIVE_INDEX: &str = "active";
@@ -133,6 +138,29 @@ impl DynamoJobStore {
         &self.table
     }
 
+    /// The conditional put of a new record, as it answered.
+    async fn put_new(&self, record: &JobRecord) -> Result<Created> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(encode(record)))
+            .condition_expression("attribute_not_exists(job_id)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::New),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
+                    Some(item) => Ok(Created::Exists(Box::new(decode(&record.job_id, item)?))),
+                    None => self.existing(&record.job_id).await,
+                },
+                _ => Err(store_error("create job", err)),
+            },
+        }
+    }
+
     /// Reads the current item after a conditional put failed without returning it.
     /// DynamoDB always returns it (`ALL_OLD`); this is only for emulators that do not.
     async fn existing(&self, job_id: &str) -> Result<Created> {
@@ -152,24 +180,9 @@ impl DynamoJobStore {
 
 impl JobStore for DynamoJobStore {
     async fn create(&self, record: &JobRecord) -> Result<Created> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(encode(record)))
-            .condition_expression("attribute_not_exists(job_id)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::New),
-            Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
-                    Some(item) => Ok(Created::Exists(Box::new(decode(&record.job_id, item)?))),
-                    None => self.existing(&record.job_id).await,
-                },
-                _ => Err(store_error("create job", err)),
-            },
+        match self.put_new(record).await? {
+            Created::Exists(existing) if is_own_create(&existing, record) => Ok(Created::New),
+            created => Ok(created),
         }
     }
 
@@ -212,8 +225,10 @@ impl JobStore for DynamoJobStore {
             },
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let current = failed.item().map(|item| decode(job_id, item)).transpose()?;
-                    Ok(Changed::Conflict(current.map(Box::new)))
+                    match failed.item().map(|item| decode(job_id, item)).transpose()? {
+                        Some(current) if is_own_change(&current, change) => Ok(Changed::Applied(Box::new(current))),
+                        current => Ok(Changed::Conflict(current.map(Box::new))),
+                    }
                 }
                 _ => Err(store_error("change job state", err)),
             },

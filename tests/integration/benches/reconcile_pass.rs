@@ -2,7 +2,9 @@
 //! (`tests/stack.sh run -- cargo bench -p podbridge-tests --bench reconcile_pass`):
 //! moto for DynamoDB, a release kube-sim in this process with room for every pod. N
 //! jobs are dispatched and running, then a steady pass (nothing changed) is measured.
-//! Prints, for N = 1,000 and 10,000:
+//! Prints, for N = 1,000 and 10,000 (or the sizes in `RECONCILE_JOBS`, e.g.
+//! `RECONCILE_JOBS=50000`; moto answers each index page in time growing with the table,
+//! so 50,000 takes most of an hour):
 //!
 //! - `reconcile_<N>_k8s_requests`: LIST pages read from the Kubernetes API;
 //! - `reconcile_<N>_ddb_requests`: pages read from the active-jobs index;
@@ -104,8 +106,15 @@ async fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let tag = if benchmarking { "BENCH" } else { "smoke:" };
     let stack = Stack::from_env().await;
-    let sizes: &[usize] = if benchmarking { &[1_000, 10_000] } else { &[20] };
-    for &jobs in sizes {
+    let asked: Option<Vec<usize>> = std::env::var("RECONCILE_JOBS").ok().map(|sizes| {
+        sizes.split(',').map(|n| n.trim().parse().expect("RECONCILE_JOBS: numbers, comma-separated")).collect()
+    });
+    let sizes = match (benchmarking, asked) {
+        (true, Some(sizes)) => sizes,
+        (true, None) => vec![1_000, 10_000],
+        (false, _) => vec![20],
+    };
+    for jobs in sizes {
         measure(&stack, jobs, tag).await;
     }
 }

@@ -8,6 +8,7 @@
 //! is a failure, never a silently skipped test.
 
 pub mod events;
+pub mod latency_proxy;
 pub mod runtime_api;
 pub mod sqs;
 

@@ -1,14 +1,15 @@
-//! What Lambda's SQS event source mapping does, against a real (moto) queue: receive a
-//! batch, invoke the handler with it as an `SqsEvent`, delete the records the handler
-//! did not report as failures, leave the rest to come back after their visibility
-//! timeout (and to move to the dead-letter queue after `maxReceiveCount`).
+//! Queues for the tests, and the SQS event source mapping driven until a queue is empty:
+//! receive a batch, invoke the handler with it as an `SqsEvent`, delete the records the
+//! handler did not report as failures, leave the rest to come back after their
+//! visibility timeout (and to move to the dead-letter queue after `maxReceiveCount`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::QueueAttributeName;
+use sqs_esm::{Mapping, poll_once};
 
 /// A queue with its dead-letter queue.
 #[derive(Debug, Clone)]
@@ -106,28 +107,40 @@ pub struct Delivery {
     pub records: usize,
     /// Records the handler reported as failures.
     pub failures: usize,
+    /// Receives or deletes the queue failed (moto answers 500 when two receives race
+    /// to move the same message to the dead-letter queue); polling goes on, as Lambda's
+    /// does, and undeleted messages come back.
+    pub queue_errors: usize,
 }
 
-/// Polls `queues` and invokes `handler` as Lambda would, until the queue is empty or
-/// `timeout` passes (then returns anyway: the caller asserts on what is left).
+/// Polls `queues` and invokes `handler` as Lambda would (through [`sqs_esm`], the
+/// emulator `podbridge dev` uses too), until the queue is empty or `timeout` passes
+/// (then returns anyway: the caller asserts on what is left).
 pub async fn deliver<F, Fut>(sqs: &aws_sdk_sqs::Client, queues: &Queues, timeout: Duration, mut handler: F) -> Delivery
 where
     F: FnMut(SqsEvent) -> Fut,
     Fut: Future<Output = SqsBatchResponse>,
 {
     let deadline = Instant::now() + timeout;
+    let mapping = Mapping {
+        queue_arn: Some(queues.arn.clone()),
+        region: Some(crate::REGION.to_owned()),
+        ..Mapping::new(&queues.url)
+    };
     let mut delivery = Delivery::default();
     while Instant::now() < deadline {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queues.url)
-            .max_number_of_messages(10)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        let messages = received.messages.unwrap_or_default();
-        if messages.is_empty() {
+        let polled = match poll_once(sqs, &mapping, &mut handler).await {
+            Ok(polled) => polled,
+            Err(error) => {
+                delivery.queue_errors += 1;
+                let sqs_esm::Error::Delete { polled, .. } = error else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                polled
+            }
+        };
+        if polled.received == 0 {
             if depth(sqs, &queues.url).await == 0 {
                 break;
             }
@@ -135,41 +148,9 @@ where
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let mut handles = HashMap::new();
-        let records = messages
-            .into_iter()
-            .map(|message| {
-                let id = message.message_id.clone().unwrap_or_default();
-                handles.insert(id.clone(), message.receipt_handle.clone().unwrap_or_default());
-                let mut record = SqsMessage::default();
-                record.message_id = Some(id);
-                record.receipt_handle = message.receipt_handle;
-                record.body = message.body;
-                record.md5_of_body = message.md5_of_body;
-                record.event_source = Some("aws:sqs".to_owned());
-                record.event_source_arn = Some(queues.arn.clone());
-                record.aws_region = Some("us-east-1".to_owned());
-                record.attributes = message
-                    .attributes
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v))
-                    .collect();
-                record
-            })
-            .collect::<Vec<_>>();
         delivery.invocations += 1;
-        delivery.records += records.len();
-        let mut event = SqsEvent::default();
-        event.records = records;
-        let response = handler(event).await;
-        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-        delivery.failures += failed.len();
-        for (id, handle) in handles {
-            if !failed.contains(&id) {
-                sqs.delete_message().queue_url(&queues.url).receipt_handle(handle).send().await.expect("delete");
-            }
-        }
+        delivery.records += polled.received;
+        delivery.failures += polled.failed;
     }
     delivery
 }

@@ -293,6 +293,20 @@ impl State {
     }
 
     fn apply(&mut self, action: Action) {
+        // A lost node's kubelet reports nothing more: the containers it ran may start,
+        // pull, exit or be killed, the API server never hears of it. Its pods keep their
+        // last status until the taint manager and the pod garbage collector act.
+        if let Action::Start(key, _)
+        | Action::Pull(key, _)
+        | Action::PullBackOff(key, _)
+        | Action::Finish(key, _)
+        | Action::Deadline(key, _)
+        | Action::Evict(key, _)
+        | Action::Kill(key, _) = &action
+            && self.kubelet_gone(key)
+        {
+            return;
+        }
         match action {
             Action::Schedule(key, uid) => self.try_schedule(&key, &uid),
             Action::Start(key, uid) => self.start(&key, &uid),
@@ -309,6 +323,12 @@ impl State {
             Action::ScaleDown(node) => self.scale_down(&node),
             Action::TaintEvict(node) => self.taint_evict(&node),
         }
+    }
+
+    /// Whether the pod is bound to a node that is lost (NotReady) or gone.
+    fn kubelet_gone(&self, key: &Key) -> bool {
+        let node = self.pods.get(key).and_then(|e| e.sim.node.as_ref());
+        node.is_some_and(|node| self.nodes.get(node).is_none_or(|n| !n.ready))
     }
 
     fn sim(&self, key: &Key, uid: &str) -> Option<&PodSim> {

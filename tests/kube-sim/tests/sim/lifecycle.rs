@@ -214,6 +214,29 @@ async fn a_lost_node_fails_and_then_removes_its_pods() {
     assert!(sim.node_names().is_empty());
 }
 
+/// GIVEN a pod whose container is due to exit a second after it starts, on a node with
+/// a two-second eviction timeout
+/// WHEN the node is lost while the container runs
+/// THEN the exit is never reported (the kubelet is unreachable): the pod is still Running
+/// when the taint manager deletes it, so whoever follows it learns the node was lost.
+#[tokio::test]
+async fn a_lost_nodes_kubelet_reports_no_exit_after_the_loss() {
+    let config = SimConfig {
+        nodes: 1,
+        timings: kube_sim::Timings { pod_gc: Duration::from_secs(2), ..fast().timings },
+        ..fast()
+    };
+    let (sim, client) = start(config).await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    create(&pods, &pod("short", "run=1s")).await;
+    let running = wait_for(&pods, "short", "Running", |p| phase(p) == "Running").await;
+    assert!(sim.lose_node(&running.spec.unwrap().node_name.unwrap()));
+
+    let evicted = wait_for(&pods, "short", "taint eviction", |p| condition(p, "DisruptionTarget").is_some()).await;
+    assert_eq!(phase(&evicted), "Running", "no exit reported from the lost node: {:#?}", evicted.status);
+    assert!(terminated(&evicted).is_none());
+}
+
 #[tokio::test]
 async fn pods_too_big_for_any_node_stay_unschedulable_with_the_schedulers_message() {
     let config = SimConfig {
