@@ -97,7 +97,18 @@ pub fn not_before(record: &JobRecord, job: &Job) -> Timestamp {
     }
 }
 
-/// Decides about one active job.
+/// The change that starts the attempt after `attempt`, which failed with `class`.
+fn retry_change(attempt: u32, job: &Job, class: &str, now: Timestamp) -> StateChange {
+    let next = attempt + 1;
+    let wait = backoff(job, next);
+    let message = format!("attempt {attempt} failed ({class}); attempt {next} starts in {}s", wait.as_secs());
+    let mut retry = StateChange::new(JobState::Failed, attempt, JobState::Queued, now, "Retrying", &message);
+    retry.new_attempt = Some(next);
+    retry
+}
+
+/// Decides about one job the reconciler follows: an active one, or a failed one whose
+/// retry is owed ([`JobRecord::retry_pending`]).
 pub fn decide(
     record: &JobRecord,
     job: &Job,
@@ -122,20 +133,19 @@ pub fn decide(
         if !should_retry(job, record.attempt, class, exit_code) {
             return Decision::Record { change: Box::new(failed), delete_pod };
         }
+        // No expiry, and the job stays followed until its retry is written.
         failed.expires_at = None;
-        let next = record.attempt + 1;
-        let wait = backoff(job, next);
-        let mut retry = StateChange::new(
-            JobState::Failed,
-            record.attempt,
-            JobState::Queued,
-            now,
-            "Retrying",
-            &format!("attempt {} failed ({class}); attempt {next} starts in {}s", record.attempt, wait.as_secs()),
-        );
-        retry.new_attempt = Some(next);
+        failed.retry_pending = true;
+        let retry = retry_change(record.attempt, job, class.as_str(), now);
         Decision::FailAndRetry { failed: Box::new(failed), retry: Box::new(retry), delete_pod }
     };
+    // The failure was recorded and its retry decided, but not written (the reconciler
+    // stopped between the two writes): write it now, whatever the pod says.
+    if record.retry_pending && record.state == JobState::Failed {
+        let class = record.failure_class.as_deref().unwrap_or("failed");
+        let retry = retry_change(record.attempt, job, class, now);
+        return Decision::Record { change: Box::new(retry), delete_pod: false };
+    }
     let setting_up_since = record.state_times.get(&JobState::SettingUp).copied();
 
     match (record.state, pod.map(|p| &p.view)) {

@@ -66,6 +66,11 @@ pub struct JobRecord {
     pub history: Vec<Transition>,
     /// When the table may delete a terminal record (seconds since the epoch).
     pub expires_at: Option<i64>,
+    /// A failed attempt whose policy gives the job another: the reconciler owes the
+    /// retry, and the job stays in the active index until it is written (so a
+    /// reconciler stopped between the two writes leaves the retry to the next pass).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_pending: bool,
 }
 
 impl JobRecord {
@@ -97,7 +102,13 @@ impl JobRecord {
                 message: message.to_owned(),
             }],
             expires_at: None,
+            retry_pending: false,
         }
+    }
+
+    /// Whether the reconciler follows the job: it is active, or a retry is owed.
+    pub fn is_followed(&self) -> bool {
+        self.state.is_active() || self.retry_pending
     }
 
     /// Applies `change` as the store does after its conditional write succeeded.
@@ -141,6 +152,7 @@ impl JobRecord {
             self.termination_message = Some(text.clone());
         }
         self.expires_at = if change.to.is_terminal() { change.expires_at } else { None };
+        self.retry_pending = change.retry_pending;
     }
 }
 
@@ -163,6 +175,8 @@ pub struct StateChange {
     pub termination_message: Option<String>,
     /// For terminal states: when the record may expire (seconds since the epoch).
     pub expires_at: Option<i64>,
+    /// For a failed attempt that will be retried: see [`JobRecord::retry_pending`].
+    pub retry_pending: bool,
 }
 
 impl StateChange {
@@ -182,6 +196,7 @@ impl StateChange {
             failure_class: None,
             termination_message: None,
             expires_at: None,
+            retry_pending: false,
         }
     }
 }

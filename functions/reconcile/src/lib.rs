@@ -435,7 +435,9 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                 if delete_pod {
                     result.pod_deleted = self.delete_pod(&record, &job.id).await?;
                 }
-                self.write(&record.job_id, &change, &mut result).await?;
+                let written = self.write(&record.job_id, &change, &mut result).await?;
+                // A retry owed by an earlier pass, written now.
+                result.retried |= written && change.new_attempt.is_some();
             }
             Decision::FailAndRetry { failed, retry, delete_pod } => {
                 if delete_pod {

@@ -17,7 +17,7 @@
 //! | `failure_class`, `reason`, `message`, `termination_message` | S | why the job is where it is |
 //! | `history` | L of M | every transition: `at`, `from` (absent at first), `to`, `reason`, `message`; `attempt` (N) |
 //! | `expires_at` | N | the table's TTL attribute (seconds since the epoch); only on terminal records |
-//! | `active` | S | `"1"` while the job is queued, setting up or executing; absent otherwise |
+//! | `active` | S | `"1"` while the job is queued, setting up or executing, or failed with its retry owed ([`JobRecord::retry_pending`], read back from this attribute); absent otherwise |
 //!
 //! Absent optional fields are absent attributes (never `NULL`), so `REMOVE` is the one
 //! way a field is cleared.
@@ -428,8 +428,8 @@ fn encode(record: &JobRecord) -> HashMap<String, AttributeValue> {
     optional("reason", record.reason.as_ref().map(s));
     optional("message", record.message.as_ref().map(s));
     optional("termination_message", record.termination_message.as_ref().map(s));
-    optional(TTL_ATTRIBUTE, record.expires_at.filter(|_| record.state.is_terminal()).map(n));
-    optional("active", record.state.is_active().then(|| s(ACTIVE)));
+    optional(TTL_ATTRIBUTE, record.expires_at.filter(|_| !record.is_followed()).map(n));
+    optional("active", record.is_followed().then(|| s(ACTIVE)));
     item
 }
 
@@ -570,7 +570,7 @@ fn update_for(change: &StateChange) -> Update {
         }
     }
 
-    if change.to.is_active() {
+    if change.to.is_active() || change.retry_pending {
         update.set("active", s(ACTIVE));
         update.remove(TTL_ATTRIBUTE);
     } else {
@@ -618,6 +618,8 @@ fn decode_fields(item: &HashMap<String, AttributeValue>) -> Decoded<JobRecord> {
         termination_message: field.optional_owned("termination_message")?,
         history: decode_history(item.get("history"))?,
         expires_at: field.optional_number(TTL_ATTRIBUTE)?,
+        // A terminal record in the active index is owed its retry.
+        retry_pending: field.optional_string("active")?.is_some() && field.state("state")?.is_terminal(),
     })
 }
 

@@ -76,7 +76,7 @@ impl JobStore for MemoryJobStore {
         let page_size = page_size.max(1) as usize;
         let after = from.map(decode_token).transpose()?;
         let jobs = self.lock();
-        let mut active: Vec<&JobRecord> = jobs.values().filter(|record| record.state.is_active()).collect();
+        let mut active: Vec<&JobRecord> = jobs.values().filter(|record| record.is_followed()).collect();
         active.sort_by(|a, b| (a.updated_at, &a.job_id).cmp(&(b.updated_at, &b.job_id)));
         let mut rest = active
             .into_iter()

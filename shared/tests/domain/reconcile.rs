@@ -158,8 +158,35 @@ fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
         decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL);
     let Decision::FailAndRetry { failed, retry, .. } = decision else { panic!() };
     assert_eq!(failed.expires_at, None, "a failure that will be retried does not expire");
+    assert!(failed.retry_pending, "and stays followed until its retry is written");
     assert_eq!((retry.expected, retry.to, retry.new_attempt), (JobState::Failed, JobState::Queued, Some(2)));
     assert_eq!(retry.message, "attempt 1 failed (evicted); attempt 2 starts in 30s");
+    assert!(!retry.retry_pending);
+}
+
+#[test]
+fn a_retry_owed_by_a_pass_that_stopped_after_the_failure_is_written_by_the_next() {
+    let t = Thresholds::default();
+    let defaults = default_job();
+    let Decision::FailAndRetry { failed, retry, .. } =
+        decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL)
+    else {
+        panic!("an eviction is retried")
+    };
+    let mut stopped = record(JobState::Executing, 1);
+    stopped.apply(&failed);
+    assert!(stopped.retry_pending && stopped.is_followed(), "the failed record is still followed");
+
+    // Whatever the old attempt's pod shows by then (still failed, or gone).
+    for observed in [Some(pod("evicted")), None] {
+        let decision = decide(&stopped, &defaults, observed.as_ref(), minutes_later(31), &t, TTL);
+        let Decision::Record { change, delete_pod: false } = decision else { panic!("{decision:?}") };
+        assert_eq!((change.expected, change.to, change.new_attempt), (retry.expected, retry.to, retry.new_attempt));
+        assert_eq!(change.message, retry.message);
+    }
+    let mut retried = stopped.clone();
+    retried.apply(&retry);
+    assert!(!retried.retry_pending, "written: nothing more is owed");
 }
 
 #[test]

@@ -499,3 +499,50 @@ async fn given_a_node_lost_under_a_running_job_when_followed_then_failed_as_node
     assert_eq!(record.reason.as_deref(), Some("DeletionByTaintManager"));
     world.assert_announced(&record).await;
 }
+
+/// GIVEN a running job whose pod was evicted, and a reconciler that recorded the failure
+/// (a retry owed) but stopped before writing the retry, as a function timing out between
+/// its two writes would
+/// WHEN the next pass runs
+/// THEN the failed record was still in the active index, without an expiry, and the
+/// pass starts attempt 2 as the policy says: one pod per attempt, the history whole.
+#[tokio::test]
+async fn given_a_reconciler_stopped_between_a_failure_and_its_retry_when_the_next_pass_runs_then_the_retry_is_written()
+{
+    use podbridge::record::StateChange;
+    let world = world().await;
+    let retry = json!({ "maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0 });
+    world.submit(&message("halfway", "run=forever", json!({ "retry": retry }))).await;
+    let running = world.reconcile_until("halfway", JobState::Executing).await;
+    world.pods().delete("halfway-1", &DeleteParams::default().grace_period(0)).await.unwrap();
+    // The first of the reconciler's two writes for a failure that will be retried.
+    let mut failed = StateChange::new(
+        JobState::Executing,
+        1,
+        JobState::Failed,
+        jiff::Timestamp::now(),
+        "PodVanished",
+        "the pod was deleted by something other than podbridge",
+    );
+    failed.failure_class = Some("pod_vanished".into());
+    failed.retry_pending = true;
+    world.store().change(&running.job_id, &failed).await.expect("the failure is recorded");
+    let owed = world.record("halfway").await;
+    let active = world.store().active(100, None).await.expect("the active index").jobs;
+
+    assert!(active.iter().any(|job| job.job_id == "halfway" && job.state == JobState::Failed), "{active:?}");
+    assert_eq!((owed.retry_pending, owed.expires_at), (true, None), "followed, and never expired");
+    world.pass().await;
+    let record = world.record("halfway").await;
+    assert_eq!(record.attempt, 2, "the owed retry was written: {record:#?}");
+    assert!(!record.retry_pending);
+    let moves: Vec<(JobState, u32, &str)> =
+        record.history.iter().map(|t| (t.to, t.attempt, t.reason.as_str())).collect();
+    assert!(
+        moves.contains(&(JobState::Failed, 1, "PodVanished")) && moves.contains(&(JobState::Queued, 2, "Retrying")),
+        "{moves:?}"
+    );
+    let record = world.reconcile_until("halfway", JobState::Executing).await;
+    assert_eq!(record.attempt, 2);
+    assert_eq!(world.pods_created_for("halfway"), ["halfway-1", "halfway-2"], "one pod per attempt");
+}
