@@ -190,7 +190,10 @@ async fn active_rows(aws: &Aws, store: &DynamoJobStore, filter: &Filter, wanted:
             .active(PAGE_SIZE, from.as_deref())
             .await
             .map_err(|error| aws.explain(&error, &format!("reading the active jobs of the table {}", store.table())))?;
-        rows.extend(page.jobs.into_iter().map(Row::from).filter(|row| filter.matches(row)));
+        // The index also holds failures whose retry is owed; the scan lists those.
+        rows.extend(
+            page.jobs.into_iter().filter(|job| job.state.is_active()).map(Row::from).filter(|row| filter.matches(row)),
+        );
         from = page.next;
         if rows.len() >= wanted || from.is_none() {
             return Ok(rows);

@@ -25,8 +25,9 @@ use crate::output::{self, age};
 use crate::{EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_REJECTED, EXIT_TIMEOUT};
 
 /// How long a failed attempt that the retry rules retry may stay `failed` before watch
-/// believes it: the reconciler writes the next attempt right after the failure, so a
-/// job still failed after this will not be retried (the writer lost a race or died).
+/// believes it, when the record does not say the retry is owed: the reconciler writes
+/// the next attempt right after the failure (and marks the failure `retry_pending` until
+/// then), so such a job still failed after this will not be retried.
 const RETRY_GRACE: Duration = Duration::from_secs(15);
 /// Polls in a row that may fail (throttling, a dropped connection) before watch gives up.
 const POLL_FAILURES: u32 = 5;
@@ -97,7 +98,8 @@ enum Verdict {
 /// Whether `record` is the job's end. `failed_since` is when watch first saw this
 /// failed attempt, for the grace it gives a retry.
 fn verdict(record: &JobRecord, failed_since: Option<Instant>, now: Instant) -> Verdict {
-    if record.state.is_active() {
+    // A failure whose retry is owed: the next reconcile pass writes it.
+    if record.is_followed() {
         return Verdict::Going;
     }
     if record.state == JobState::Failed

@@ -151,7 +151,7 @@ impl JobRecord {
         if let Some(text) = &change.termination_message {
             self.termination_message = Some(text.clone());
         }
-        self.expires_at = if change.to.is_terminal() { change.expires_at } else { None };
+        self.expires_at = if change.to.is_terminal() && !change.retry_pending { change.expires_at } else { None };
         self.retry_pending = change.retry_pending;
     }
 }

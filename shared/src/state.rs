@@ -75,6 +75,8 @@ impl JobState {
                 | (SettingUp, Executing | Succeeded | Failed | Cancelled)
                 | (Executing, Succeeded | Failed | Cancelled)
                 | (Failed | Cancelled, Queued)
+                // A failed attempt whose retry is owed, cancelled before it is written.
+                | (Failed, Cancelled)
         )
     }
 }
@@ -137,6 +139,8 @@ mod tests {
         check(Executing, SettingUp, false);
         check(Succeeded, Failed, false);
         check(Cancelled, Failed, false);
+        check(Failed, Cancelled, true);
+        check(Succeeded, Cancelled, false);
         for state in JobState::ALL {
             check(Rejected, state, false);
             check(state, Rejected, false);

@@ -28,7 +28,8 @@ pub enum Changed {
     Conflict(Option<Box<JobRecord>>),
 }
 
-/// A page of active jobs (queued, setting up or executing).
+/// A page of the jobs the reconciler follows: active ones (queued, setting up or
+/// executing), and failed ones whose retry is owed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivePage {
     pub jobs: Vec<JobRecord>,

@@ -251,7 +251,8 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                     Created::Exists(_) => continue,
                 }
             };
-            if record.state.is_terminal() {
+            // A failed attempt whose retry is still owed has not ended the job.
+            if record.state.is_terminal() && !record.retry_pending {
                 return Ok(Outcome::CancelIgnored { job_id: job_id.to_owned(), state: record.state });
             }
             if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {

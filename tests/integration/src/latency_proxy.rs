@@ -306,7 +306,13 @@ mod tests {
 
         // A client that gives up before the hold ends: its answer is abandoned.
         stream.write_all(b"abandoned\n").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Leave only once the proxy holds the answer, however slow the machine.
+        for _ in 0..250 {
+            if proxy.stats().delayed == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
         drop(stream);
         for _ in 0..50 {
             if proxy.stats().abandoned == 1 {

@@ -336,7 +336,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         for id in &ids {
             records.push((id.clone(), store.get(id).await.unwrap()));
         }
-        if records.iter().all(|(_, r)| r.as_ref().is_some_and(|r| r.state.is_terminal())) {
+        if records.iter().all(|(_, r)| r.as_ref().is_some_and(|r| !r.is_followed())) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -347,7 +347,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     let lost_pods: BTreeSet<&str> = lost.iter().flat_map(|n| n.pods.iter().map(String::as_str)).collect();
     let lost_jobs: Vec<&String> = records.iter().filter(|(_, r)| r.is_none()).map(|(id, _)| id).collect();
     let unended: Vec<&String> =
-        records.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| !r.state.is_terminal())).map(|(id, _)| id).collect();
+        records.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| r.is_followed())).map(|(id, _)| id).collect();
     let doubled: Vec<(&String, &usize)> = created.iter().filter(|(_, n)| **n > 1).collect();
     let mut missing_pods = Vec::new();
     let mut impossible = Vec::new();

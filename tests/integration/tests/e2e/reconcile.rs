@@ -500,34 +500,41 @@ async fn given_a_node_lost_under_a_running_job_when_followed_then_failed_as_node
     world.assert_announced(&record).await;
 }
 
-/// GIVEN a running job whose pod was evicted, and a reconciler that recorded the failure
-/// (a retry owed) but stopped before writing the retry, as a function timing out between
-/// its two writes would
+impl World {
+    /// A running job whose pod vanished, and a reconciler that recorded the failure (a
+    /// retry owed) but stopped before writing the retry, as a function timing out
+    /// between its two writes would. Returns the failed record.
+    async fn owe_retry(&self, job_id: &str) -> JobRecord {
+        use podbridge::record::StateChange;
+        let retry = json!({ "maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0 });
+        self.submit(&message(job_id, "run=forever", json!({ "retry": retry }))).await;
+        let running = self.reconcile_until(job_id, JobState::Executing).await;
+        self.pods().delete(&format!("{job_id}-1"), &DeleteParams::default().grace_period(0)).await.unwrap();
+        let mut failed = StateChange::new(
+            JobState::Executing,
+            1,
+            JobState::Failed,
+            jiff::Timestamp::now(),
+            "PodVanished",
+            "the pod was deleted by something other than podbridge",
+        );
+        failed.failure_class = Some("pod_vanished".into());
+        failed.retry_pending = true;
+        self.store().change(&running.job_id, &failed).await.expect("the failure is recorded");
+        self.record(job_id).await
+    }
+}
+
+/// GIVEN a job whose failure is recorded with its retry owed (the reconciler stopped
+/// between its two writes)
 /// WHEN the next pass runs
 /// THEN the failed record was still in the active index, without an expiry, and the
 /// pass starts attempt 2 as the policy says: one pod per attempt, the history whole.
 #[tokio::test]
 async fn given_a_reconciler_stopped_between_a_failure_and_its_retry_when_the_next_pass_runs_then_the_retry_is_written()
 {
-    use podbridge::record::StateChange;
     let world = world().await;
-    let retry = json!({ "maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0 });
-    world.submit(&message("halfway", "run=forever", json!({ "retry": retry }))).await;
-    let running = world.reconcile_until("halfway", JobState::Executing).await;
-    world.pods().delete("halfway-1", &DeleteParams::default().grace_period(0)).await.unwrap();
-    // The first of the reconciler's two writes for a failure that will be retried.
-    let mut failed = StateChange::new(
-        JobState::Executing,
-        1,
-        JobState::Failed,
-        jiff::Timestamp::now(),
-        "PodVanished",
-        "the pod was deleted by something other than podbridge",
-    );
-    failed.failure_class = Some("pod_vanished".into());
-    failed.retry_pending = true;
-    world.store().change(&running.job_id, &failed).await.expect("the failure is recorded");
-    let owed = world.record("halfway").await;
+    let owed = world.owe_retry("halfway").await;
     let active = world.store().active(100, None).await.expect("the active index").jobs;
 
     assert!(active.iter().any(|job| job.job_id == "halfway" && job.state == JobState::Failed), "{active:?}");
@@ -545,4 +552,24 @@ async fn given_a_reconciler_stopped_between_a_failure_and_its_retry_when_the_nex
     let record = world.reconcile_until("halfway", JobState::Executing).await;
     assert_eq!(record.attempt, 2);
     assert_eq!(world.pods_created_for("halfway"), ["halfway-1", "halfway-2"], "one pod per attempt");
+}
+
+/// GIVEN a job whose failure is recorded with its retry owed
+/// WHEN it is cancelled before the next pass
+/// THEN it is cancelled, leaves the active index, and the pass starts no attempt 2.
+#[tokio::test]
+async fn given_a_failure_whose_retry_is_owed_when_the_job_is_cancelled_then_no_retry_runs() {
+    let world = world().await;
+    world.owe_retry("called-off").await;
+
+    let outcome = world.reconciler.submitter().cancel("called-off", "not needed", Source::Direct).await.unwrap();
+    world.pass().await;
+
+    assert_eq!(outcome, podbridge::submit::Outcome::Cancelled { job_id: "called-off".into() });
+    let record = world.record("called-off").await;
+    assert_eq!((record.state, record.attempt, record.retry_pending), (JobState::Cancelled, 1, false));
+    assert!(record.expires_at.is_some(), "an ended job expires");
+    let active = world.store().active(100, None).await.expect("the active index").jobs;
+    assert!(active.iter().all(|job| job.job_id != "called-off"), "{active:?}");
+    assert_eq!(world.pods_created_for("called-off"), ["called-off-1"], "no second attempt");
 }
