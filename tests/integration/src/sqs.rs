@@ -61,22 +61,39 @@ pub async fn send_all(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) -
     ids
 }
 
-/// Every body in the queue right now (received with a zero visibility timeout, so
-/// they stay), counted with receives, so it also raises their receive counts.
+/// Every body in the queue right now. Each receive hides what it got, so the next one
+/// returns other messages, until one comes back empty; then every message is made
+/// visible again. Receiving raises the messages' receive counts.
 pub async fn peek_bodies(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
     let mut bodies: HashMap<String, String> = HashMap::new();
-    for _ in 0..5 {
+    let mut handles = Vec::new();
+    // At most 10,000 messages: far more than any test leaves in a queue.
+    for _ in 0..1_000 {
         let received = sqs
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(10)
-            .visibility_timeout(0)
+            .visibility_timeout(60)
             .send()
             .await
             .expect("receive");
-        for message in received.messages.unwrap_or_default() {
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            handles.extend(message.receipt_handle);
             bodies.insert(message.message_id.unwrap_or_default(), message.body.unwrap_or_default());
         }
+    }
+    for handle in handles {
+        sqs.change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("make the message visible again");
     }
     bodies.into_values().collect()
 }
