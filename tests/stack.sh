@@ -110,7 +110,8 @@ start_stack() {
 
   MOTO_PORT=$(free_port)
   log "starting moto server on 127.0.0.1:$MOTO_PORT (log: .stack/moto.log)"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  # tests/moto_server.py: moto with its DynamoDB requests serialized (see the file).
+  "$VENV/bin/python" tests/moto_server.py 127.0.0.1 "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
   MOTO_PID=$!
 
   # A stale kubeconfig would look like a ready kube-sim: remove it before starting.
