@@ -596,10 +596,11 @@ type Decoded<T> = std::result::Result<T, String>;
 
 fn decode_fields(item: &HashMap<String, AttributeValue>) -> Decoded<JobRecord> {
     let field = Fields { map: item, path: "" };
+    let state = field.state("state")?;
     Ok(JobRecord {
         job_id: field.string("job_id")?.to_owned(),
         attempt: field.number("attempt")?,
-        state: field.state("state")?,
+        state,
         spec: field
             .optional_string("spec")?
             .map(|text| serde_json::from_str(text).map_err(|err| format!("attribute `spec`: not JSON: {err}")))
@@ -619,7 +620,7 @@ fn decode_fields(item: &HashMap<String, AttributeValue>) -> Decoded<JobRecord> {
         history: decode_history(item.get("history"))?,
         expires_at: field.optional_number(TTL_ATTRIBUTE)?,
         // A terminal record in the active index is owed its retry.
-        retry_pending: field.optional_string("active")?.is_some() && field.state("state")?.is_terminal(),
+        retry_pending: field.optional_string("active")?.is_some() && state.is_terminal(),
     })
 }
 
