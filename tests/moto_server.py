@@ -7,7 +7,8 @@ conditional write atomically, and podbridge's guarantees (one record per job, on
 per transition) rest on that, so the stack serializes moto's DynamoDB requests. Other
 services keep their concurrency (an SQS long poll must not hold everything up).
 
-Usage: python tests/moto_server.py HOST PORT
+Usage: python tests/moto_server.py HOST PORT. `podbridge dev` embeds this file and runs
+it with `python -c`, so the local stack serves DynamoDB the same way.
 """
 
 import sys
