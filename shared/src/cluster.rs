@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
 
 use crate::error::{Error, Result};
@@ -61,6 +61,10 @@ pub trait Cluster: Send + Sync {
 
     /// Every pod podbridge manages in `namespace`, read in pages of `page_size`.
     fn list_managed_pods(&self, namespace: &str, page_size: u32) -> impl Future<Output = Result<PodList>> + Send;
+
+    /// The events about the pod `name` (the kubelet's reports, such as `FailedMount`),
+    /// newest last as the API lists them.
+    fn pod_events(&self, namespace: &str, name: &str) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
     /// Watches the pods podbridge manages in `namespace` for changes after
     /// `resource_version`, for at most `timeout`.
@@ -157,6 +161,17 @@ impl Cluster for KubeCluster {
             Err(status) if status.code == 404 => Ok(false),
             Err(status) => Err(api_error("delete pod", status)),
         }
+    }
+
+    async fn pod_events(&self, namespace: &str, name: &str) -> Result<Vec<Event>> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        // One pod's events are few: the kubelet aggregates repeats into one event with a
+        // count, so one page is enough.
+        let params =
+            ListParams::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={name}")).limit(100);
+        let list =
+            self.call("list events", events.list(&params)).await?.map_err(|status| api_error("list events", status))?;
+        Ok(list.items)
     }
 
     async fn list_managed_pods(&self, namespace: &str, page_size: u32) -> Result<PodList> {

@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// `ErrImagePull`, `ImagePullBackOff` or `InvalidImageName` for too long.
+    /// `ErrImagePull`, `ImagePullBackOff` or `InvalidImageName` for too long (of the
+    /// job's container or of an init container).
     ImagePull,
     /// `PodScheduled=False` (`Unschedulable`) for longer than the autoscaler needs.
     Unschedulable,
-    /// The container could not be created (`CreateContainerConfigError`, ...).
+    /// The container could not be created or started: `CreateContainerConfigError` and
+    /// its kin for too long, a volume that cannot be mounted (`FailedMount`), or a
+    /// runtime that could not start the process (`StartError`, `ContainerCannotRun`).
     ContainerConfig,
     /// The container was killed for exceeding its memory limit.
     OomKilled,
@@ -22,21 +25,35 @@ pub enum FailureClass {
     ExitCode,
     /// The job ran past its timeout.
     DeadlineExceeded,
-    /// The kubelet evicted the pod, or the pod was a disruption target.
+    /// The kubelet evicted the pod for the node's sake (node pressure, graceful node
+    /// shutdown), or the pod was a disruption target (preemption, the Eviction API).
     Evicted,
+    /// The kubelet evicted the pod for exceeding its own ephemeral-storage limit (or an
+    /// `emptyDir` size limit): the job's own doing.
+    StorageLimit,
+    /// The node's kubelet refused the pod the scheduler placed there before any of its
+    /// containers ran (admission: `OutOfcpu`, `NodeAffinity`, `UnexpectedAdmissionError`,
+    /// `NodeShutdown`, ...).
+    NodeRejected,
+    /// An init container (the job's environment, often injected by a webhook) failed.
+    InitContainer,
     /// The pod's node stopped responding or went away.
     NodeLost,
-    /// The pod was deleted by something other than podbridge.
+    /// The pod was deleted by something other than podbridge: gone, or stopped by the
+    /// deletion while it ran.
     PodVanished,
     /// The Kubernetes API refused the pod (422 Invalid, or a policy).
     ApiRejected,
     /// The pod never started within its start limit, for any other reason.
     StartTimeout,
+    /// The pod failed in a way podbridge does not recognise; the record keeps the API's
+    /// own reason and message.
+    Unknown,
 }
 
 impl FailureClass {
     /// Every class, in declaration order.
-    pub const ALL: [FailureClass; 11] = [
+    pub const ALL: [FailureClass; 15] = [
         Self::ImagePull,
         Self::Unschedulable,
         Self::ContainerConfig,
@@ -44,10 +61,14 @@ impl FailureClass {
         Self::ExitCode,
         Self::DeadlineExceeded,
         Self::Evicted,
+        Self::StorageLimit,
+        Self::NodeRejected,
+        Self::InitContainer,
         Self::NodeLost,
         Self::PodVanished,
         Self::ApiRejected,
         Self::StartTimeout,
+        Self::Unknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,15 +80,22 @@ impl FailureClass {
             Self::ExitCode => "exit_code",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Evicted => "evicted",
+            Self::StorageLimit => "storage_limit",
+            Self::NodeRejected => "node_rejected",
+            Self::InitContainer => "init_container",
             Self::NodeLost => "node_lost",
             Self::PodVanished => "pod_vanished",
             Self::ApiRejected => "api_rejected",
             Self::StartTimeout => "start_timeout",
+            Self::Unknown => "unknown",
         }
     }
 
-    /// Classes retried unless a job says otherwise: those the job did not cause.
-    pub const RETRIED_BY_DEFAULT: [FailureClass; 3] = [Self::Evicted, Self::NodeLost, Self::PodVanished];
+    /// Classes retried unless a job says otherwise: those the job did not cause, where
+    /// the same pod has every chance on another node or a moment later. `unknown` is
+    /// among them: podbridge could not tell, and a retry is bounded by `maxAttempts`.
+    pub const RETRIED_BY_DEFAULT: [FailureClass; 5] =
+        [Self::Evicted, Self::NodeRejected, Self::NodeLost, Self::PodVanished, Self::Unknown];
 }
 
 impl fmt::Display for FailureClass {

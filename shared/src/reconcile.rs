@@ -55,11 +55,19 @@ pub enum Decision {
     Nothing,
     /// Create the pod of the current attempt (idempotent: the name is fixed).
     Dispatch,
-    /// Record a change; delete the attempt's pod first when `delete_pod`.
-    Record { change: Box<StateChange>, delete_pod: bool },
-    /// Record the attempt as failed, then start the next attempt (a second conditional
-    /// write, from `failed` back to `queued`).
-    FailAndRetry { failed: Box<StateChange>, retry: Box<StateChange>, delete_pod: bool },
+    /// Apply `changes` in order, each a conditional write that expects the state the
+    /// one before it wrote (so the first that finds the job moved stops the rest); then,
+    /// when `delete_pod`, delete the attempt's pod. The record is written first: a pod
+    /// podbridge deletes is never seen by it as deleted by someone else, and a pod left
+    /// running by a failed delete belongs to no active attempt, so the next pass's
+    /// clean-up deletes it.
+    Write { changes: Vec<StateChange>, delete_pod: bool },
+}
+
+impl Decision {
+    fn write(changes: Vec<StateChange>, delete_pod: bool) -> Self {
+        Self::Write { changes, delete_pod }
+    }
 }
 
 /// The wait before `attempt` (2 or more): `backoff × 2^(attempt − 2)`, capped.
@@ -107,6 +115,42 @@ fn retry_change(attempt: u32, job: &Job, class: &str, now: Timestamp) -> StateCh
     retry
 }
 
+/// The changes of one decision, each expecting the state the one before it wrote.
+struct Steps {
+    from: JobState,
+    attempt: u32,
+    expires_at: i64,
+    changes: Vec<StateChange>,
+}
+
+impl Steps {
+    fn new(record: &JobRecord, now: Timestamp, record_ttl: Duration) -> Self {
+        let expires_at = now.as_second().saturating_add(i64::try_from(record_ttl.as_secs()).unwrap_or(i64::MAX));
+        Self { from: record.state, attempt: record.attempt, expires_at, changes: Vec::new() }
+    }
+
+    fn push(&mut self, to: JobState, at: Timestamp, reason: &str, message: &str) -> &mut StateChange {
+        let mut change = StateChange::new(self.from, self.attempt, to, at, reason, message);
+        if to.is_terminal() {
+            change.expires_at = Some(self.expires_at);
+        }
+        self.from = to;
+        self.changes.push(change);
+        self.changes.last_mut().unwrap_or_else(|| unreachable!("a change was just pushed"))
+    }
+
+    fn into_decision(self, delete_pod: bool) -> Decision {
+        Decision::write(self.changes, delete_pod)
+    }
+}
+
+/// When the job's container started, as the record should say: its real start time,
+/// but never before the attempt was set up nor after `now`.
+fn start_time(record: &JobRecord, started_at: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    let setting_up = record.state_times.get(&JobState::SettingUp).copied().unwrap_or(record.updated_at);
+    started_at.unwrap_or(now).max(setting_up).min(now)
+}
+
 /// Decides about one job the reconciler follows: an active one, or a failed one whose
 /// retry is owed ([`JobRecord::retry_pending`]).
 pub fn decide(
@@ -117,38 +161,52 @@ pub fn decide(
     thresholds: &Thresholds,
     record_ttl: Duration,
 ) -> Decision {
-    let change = |to: JobState, reason: &str, message: &str| {
-        let mut change = StateChange::new(record.state, record.attempt, to, now, reason, message);
-        if to.is_terminal() {
-            change.expires_at = Some(now.as_second().saturating_add(record_ttl.as_secs() as i64));
+    let mut steps = Steps::new(record, now, record_ttl);
+    let node = pod.and_then(|p| p.node.clone());
+    // A job whose container ran but was first seen by podbridge after it ended (a short
+    // job between two looks) still executed: record when, before its end.
+    let ran = |steps: &mut Steps| {
+        if let Some(started_at) = pod.and_then(|p| p.started_at)
+            && steps.from == JobState::SettingUp
+        {
+            let started = steps.push(
+                JobState::Executing,
+                start_time(record, Some(started_at), now),
+                "Started",
+                "the container is running",
+            );
+            started.node.clone_from(&node);
         }
-        change
     };
-    let fail = |class: FailureClass, exit_code: Option<i32>, reason: &str, message: &str, delete_pod: bool| {
-        let mut failed = change(JobState::Failed, reason, message);
+    let fail = |mut steps: Steps,
+                class: FailureClass,
+                exit_code: Option<i32>,
+                reason: &str,
+                message: &str,
+                delete_pod: bool| {
+        let retry = should_retry(job, record.attempt, class, exit_code);
+        let failed = steps.push(JobState::Failed, now, reason, message);
         failed.failure_class = Some(class.as_str().to_owned());
         failed.exit_code = exit_code;
-        failed.node = pod.and_then(|p| p.node.clone());
+        failed.node.clone_from(&node);
         failed.termination_message = pod.and_then(|p| p.termination_message.clone());
-        if !should_retry(job, record.attempt, class, exit_code) {
-            return Decision::Record { change: Box::new(failed), delete_pod };
+        if retry {
+            // No expiry, and the job stays followed until its retry is written.
+            failed.expires_at = None;
+            failed.retry_pending = true;
+            steps.changes.push(retry_change(record.attempt, job, class.as_str(), now));
         }
-        // No expiry, and the job stays followed until its retry is written.
-        failed.expires_at = None;
-        failed.retry_pending = true;
-        let retry = retry_change(record.attempt, job, class.as_str(), now);
-        Decision::FailAndRetry { failed: Box::new(failed), retry: Box::new(retry), delete_pod }
+        steps.into_decision(delete_pod)
     };
     // The failure was recorded and its retry decided, but not written (the reconciler
     // stopped between the two writes): write it now, whatever the pod says.
     if record.retry_pending && record.state == JobState::Failed {
         let class = record.failure_class.as_deref().unwrap_or("failed");
-        let retry = retry_change(record.attempt, job, class, now);
-        return Decision::Record { change: Box::new(retry), delete_pod: false };
+        return Decision::write(vec![retry_change(record.attempt, job, class, now)], false);
     }
     let setting_up_since = record.state_times.get(&JobState::SettingUp).copied();
 
-    match (record.state, pod.map(|p| &p.view)) {
+    match (record.state, pod) {
         (JobState::Queued, None) => {
             let due = if record.attempt <= 1 {
                 since(now, Some(not_before(record, job))) >= thresholds.redispatch_after
@@ -159,53 +217,71 @@ pub fn decide(
         }
         // The pod exists but the record never moved on (a dispatcher stopped in between).
         (JobState::Queued, Some(_)) => {
-            let mut found = change(JobState::SettingUp, "PodFound", "the attempt's pod exists; the record caught up");
+            let found =
+                steps.push(JobState::SettingUp, now, "PodFound", "the attempt's pod exists; the record caught up");
             found.pod_name = Some(crate::pod::pod_name(&job.id, record.attempt));
-            Decision::Record { change: Box::new(found), delete_pod: false }
+            steps.into_decision(false)
         }
         (_, None) => fail(
+            steps,
             FailureClass::PodVanished,
             None,
             "PodVanished",
             "the pod was deleted by something other than podbridge",
             false,
         ),
-        (state, Some(view)) => match view {
+        (state, Some(observed)) => match &observed.view {
             PodView::Succeeded { .. } => {
-                let mut done = change(JobState::Succeeded, "Completed", "the container exited with code 0");
+                ran(&mut steps);
+                let done = steps.push(JobState::Succeeded, now, "Completed", "the container exited with code 0");
                 done.exit_code = Some(0);
-                done.node = pod.and_then(|p| p.node.clone());
-                Decision::Record { change: Box::new(done), delete_pod: false }
+                done.node.clone_from(&node);
+                steps.into_decision(observed.outlives_job)
             }
-            PodView::Failed { class, exit_code, reason, message } => fail(*class, *exit_code, reason, message, false),
+            PodView::Failed { class, exit_code, reason, message } => {
+                ran(&mut steps);
+                fail(steps, *class, *exit_code, reason, message, observed.outlives_job)
+            }
             PodView::Running { started_at } => {
                 let timeout = Duration::from_secs(job.timeout_seconds) + thresholds.deadline_grace;
                 if since(now, *started_at) > timeout {
+                    ran(&mut steps);
                     let message = format!("ran past its timeout of {}s (by podbridge's clock)", job.timeout_seconds);
-                    fail(FailureClass::DeadlineExceeded, None, "DeadlineExceeded", &message, true)
+                    fail(steps, FailureClass::DeadlineExceeded, None, "DeadlineExceeded", &message, true)
                 } else if state == JobState::SettingUp {
-                    let mut started = change(JobState::Executing, "Started", "the container is running");
-                    started.node = pod.and_then(|p| p.node.clone());
-                    Decision::Record { change: Box::new(started), delete_pod: false }
+                    let at = start_time(record, *started_at, now);
+                    let started = steps.push(JobState::Executing, at, "Started", "the container is running");
+                    started.node.clone_from(&node);
+                    steps.into_decision(false)
                 } else {
                     Decision::Nothing
                 }
             }
             PodView::Stuck { class, reason, message } if since(now, setting_up_since) >= thresholds.stuck_after => {
-                fail(*class, None, reason, message, true)
+                fail(steps, *class, None, reason, message, true)
             }
             PodView::Unschedulable { since: unschedulable_since, message }
                 if since(now, unschedulable_since.or(setting_up_since)) >= thresholds.unschedulable_after =>
             {
-                fail(FailureClass::Unschedulable, None, "Unschedulable", message, true)
+                fail(steps, FailureClass::Unschedulable, None, "Unschedulable", message, true)
             }
             _ if since(now, setting_up_since) >= thresholds.start_limit => {
                 let message = format!("the pod did not start within {}s", thresholds.start_limit.as_secs());
-                fail(FailureClass::StartTimeout, None, "StartTimeout", &message, true)
+                fail(steps, FailureClass::StartTimeout, None, "StartTimeout", &message, true)
             }
             _ => Decision::Nothing,
         },
     }
+}
+
+/// Whether the reconciler should read the pod's events before deciding: the pod says
+/// only that it is starting, and has done so for as long as a stuck pod may
+/// (`stuck_after`), so the kubelet's events (a volume that cannot be mounted) may say
+/// why. Few pods ever qualify, so events are read only for them.
+pub fn needs_events(record: &JobRecord, observed: &Observed, now: Timestamp, thresholds: &Thresholds) -> bool {
+    record.state == JobState::SettingUp
+        && crate::observe::wants_events(observed)
+        && since(now, record.state_times.get(&JobState::SettingUp).copied()) >= thresholds.stuck_after
 }
 
 /// What to do with a managed pod that belongs to no active job attempt.
@@ -219,33 +295,38 @@ pub enum Cleanup {
 /// Decides about a pod that no active job attempt claims: the pod of a finished job is
 /// kept for the job's keep time (for `kubectl logs`), a pod of an earlier attempt
 /// likewise from when the next attempt was queued, and a pod without any record is
-/// deleted after the orphan grace period.
+/// deleted after the orphan grace period. A pod that still runs (`pod_ended` false)
+/// though its attempt is over is deleted at once: its containers (the job's, or
+/// sidecars the job's end left running) must not hold the node, and a delete that
+/// failed after its record was written is carried out here.
 pub fn cleanup(
     pod_created: Option<Timestamp>,
     pod_attempt: u32,
+    pod_ended: bool,
     record: Option<&JobRecord>,
     keep: Duration,
     now: Timestamp,
     thresholds: &Thresholds,
 ) -> Cleanup {
+    let over = |since_then: Option<Timestamp>, why: &'static str| {
+        if !pod_ended {
+            Cleanup::Delete("its attempt is over but the pod still runs")
+        } else if since(now, since_then) >= keep {
+            Cleanup::Delete(why)
+        } else {
+            Cleanup::Keep
+        }
+    };
     match record {
         None if since(now, pod_created) >= thresholds.orphan_grace => Cleanup::Delete("orphan: no job record"),
         None => Cleanup::Keep,
-        Some(record) if record.state.is_terminal() => {
+        Some(record) if record.state.is_terminal() && !record.retry_pending => {
             let ended = record.state_times.get(&record.state).copied().unwrap_or(record.updated_at);
-            if since(now, Some(ended)) >= keep {
-                Cleanup::Delete("the job has ended and its keep time passed")
-            } else {
-                Cleanup::Keep
-            }
+            over(Some(ended), "the job has ended and its keep time passed")
         }
         Some(record) if pod_attempt < record.attempt => {
             let next = record.state_times.get(&JobState::Queued).copied().unwrap_or(record.updated_at);
-            if since(now, Some(next)) >= keep {
-                Cleanup::Delete("an earlier attempt, past its keep time")
-            } else {
-                Cleanup::Keep
-            }
+            over(Some(next), "an earlier attempt, past its keep time")
         }
         Some(_) => Cleanup::Keep,
     }

@@ -251,17 +251,23 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                     Created::Exists(_) => continue,
                 }
             };
+            // A cancel delivered again after its record was written, whose pod delete
+            // failed: delete it now (deleting a pod that is gone is not an error).
+            if record.state == JobState::Cancelled {
+                self.delete_attempt_pod(&record).await?;
+            }
             // A failed attempt whose retry is still owed has not ended the job.
             if record.state.is_terminal() && !record.retry_pending {
                 return Ok(Outcome::CancelIgnored { job_id: job_id.to_owned(), state: record.state });
             }
-            if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {
-                self.cluster.delete_pod(namespace, pod, None).await?;
-            }
+            // The record first, then the pod: the reconciler never sees the pod stopped by
+            // this delete as deleted by someone else, and if the delete fails the pod
+            // belongs to no active attempt, so the next pass deletes it.
             let mut change =
                 StateChange::new(record.state, record.attempt, JobState::Cancelled, now, "Cancelled", reason);
             change.expires_at = self.expires_at(now);
-            if let Changed::Applied(_) = self.store.change(job_id, &change).await? {
+            if let Changed::Applied(cancelled) = self.store.change(job_id, &change).await? {
+                self.delete_attempt_pod(&cancelled).await?;
                 return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
             }
         }
@@ -270,6 +276,14 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             retryable: true,
             source: format!("job {job_id} kept changing while it was cancelled").into(),
         })
+    }
+
+    /// Deletes the pod of the record's current attempt, if it has one.
+    async fn delete_attempt_pod(&self, record: &JobRecord) -> Result<()> {
+        if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {
+            self.cluster.delete_pod(namespace, pod, None).await?;
+        }
+        Ok(())
     }
 
     /// Records a job that will not run as `cancelled` with `reason` (`Skipped`) and

@@ -20,9 +20,9 @@ use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::{Cluster, PodEvent};
 use podbridge::error::{Result, error_chain};
 use podbridge::failure::FailureClass;
-use podbridge::observe::{Observed, PodView, observe};
+use podbridge::observe::{Observed, PodView, explain_with_events, observe};
 use podbridge::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, pod_name};
-use podbridge::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide};
+use podbridge::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide, needs_events};
 use podbridge::record::{JobRecord, StateChange};
 use podbridge::state::JobState;
 use podbridge::store::{Changed, JobStore};
@@ -425,30 +425,43 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
     async fn reconcile_job(&self, record: JobRecord, observed: Option<Observed>, now: Timestamp) -> Result<JobResult> {
         let job = stored_job(&record)?;
         let mut result = JobResult::default();
+        let observed = match observed {
+            Some(observed) if needs_events(&record, &observed, now, &self.thresholds) => {
+                Some(self.explain(&record, &job.id, observed).await?)
+            }
+            other => other,
+        };
         match decide(&record, &job, observed.as_ref(), now, &self.thresholds, self.record_ttl) {
             Decision::Nothing => {}
             Decision::Dispatch => {
                 self.submitter.start_attempt(&record, &job).await?;
                 result.dispatched = true;
             }
-            Decision::Record { change, delete_pod } => {
-                if delete_pod {
-                    result.pod_deleted = self.delete_pod(&record, &job.id).await?;
+            Decision::Write { changes, delete_pod } => {
+                let mut all_written = true;
+                for change in &changes {
+                    if !self.write(&record.job_id, change, &mut result).await? {
+                        all_written = false;
+                        break;
+                    }
+                    result.retried |= change.new_attempt.is_some();
                 }
-                let written = self.write(&record.job_id, &change, &mut result).await?;
-                // A retry owed by an earlier pass, written now.
-                result.retried |= written && change.new_attempt.is_some();
-            }
-            Decision::FailAndRetry { failed, retry, delete_pod } => {
-                if delete_pod {
+                // Only once the record says the attempt is over: a pod podbridge deletes
+                // is then never mistaken for one deleted by someone else.
+                if delete_pod && all_written {
                     result.pod_deleted = self.delete_pod(&record, &job.id).await?;
-                }
-                if self.write(&record.job_id, &failed, &mut result).await? {
-                    result.retried = self.write(&record.job_id, &retry, &mut result).await?;
                 }
             }
         }
         Ok(result)
+    }
+
+    /// Reads a starting pod's events into what it says (a volume that cannot be mounted).
+    async fn explain(&self, record: &JobRecord, job_id: &str, observed: Observed) -> Result<Observed> {
+        let namespace = record.namespace.clone().unwrap_or_default();
+        let name = record.pod_name.clone().unwrap_or_else(|| pod_name(job_id, record.attempt));
+        let events = self.submitter.cluster().pod_events(&namespace, &name).await?;
+        Ok(explain_with_events(observed, &events))
     }
 
     /// Applies one change; true when it was written.
@@ -481,7 +494,9 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             .and_then(|r| stored_job(r).ok())
             .map_or(Duration::ZERO, |job| Duration::from_secs(job.keep_pod_seconds));
         let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        match cleanup(created, attempt, record.as_ref(), keep, now, &self.thresholds) {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let ended = matches!(phase, Some("Succeeded" | "Failed"));
+        match cleanup(created, attempt, ended, record.as_ref(), keep, now, &self.thresholds) {
             Cleanup::Keep => Ok(false),
             Cleanup::Delete(why) => {
                 let namespace = pod.metadata.namespace.clone().unwrap_or_default();

@@ -30,6 +30,9 @@ impl Cluster for NoCluster {
     async fn list_managed_pods(&self, _: &str, _: u32) -> podbridge::Result<PodList> {
         unreachable!("a rejection lists no pods")
     }
+    async fn pod_events(&self, _: &str, _: &str) -> podbridge::Result<Vec<k8s_openapi::api::core::v1::Event>> {
+        unreachable!("a rejection reads no events")
+    }
     async fn watch_managed_pods(&self, _: &str, _: &str, _: std::time::Duration) -> podbridge::Result<PodEvents> {
         unreachable!("a rejection watches no pods")
     }

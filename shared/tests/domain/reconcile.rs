@@ -58,15 +58,26 @@ fn minutes_later(minutes: i64) -> Timestamp {
     at("2026-11-21T10:00:00Z") + SignedDuration::from_mins(minutes)
 }
 
+/// The writes of a decision (none for `Nothing` and `Dispatch`).
+fn writes(decision: &Decision) -> &[StateChange] {
+    match decision {
+        Decision::Nothing | Decision::Dispatch => &[],
+        Decision::Write { changes, .. } => changes,
+    }
+}
+
+/// The change a decision is about: its first to an ended state, else its last.
+fn main_change(decision: &Decision) -> Option<&StateChange> {
+    let changes = writes(decision);
+    changes.iter().find(|c| c.to.is_terminal()).or(changes.last())
+}
+
 /// The (to, class, delete_pod, retried) of a decision, for compact tables.
 fn summary(decision: &Decision) -> (Option<JobState>, Option<String>, bool, bool) {
-    match decision {
-        Decision::Nothing | Decision::Dispatch => (None, None, false, false),
-        Decision::Record { change, delete_pod } => (Some(change.to), change.failure_class.clone(), *delete_pod, false),
-        Decision::FailAndRetry { failed, delete_pod, .. } => {
-            (Some(failed.to), failed.failure_class.clone(), *delete_pod, true)
-        }
-    }
+    let delete_pod = matches!(decision, Decision::Write { delete_pod: true, .. });
+    let retried = writes(decision).iter().any(|c| c.new_attempt.is_some());
+    let main = main_change(decision);
+    (main.map(|c| c.to), main.and_then(|c| c.failure_class.clone()), delete_pod, retried)
 }
 
 #[test]
@@ -111,7 +122,7 @@ fn a_failure_keeps_what_the_pod_said() {
         &Thresholds::default(),
         TTL,
     );
-    let Decision::Record { change, .. } = decision else { panic!("{decision:?}") };
+    let [change] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(change.exit_code, Some(3));
     assert_eq!(change.message, "the container exited with code 3");
     assert_eq!(change.termination_message.as_deref(), Some("loading input\nerror: no such table: sales\n"));
@@ -127,7 +138,7 @@ fn stale_queued_jobs_are_dispatched_and_vanished_pods_fail() {
     assert_eq!(decide(&record(JobState::Queued, 1), &job, None, minutes_later(3), &t, TTL), Decision::Dispatch);
     // The dispatcher created the pod but stopped before recording it.
     let found = decide(&record(JobState::Queued, 1), &job, Some(&pod("container-creating")), minutes_later(1), &t, TTL);
-    let Decision::Record { change, .. } = found else { panic!("{found:?}") };
+    let [change] = writes(&found) else { panic!("{found:?}") };
     assert_eq!((change.to, change.pod_name.as_deref()), (JobState::SettingUp, Some("report-1")));
     // A pod deleted behind podbridge's back: retried by default.
     let vanished = decide(&record(JobState::Executing, 1), &job, None, minutes_later(1), &t, TTL);
@@ -156,7 +167,7 @@ fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
 
     let decision =
         decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL);
-    let Decision::FailAndRetry { failed, retry, .. } = decision else { panic!() };
+    let [failed, retry] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(failed.expires_at, None, "a failure that will be retried does not expire");
     assert!(failed.retry_pending, "and stays followed until its retry is written");
     assert_eq!((retry.expected, retry.to, retry.new_attempt), (JobState::Failed, JobState::Queued, Some(2)));
@@ -168,24 +179,23 @@ fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
 fn a_retry_owed_by_a_pass_that_stopped_after_the_failure_is_written_by_the_next() {
     let t = Thresholds::default();
     let defaults = default_job();
-    let Decision::FailAndRetry { failed, retry, .. } =
-        decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL)
-    else {
-        panic!("an eviction is retried")
-    };
+    let decision =
+        decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL);
+    let [failed, retry] = writes(&decision) else { panic!("an eviction is retried: {decision:?}") };
     let mut stopped = record(JobState::Executing, 1);
-    stopped.apply(&failed);
+    stopped.apply(failed);
     assert!(stopped.retry_pending && stopped.is_followed(), "the failed record is still followed");
 
     // Whatever the old attempt's pod shows by then (still failed, or gone).
     for observed in [Some(pod("evicted")), None] {
         let decision = decide(&stopped, &defaults, observed.as_ref(), minutes_later(31), &t, TTL);
-        let Decision::Record { change, delete_pod: false } = decision else { panic!("{decision:?}") };
+        let Decision::Write { changes, delete_pod: false } = &decision else { panic!("{decision:?}") };
+        let [change] = changes.as_slice() else { panic!("{decision:?}") };
         assert_eq!((change.expected, change.to, change.new_attempt), (retry.expected, retry.to, retry.new_attempt));
         assert_eq!(change.message, retry.message);
     }
     let mut retried = stopped.clone();
-    retried.apply(&retry);
+    retried.apply(retry);
     assert!(!retried.retry_pending, "written: nothing more is owed");
 }
 
@@ -206,8 +216,8 @@ fn unclaimed_pods_are_kept_for_their_keep_time_and_orphans_for_the_grace() {
     let t = Thresholds::default();
     let created = Some(at("2026-11-21T10:00:00Z"));
     let keep = Duration::from_secs(600);
-    assert_eq!(cleanup(created, 1, None, keep, minutes_later(4), &t), Cleanup::Keep);
-    assert!(matches!(cleanup(created, 1, None, keep, minutes_later(5), &t), Cleanup::Delete(_)));
+    assert_eq!(cleanup(created, 1, true, None, keep, minutes_later(4), &t), Cleanup::Keep);
+    assert!(matches!(cleanup(created, 1, true, None, keep, minutes_later(5), &t), Cleanup::Delete(_)));
 
     let mut done = record(JobState::Executing, 1);
     done.apply(&StateChange::new(
@@ -218,8 +228,8 @@ fn unclaimed_pods_are_kept_for_their_keep_time_and_orphans_for_the_grace() {
         "Completed",
         "ok",
     ));
-    assert_eq!(cleanup(created, 1, Some(&done), keep, minutes_later(14), &t), Cleanup::Keep);
-    assert!(matches!(cleanup(created, 1, Some(&done), keep, minutes_later(15), &t), Cleanup::Delete(_)));
+    assert_eq!(cleanup(created, 1, true, Some(&done), keep, minutes_later(14), &t), Cleanup::Keep);
+    assert!(matches!(cleanup(created, 1, true, Some(&done), keep, minutes_later(15), &t), Cleanup::Delete(_)));
 
     // The pod of attempt 1 while attempt 2 runs: kept for the keep time from the retry.
     let mut retried = record(JobState::Executing, 1);
@@ -235,11 +245,130 @@ fn unclaimed_pods_are_kept_for_their_keep_time_and_orphans_for_the_grace() {
         StateChange::new(JobState::Failed, 1, JobState::Queued, at("2026-11-21T10:01:00Z"), "Retrying", "y");
     retry.new_attempt = Some(2);
     retried.apply(&retry);
-    assert_eq!(cleanup(created, 1, Some(&retried), keep, minutes_later(10), &t), Cleanup::Keep);
-    assert!(matches!(cleanup(created, 1, Some(&retried), keep, minutes_later(11), &t), Cleanup::Delete(_)));
+    assert_eq!(cleanup(created, 1, true, Some(&retried), keep, minutes_later(10), &t), Cleanup::Keep);
+    assert!(matches!(cleanup(created, 1, true, Some(&retried), keep, minutes_later(11), &t), Cleanup::Delete(_)));
     assert_eq!(
-        cleanup(created, 2, Some(&retried), keep, minutes_later(60), &t),
+        cleanup(created, 2, true, Some(&retried), keep, minutes_later(60), &t),
         Cleanup::Keep,
         "the current attempt's pod"
     );
+}
+
+#[test]
+fn infrastructure_failures_are_retried_by_default_and_the_jobs_own_are_not() {
+    let t = Thresholds::default();
+    let defaults = default_job();
+    let check = |fixture: &str, class: &str, retried: bool| {
+        let decision =
+            decide(&record(JobState::Executing, 1), &defaults, Some(&pod(fixture)), minutes_later(30), &t, TTL);
+        let (_, decided_class, _, decided_retry) = summary(&decision);
+        assert_eq!((decided_class.as_deref(), decided_retry), (Some(class), retried), "{fixture}: {decision:?}");
+    };
+    // Not the job's doing: another attempt has every chance.
+    check("node-rejected-out-of-cpu", "node_rejected", true);
+    check("node-rejected-node-affinity", "node_rejected", true);
+    check("node-rejected-unexpected", "node_rejected", true);
+    check("node-rejected-shutdown", "node_rejected", true);
+    check("deleted-while-running", "pod_vanished", true);
+    check("node-shutdown", "evicted", true);
+    check("node-shutdown-1-21", "evicted", true);
+    check("node-lost-legacy", "node_lost", true);
+    check("unknown-failure", "unknown", true);
+    // The job's own: the same pod would fail the same way.
+    check("deleted-after-exit", "exit_code", false);
+    check("sidecar-job-failed", "exit_code", false);
+    check("start-error", "container_config", false);
+    check("container-cannot-run", "container_config", false);
+    check("init-failed", "init_container", false);
+    check("evicted-storage-limit", "storage_limit", false);
+}
+
+#[test]
+fn a_pod_that_outlives_its_jobs_container_is_deleted_once_the_end_is_recorded() {
+    let t = Thresholds::default();
+    let job = job(serde_json::json!({ "maxAttempts": 1 }));
+    let check = |fixture: &str, expected: (Option<JobState>, Option<&str>, bool)| {
+        let decision = decide(&record(JobState::Executing, 1), &job, Some(&pod(fixture)), minutes_later(6), &t, TTL);
+        let (to, class, delete, _) = summary(&decision);
+        assert_eq!((to, class.as_deref(), delete), expected, "{fixture}: {decision:?}");
+    };
+    check("sidecar-job-succeeded", (Some(JobState::Succeeded), None, true));
+    check("sidecar-job-failed", (Some(JobState::Failed), Some("exit_code"), true));
+    // Every container has ended; a sidecar's OOM kill is not the job's failure.
+    check("sidecar-oom-job-succeeded", (Some(JobState::Succeeded), None, false));
+}
+
+#[test]
+fn a_short_job_first_seen_finished_is_recorded_as_having_executed() {
+    let t = Thresholds::default();
+    let job = job(serde_json::json!({ "maxAttempts": 1 }));
+    for (fixture, end) in [("succeeded", JobState::Succeeded), ("exit-code", JobState::Failed)] {
+        let decision = decide(&record(JobState::SettingUp, 1), &job, Some(&pod(fixture)), minutes_later(6), &t, TTL);
+        let [started, ended] = writes(&decision) else { panic!("{fixture}: {decision:?}") };
+        assert_eq!((started.expected, started.to), (JobState::SettingUp, JobState::Executing), "{fixture}");
+        assert_eq!(started.at, at("2026-11-21T10:00:08Z"), "{fixture}: when the container started");
+        assert_eq!(started.node.as_deref(), Some("ip-10-0-1-23.ec2.internal"));
+        assert_eq!((ended.expected, ended.to), (JobState::Executing, end), "{fixture}");
+        let mut record = record(JobState::SettingUp, 1);
+        record.apply(started);
+        record.apply(ended);
+        assert_eq!(record.state_times.get(&JobState::Executing), Some(&at("2026-11-21T10:00:08Z")));
+    }
+    // A container that never started has not executed.
+    for fixture in ["start-error", "init-failed", "node-rejected-out-of-cpu"] {
+        let decision = decide(&record(JobState::SettingUp, 1), &job, Some(&pod(fixture)), minutes_later(6), &t, TTL);
+        let [failed] = writes(&decision) else { panic!("{fixture}: {decision:?}") };
+        assert_eq!((failed.expected, failed.to), (JobState::SettingUp, JobState::Failed), "{fixture}");
+    }
+    // The start is recorded at the container's start time too when the pod is seen running.
+    let decision = decide(&record(JobState::SettingUp, 1), &job, Some(&pod("running")), minutes_later(1), &t, TTL);
+    let [started] = writes(&decision) else { panic!("{decision:?}") };
+    assert_eq!(started.at, at("2026-11-21T10:00:08Z"));
+}
+
+#[test]
+fn a_pod_that_cannot_mount_its_volumes_reads_its_events_after_stuck_after_and_fails() {
+    use podbridge::observe::explain_with_events;
+    use podbridge::reconcile::needs_events;
+    let t = Thresholds::default();
+    let job = job(serde_json::json!({ "maxAttempts": 1 }));
+    let setting_up = record(JobState::SettingUp, 1);
+    let pending = pod("mount-pending");
+    assert!(!needs_events(&setting_up, &pending, minutes_later(4), &t), "not before stuck_after");
+    assert!(needs_events(&setting_up, &pending, minutes_later(5), &t));
+    assert!(!needs_events(&setting_up, &pod("running"), minutes_later(5), &t), "a pod that says why needs none");
+    assert!(!needs_events(&setting_up, &pod("unschedulable"), minutes_later(5), &t), "nor one not on a node");
+
+    let path = format!("{}/tests/fixtures/events-failed-mount.json", env!("CARGO_MANIFEST_DIR"));
+    let events: k8s_openapi::List<k8s_openapi::api::core::v1::Event> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let explained = explain_with_events(pending, &events.items);
+    let decision = decide(&setting_up, &job, Some(&explained), minutes_later(5), &t, TTL);
+    let [failed] = writes(&decision) else { panic!("{decision:?}") };
+    assert_eq!(
+        (failed.failure_class.as_deref(), failed.reason.as_str(), failed.message.as_str()),
+        (
+            Some("container_config"),
+            "FailedMount",
+            "MountVolume.SetUp failed for volume \"credentials\" : secret \"db-credentials\" not found"
+        )
+    );
+    assert!(matches!(decision, Decision::Write { delete_pod: true, .. }));
+}
+
+#[test]
+fn a_pod_still_running_after_its_attempt_ended_is_deleted_at_once() {
+    use podbridge::reconcile::{Cleanup, cleanup};
+    let t = Thresholds::default();
+    let created = Some(at("2026-11-21T10:00:00Z"));
+    let keep = Duration::from_secs(600);
+    let mut cancelled = record(JobState::Executing, 1);
+    cancelled.apply(&StateChange::new(JobState::Executing, 1, JobState::Cancelled, minutes_later(1), "Cancelled", "x"));
+    // Still running (its delete failed, or sidecars outlive the job): deleted now.
+    assert!(matches!(cleanup(created, 1, false, Some(&cancelled), keep, minutes_later(1), &t), Cleanup::Delete(_)));
+    // Ended: kept for its keep time, for `kubectl logs`.
+    assert_eq!(cleanup(created, 1, true, Some(&cancelled), keep, minutes_later(1), &t), Cleanup::Keep);
+    // The current attempt of an active job is never the clean-up's.
+    let running = record(JobState::Executing, 1);
+    assert_eq!(cleanup(created, 1, false, Some(&running), keep, minutes_later(1), &t), Cleanup::Keep);
 }
