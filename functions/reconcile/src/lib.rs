@@ -52,6 +52,9 @@ pub struct PassReport {
     pub recorded: BTreeMap<JobState, usize>,
     /// Failed attempts, by failure class.
     pub failed_by_class: BTreeMap<FailureClass, usize>,
+    /// Attempts failed because they stayed stuck past a limit, by the state they were
+    /// stuck in.
+    pub stale: BTreeMap<JobState, usize>,
     /// The resourceVersion each namespace was listed at: where [`Reconciler::follow`]
     /// starts watching.
     pub resource_versions: BTreeMap<String, String>,
@@ -104,6 +107,7 @@ struct JobResult {
     lost_race: bool,
     recorded: Option<JobState>,
     failure_class: Option<FailureClass>,
+    stale: Option<JobState>,
 }
 
 /// A step of [`Reconciler::run`], handed to its caller to count and flush.
@@ -266,6 +270,9 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             }
             if let Some(class) = result.failure_class {
                 *report.failed_by_class.entry(class).or_default() += 1;
+            }
+            if let Some(state) = result.stale {
+                *report.stale.entry(state).or_default() += 1;
             }
         }
         let cleaned = futures::stream::iter(unclaimed)
@@ -473,6 +480,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                 result.recorded = Some(record.state);
                 if let Some(class) = change.failure_class.as_deref().and_then(|c| c.parse().ok()) {
                     result.failure_class = Some(class);
+                    result.stale = stuck_in(class, &change.reason);
                 }
                 Ok(true)
             }
@@ -526,10 +534,8 @@ pub fn record_metrics(report: &PassReport, duration: Duration, metrics: &podbrid
     let mut stale: BTreeMap<JobState, u64> = BTreeMap::new();
     // Jobs a crashed dispatcher left queued, started by this pass.
     *stale.entry(JobState::Queued).or_default() += report.dispatched as u64;
-    for (class, count) in &report.failed_by_class {
-        if let Some(state) = stuck_in(*class) {
-            *stale.entry(state).or_default() += *count as u64;
-        }
+    for (state, count) in &report.stale {
+        *stale.entry(*state).or_default() += *count as u64;
     }
     // Only what happened is counted; CloudWatch treats the rest as missing data.
     for (state, count) in stale.into_iter().filter(|(_, n)| *n > 0) {
@@ -538,9 +544,12 @@ pub fn record_metrics(report: &PassReport, duration: Duration, metrics: &podbrid
     metrics.time(Timing::ReconcileDuration, duration);
 }
 
-/// The state a job was stuck in when it failed with `class` because a limit passed.
-fn stuck_in(class: FailureClass) -> Option<JobState> {
+/// The state a job was stuck in when it failed with `class` (and the kubelet's or
+/// podbridge's `reason`) because a limit passed. A container the runtime could not
+/// start is a `container_config` failure found at once, not a stuck job.
+fn stuck_in(class: FailureClass, reason: &str) -> Option<JobState> {
     match class {
+        FailureClass::ContainerConfig if matches!(reason, "StartError" | "ContainerCannotRun") => None,
         FailureClass::ImagePull
         | FailureClass::ContainerConfig
         | FailureClass::Unschedulable
@@ -595,6 +604,7 @@ mod tests {
                 (FailureClass::ImagePull, 1),
                 (FailureClass::DeadlineExceeded, 1),
             ]),
+            stale: BTreeMap::from([(JobState::SettingUp, 1), (JobState::Executing, 1)]),
             dispatched: 2,
             ..PassReport::default()
         };
@@ -607,6 +617,9 @@ mod tests {
             assert!(lines.contains(expected), "{expected} missing from {lines}");
         }
         // Transitions are the journal's to count, not the pass report's.
+        assert_eq!(stuck_in(FailureClass::ContainerConfig, "CreateContainerConfigError"), Some(JobState::SettingUp));
+        assert_eq!(stuck_in(FailureClass::ContainerConfig, "StartError"), None, "found at once, not stuck");
+        assert_eq!(stuck_in(FailureClass::ExitCode, "Error"), None);
         assert!(!lines.contains("\"Succeeded\"") && !lines.contains("\"Failed\""), "{lines}");
     }
 }

@@ -1,5 +1,6 @@
-//! The Kubernetes API routes: discovery, pods (create, get, list, watch, delete, log),
-//! events, nodes and namespaces, with the apiserver's status codes and bodies.
+//! The Kubernetes API routes: discovery, pods (create, get, list, watch, delete, log,
+//! and the `status` subresource: get, update, patch), events, nodes and namespaces,
+//! with the apiserver's status codes and bodies.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::cluster::{Change, ChangeKind, Cluster, uid_of};
+use crate::patch::{self, PatchError, PatchType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
 use crate::table::{self, Include};
@@ -38,7 +40,10 @@ pub(crate) fn routes() -> Router<Arc<Cluster>> {
         .route("/api/v1/pods", get(list_all_pods))
         .route("/api/v1/namespaces/{namespace}/pods", get(list_pods).post(create_pod))
         .route("/api/v1/namespaces/{namespace}/pods/{name}", get(get_pod).delete(delete_pod))
-        .route("/api/v1/namespaces/{namespace}/pods/{name}/status", get(get_pod))
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/status",
+            get(get_pod).put(replace_pod_status).patch(patch_pod_status),
+        )
         .route("/api/v1/namespaces/{namespace}/pods/{name}/log", get(pod_log))
         .route("/api/v1/events", get(list_all_events))
         .route("/api/v1/namespaces/{namespace}/events", get(list_events))
@@ -105,7 +110,7 @@ async fn api_resources() -> Json<Value> {
             resource("nodes", "node", false, "Node", &["get", "list"], &["no"]),
             resource("pods", "pod", true, "Pod", &["create", "delete", "get", "list", "watch"], &["po"]),
             resource("pods/log", "", true, "Pod", &["get"], &[]),
-            resource("pods/status", "", true, "Pod", &["get"], &[]),
+            resource("pods/status", "", true, "Pod", &["get", "patch", "update"], &[]),
         ],
     }))
 }
@@ -463,6 +468,75 @@ async fn delete_pod(
     Ok(Json(with_kind(deleted.as_ref(), "Pod")).into_response())
 }
 
+/// `PUT .../pods/{name}/status`: the body is a whole Pod, of which only `.status` is
+/// taken (with its `metadata.resourceVersion` as a precondition when present).
+async fn replace_pod_status(
+    cluster: Shared,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&cluster, "update", "pods/status", Some(&namespace), Some(&name))?;
+    let cannot =
+        |e: serde_json::Error| ApiError::bad_request(format!("Pod in version \"v1\" cannot be handled as a Pod: {e}"));
+    let raw: Value = serde_json::from_slice(&body).map_err(cannot)?;
+    if let Some(kind) = raw.get("kind").and_then(Value::as_str)
+        && kind != "Pod"
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the provided object ({kind}) does not match the resource (Pod)"
+        )));
+    }
+    let pod: Pod = serde_json::from_value(raw).map_err(cannot)?;
+    let body_name = pod.metadata.name.clone().unwrap_or_default();
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let Some(body_namespace) = pod.metadata.namespace.as_deref().filter(|ns| *ns != namespace) {
+        return Err(ApiError::bad_request(format!(
+            "the namespace of the object ({body_namespace}) does not match the namespace on the URL ({namespace})"
+        )));
+    }
+    let meta = &pod.metadata;
+    let status = pod.status.clone().unwrap_or_default();
+    let updated = cluster.mutate(|state| {
+        state.write_status(&namespace, &name, meta.resource_version.as_deref(), meta.uid.as_deref(), status)
+    })?;
+    Ok(Json(with_kind(updated.as_ref(), "Pod")).into_response())
+}
+
+/// `PATCH .../pods/{name}/status` in the three patch types the apiserver takes for
+/// built-in kinds. The patch applies to the whole Pod, as the apiserver applies it;
+/// only the resulting `.status` is kept.
+async fn patch_pod_status(
+    cluster: Shared,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&cluster, "patch", "pods/status", Some(&namespace), Some(&name))?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    // Server-side apply (application/apply-patch+yaml) is not simulated.
+    let kind = PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(&PatchType::ACCEPTED))?;
+    let updated = cluster.mutate(|state| {
+        state.require_namespace(&namespace).map_err(|_| ApiError::not_found("pods", &name))?;
+        let current = state.get_pod(&namespace, &name)?;
+        let mut document = with_kind(current.as_ref(), "Pod");
+        patch::apply(kind, &mut document, &body).map_err(|error| match error {
+            PatchError::Malformed(why) => ApiError::bad_request(why),
+            PatchError::NotApplicable(_) => ApiError::patch_not_applicable(),
+        })?;
+        let patched: Pod = serde_json::from_value(document)
+            .map_err(|e| ApiError::bad_request(format!("Pod in version \"v1\" cannot be handled as a Pod: {e}")))?;
+        let meta = &patched.metadata;
+        let status = patched.status.clone().unwrap_or_default();
+        state.write_status(&namespace, &name, meta.resource_version.as_deref(), meta.uid.as_deref(), status)
+    })?;
+    Ok(Json(with_kind(updated.as_ref(), "Pod")).into_response())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LogQuery {
@@ -481,19 +555,26 @@ async fn pod_log(
     authorize(&cluster, "get", "pods/log", Some(&namespace), Some(&name))?;
     let state = cluster.lock();
     let entry = state.pods.get(&(namespace.clone(), name.clone())).ok_or_else(|| ApiError::not_found("pods", &name))?;
-    let spec_containers = entry.pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-    let container = match (&query.container, spec_containers.as_slice()) {
+    let spec = entry.pod.spec.clone().unwrap_or_default();
+    let init = spec.init_containers.unwrap_or_default();
+    let names = |list: &[k8s_openapi::api::core::v1::Container]| {
+        list.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(" ")
+    };
+    let container = match (&query.container, spec.containers.as_slice()) {
         (Some(wanted), all) => all
             .iter()
+            .chain(init.iter())
             .find(|c| &c.name == wanted)
             .ok_or_else(|| ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")))?,
         (None, [only]) => only,
         (None, all) => {
-            let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )));
+            // pkg/registry/core/pod/strategy.go LogLocation.
+            let mut message =
+                format!("a container name must be specified for pod {name}, choose one of: [{}]", names(all));
+            if !init.is_empty() {
+                message.push_str(&format!(" or one of the init containers: [{}]", names(&init)));
+            }
+            return Err(ApiError::bad_request(message));
         }
     };
     if query.previous == Some(true) {
@@ -502,14 +583,14 @@ async fn pod_log(
             container.name
         )));
     }
-    let waiting = entry
-        .pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|all| all.iter().find(|c| c.name == container.name))
+    let status = entry.pod.status.as_ref();
+    let waiting = status
+        .into_iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
+        .find(|c| c.name == container.name)
         .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
-    if entry.sim.logs.is_empty() {
+    let lines = entry.sim.logs.get(&container.name).map_or(&[][..], Vec::as_slice);
+    if lines.is_empty() {
         let reason = waiting.unwrap_or_else(|| "ContainerCreating".to_owned());
         let why = match reason.as_str() {
             "ImagePullBackOff" | "ErrImagePull" => "trying and failing to pull image".to_owned(),
@@ -520,7 +601,6 @@ async fn pod_log(
             container.name
         )));
     }
-    let lines = &entry.sim.logs;
     let skip = match query.tail_lines {
         Some(n) if n >= 0 => lines.len().saturating_sub(n as usize),
         _ => 0,

@@ -16,6 +16,21 @@
 //! | `evict=DURATION` | the kubelet evicts the pod this long after it started running |
 //! | `ignore-term` | the container ignores SIGTERM: a delete waits the full grace period |
 //! | `lines=N` | the container writes N numbered log lines when it starts |
+//! | `refuse=REASON` | once bound, the kubelet's admission rejects the pod: `Failed`, reason REASON, `Pod was rejected: ...` |
+//! | `start-error` | the runtime cannot start the container: containerd's `StartError`, exit 128 |
+//! | `start-error=docker` | the same through dockershim: `ContainerCannotRun`, exit 127 |
+//! | `init-fail=N` | an injected init container `istio-init` exits N (non-zero): `Init:Error`, the pod `Failed` |
+//! | `sidecar` | an injected `istio-proxy` container runs until the pod is deleted |
+//! | `sidecar=oom` | the injected `istio-proxy` is OOMKilled right after the first container ends |
+//! | `mount-fail` | a secret volume cannot be mounted: `ContainerCreating` and `FailedMount` events, forever |
+//! | `delete=DURATION` | someone outside deletes the pod (gracefully) this long after it started running |
+//! | `evict-storage=DURATION` | the kubelet evicts the pod this long after it started: its container exceeded its ephemeral-storage limit |
+//!
+//! "The container" is the pod's own first container; containers kube-sim injects as a
+//! mutating webhook would (Istio's, for `init-fail` and `sidecar`) are appended after
+//! the pod's own, so they never take that place. Other containers of the pod do what
+//! the first one does. kube-sim never restarts a container: every pod ends as a
+//! `restartPolicy: Never` pod would.
 //!
 //! An image reference that does not parse gives `InvalidImageName`, as with a real
 //! kubelet. A behaviour that does not parse fails the container with
@@ -37,6 +52,22 @@ pub enum Pull {
     Fails,
 }
 
+/// Which container runtime's wording a start failure uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Containerd,
+    Docker,
+}
+
+/// What the injected `istio-proxy` sidecar does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sidecar {
+    /// It runs until the pod is deleted.
+    Runs,
+    /// It is OOMKilled right after the pod's own first container ends.
+    OomKilled,
+}
+
 /// The parsed behaviour of a pod's containers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Behavior {
@@ -49,7 +80,24 @@ pub struct Behavior {
     pub evict_after: Option<Duration>,
     pub ignore_term: bool,
     pub lines: u32,
+    /// The kubelet's admission rejects the pod with this reason.
+    pub refuse: Option<String>,
+    /// The runtime cannot start the container.
+    pub start_error: Option<Runtime>,
+    /// An injected init container exits with this (non-zero) code.
+    pub init_fail: Option<i32>,
+    /// An injected sidecar runs beside the pod's containers.
+    pub sidecar: Option<Sidecar>,
+    /// A volume cannot be mounted: the pod never leaves `ContainerCreating`.
+    pub mount_fail: bool,
+    /// Someone outside kube-sim deletes the pod this long after it started running.
+    pub delete_after: Option<Duration>,
+    /// The kubelet evicts the pod for its ephemeral storage this long after it started.
+    pub evict_storage_after: Option<Duration>,
 }
+
+/// Every term, for the error that names an unknown one.
+const TERMS: &str = "run, exit, oom, pull, config-error, evict, ignore-term, lines, refuse, start-error, init-fail, sidecar, mount-fail, delete, evict-storage";
 
 /// Defaults for terms a pod leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +129,13 @@ impl Behavior {
             evict_after: None,
             ignore_term: false,
             lines: 0,
+            refuse: None,
+            start_error: None,
+            init_fail: None,
+            sidecar: None,
+            mount_fail: false,
+            delete_after: None,
+            evict_storage_after: None,
         };
         for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (key, value) = term.split_once('=').map_or((term, None), |(k, v)| (k.trim(), Some(v.trim())));
@@ -99,9 +154,24 @@ impl Behavior {
                 ("evict", v) => behavior.evict_after = Some(duration(v)?),
                 ("ignore-term", None) => behavior.ignore_term = true,
                 ("lines", Some(v)) => behavior.lines = v.parse().map_err(|_| bad("expected a count"))?,
-                _ => {
-                    return Err(bad("known terms are run, exit, oom, pull, config-error, evict, ignore-term, lines"));
+                ("refuse", Some(v)) if !v.is_empty() && !v.contains(char::is_whitespace) => {
+                    behavior.refuse = Some(v.to_owned())
                 }
+                ("refuse", _) => return Err(bad("expected a reason without spaces, e.g. refuse=OutOfcpu")),
+                ("start-error", None | Some("containerd")) => behavior.start_error = Some(Runtime::Containerd),
+                ("start-error", Some("docker")) => behavior.start_error = Some(Runtime::Docker),
+                ("start-error", _) => return Err(bad("the runtime is containerd (the default) or docker")),
+                ("init-fail", Some(v)) => match v.parse() {
+                    Ok(0) | Err(_) => return Err(bad("expected a non-zero exit code")),
+                    Ok(code) => behavior.init_fail = Some(code),
+                },
+                ("sidecar", None) => behavior.sidecar = Some(Sidecar::Runs),
+                ("sidecar", Some("oom")) => behavior.sidecar = Some(Sidecar::OomKilled),
+                ("sidecar", _) => return Err(bad("expected sidecar or sidecar=oom")),
+                ("mount-fail", None) => behavior.mount_fail = true,
+                ("delete", v) => behavior.delete_after = Some(duration(v)?),
+                ("evict-storage", v) => behavior.evict_storage_after = Some(duration(v)?),
+                _ => return Err(bad(&format!("known terms are {TERMS}"))),
             }
         }
         Ok(behavior)
@@ -170,6 +240,60 @@ mod tests {
         let b = Behavior::parse("", DEFAULTS).unwrap();
         assert_eq!((b.run, b.exit_code, b.oom), (Some(Duration::from_secs(1)), 0, false));
         assert!(Behavior::parse("oom,evict=3s,config-error", DEFAULTS).unwrap().oom);
+    }
+
+    #[test]
+    fn failure_terms() {
+        let check =
+            |text: &str, expected: Behavior| assert_eq!(Behavior::parse(text, DEFAULTS).unwrap(), expected, "{text}");
+        let base = Behavior::parse("", DEFAULTS).unwrap();
+        check("refuse=OutOfcpu", Behavior { refuse: Some("OutOfcpu".into()), ..base.clone() });
+        check("start-error", Behavior { start_error: Some(Runtime::Containerd), ..base.clone() });
+        check("start-error=containerd", Behavior { start_error: Some(Runtime::Containerd), ..base.clone() });
+        check("start-error=docker", Behavior { start_error: Some(Runtime::Docker), ..base.clone() });
+        check("init-fail=3", Behavior { init_fail: Some(3), ..base.clone() });
+        check("sidecar", Behavior { sidecar: Some(Sidecar::Runs), ..base.clone() });
+        check("sidecar=oom", Behavior { sidecar: Some(Sidecar::OomKilled), ..base.clone() });
+        check("mount-fail", Behavior { mount_fail: true, ..base.clone() });
+        check("delete=2s", Behavior { delete_after: Some(Duration::from_secs(2)), ..base.clone() });
+        check(
+            "evict-storage=250ms",
+            Behavior { evict_storage_after: Some(Duration::from_millis(250)), ..base.clone() },
+        );
+        check(
+            "run=forever, sidecar=oom, delete=1s",
+            Behavior {
+                run: None,
+                sidecar: Some(Sidecar::OomKilled),
+                delete_after: Some(Duration::from_secs(1)),
+                ..base
+            },
+        );
+        for bad in [
+            "refuse",
+            "refuse=",
+            "refuse=Out Of",
+            "start-error=podman",
+            "init-fail",
+            "init-fail=0",
+            "init-fail=x",
+            "sidecar=yes",
+            "mount-fail=1",
+            "delete=soon",
+            "evict-storage",
+        ] {
+            let error = Behavior::parse(bad, DEFAULTS).unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
+        }
+    }
+
+    #[test]
+    fn unknown_terms_list_every_known_one() {
+        let error = Behavior::parse("explode", DEFAULTS).unwrap_err();
+        for term in ["refuse", "start-error", "init-fail", "sidecar", "mount-fail", "delete", "evict-storage", "lines"]
+        {
+            assert!(error.contains(term), "{error}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, NamespaceStatus, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Namespace, NamespaceStatus, Node, ObjectReference, Pod, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use rand::Rng;
 use serde::Serialize;
@@ -20,8 +22,8 @@ use tokio::sync::{Notify, broadcast};
 use crate::behavior::{Behavior, Defaults};
 use crate::config::SimConfig;
 use crate::faults::FaultInjector;
-use crate::lifecycle::{Action, PodSim, SimNode};
-use crate::status::{ApiError, ApiResult};
+use crate::lifecycle::{Action, PodSim, SimNode, Stage};
+use crate::status::{ApiError, ApiResult, Cause};
 use crate::validation::{default_pod, validate_pod};
 
 /// `(namespace, name)`; ordered as etcd orders keys, so lists come back sorted.
@@ -298,6 +300,11 @@ impl State {
             let prefix: String = prefix.chars().take(58).collect();
             pod.metadata.name = Some(format!("{prefix}{}", random_suffix(5)));
         }
+        // Mutating admission (an injecting webhook) runs before validation.
+        let behavior = Behavior::of(&pod, self.behavior_defaults());
+        if let Ok(behavior) = &behavior {
+            crate::inject::inject(&mut pod, behavior);
+        }
         default_pod(&mut pod);
         validate_pod(&pod)?;
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -317,7 +324,6 @@ impl State {
         }
         let rv = self.next_rv();
         pod.metadata.resource_version = Some(rv.to_string());
-        let behavior = Behavior::of(&pod, self.behavior_defaults());
         let pod = Arc::new(pod);
         self.created.push(CreatedPod {
             namespace: namespace.to_owned(),
@@ -361,6 +367,71 @@ impl State {
         self.pods.insert(key.clone(), entry);
         self.publish(ChangeKind::Modified, Some(old), pod, rv);
         Some(result)
+    }
+
+    /// Writes a pod's status through the `status` subresource (PUT, or a PATCH already
+    /// applied): only `.status` changes, as podStatusStrategy keeps the spec
+    /// (pkg/registry/core/pod/strategy.go), and an empty `qosClass` keeps the old one.
+    /// `resource_version` and `uid`, when the body carries them, must be the current
+    /// ones (409 Conflict otherwise). A terminated container of a pod that does not
+    /// restart it may not run again (ValidateContainerStateTransition, 422). A write
+    /// that changes nothing stores nothing. From now on the simulated kubelet leaves
+    /// the pod's status alone.
+    pub fn write_status(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+        uid: Option<&str>,
+        mut status: PodStatus,
+    ) -> ApiResult<Arc<Pod>> {
+        self.require_namespace(namespace).map_err(|_| ApiError::not_found("pods", name))?;
+        let current = self.get_pod(namespace, name)?;
+        let current_uid = uid_of(&current);
+        if let Some(uid) = uid.filter(|u| !u.is_empty() && *u != current_uid) {
+            return Err(ApiError::conflict(
+                "pods",
+                name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}"),
+            ));
+        }
+        let current_rv = current.metadata.resource_version.as_deref().unwrap_or_default();
+        if resource_version.is_some_and(|rv| !rv.is_empty() && rv != current_rv) {
+            return Err(ApiError::conflict(
+                "pods",
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        let old = current.status.clone().unwrap_or_default();
+        if status.qos_class.as_deref().is_none_or(str::is_empty) {
+            status.qos_class = old.qos_class.clone();
+        }
+        let restart = current.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_default();
+        let causes = container_state_transitions(&old, &status, &restart);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid("Pod", "pods", name, causes));
+        }
+        let key = (namespace.to_owned(), name.to_owned());
+        // Compared as served: times on the wire have whole seconds, so a status read
+        // and written back unchanged is no change.
+        if serde_json::to_value(&status).ok() == serde_json::to_value(&old).ok() {
+            if let Some(entry) = self.pods.get_mut(&key) {
+                entry.sim.driven_elsewhere = true;
+            }
+            return Ok(current);
+        }
+        self.modify_pod(&key, &current_uid, |state, pod, sim| {
+            pod.status = Some(status);
+            sim.driven_elsewhere = true;
+            // A pod its writer made terminal holds nothing on its node any more.
+            if crate::lifecycle::is_terminal(pod) {
+                sim.stage = Stage::Finished;
+                state.release(sim);
+            }
+        });
+        self.retry_unschedulable();
+        self.get_pod(namespace, name)
     }
 
     /// Removes a pod from storage (the end of a deletion) and frees what it held.
@@ -518,6 +589,37 @@ impl State {
     pub fn node_objects(&self) -> Vec<Arc<Node>> {
         self.nodes.values().map(|n| n.object.clone()).collect()
     }
+}
+
+/// ValidateContainerStateTransition (pkg/apis/core/validation/validation.go): unless
+/// the pod restarts its containers, a terminated one may not be reported otherwise.
+fn container_state_transitions(old: &PodStatus, new: &PodStatus, restart_policy: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if restart_policy == "Always" {
+        return causes;
+    }
+    let lists = [
+        ("status.containerStatuses", &old.container_statuses, &new.container_statuses),
+        ("status.initContainerStatuses", &old.init_container_statuses, &new.init_container_statuses),
+    ];
+    for (field, old, new) in lists {
+        for (i, before) in old.iter().flatten().enumerate() {
+            let Some(terminated) = before.state.as_ref().and_then(|s| s.terminated.as_ref()) else { continue };
+            if terminated.exit_code != 0 && restart_policy == "OnFailure" {
+                continue;
+            }
+            let reopened = new.iter().flatten().any(|after| {
+                after.name == before.name && after.state.as_ref().and_then(|s| s.terminated.as_ref()).is_none()
+            });
+            if reopened {
+                causes.push(Cause::forbidden(
+                    format!("{field}[{i}].state"),
+                    "may not be transitioned to non-terminated state",
+                ));
+            }
+        }
+    }
+    causes
 }
 
 pub(crate) fn uid_of(pod: &Pod) -> String {

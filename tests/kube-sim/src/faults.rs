@@ -16,7 +16,8 @@ use crate::status::ApiError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorFault {
-    /// `create`, `get`, `list`, `watch`, `delete`, `log`, or `*` for every verb.
+    /// `create`, `get`, `list`, `watch`, `delete`, `log`, or `*` for every verb (which
+    /// also covers `update` and `patch` of the pod status subresource).
     pub verb: String,
     /// Probability in `[0, 1]`.
     pub rate: f64,

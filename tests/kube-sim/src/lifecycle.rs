@@ -2,6 +2,11 @@
 //! moves through scheduling, image pull, running and termination on timers, as its
 //! behaviour (see `behavior.rs`) says. Status fields are written as the kubelet and
 //! the controllers write them, so a client reading them cannot tell the difference.
+//!
+//! Once a client writes a pod's status through the `status` subresource, the simulated
+//! kubelet stops driving that pod (as with kwok, the outside writer is now its kubelet):
+//! no more starts, exits, evictions or deadlines. Deletion still works: the pod turns
+//! Terminating and goes away after the termination delay, its status left as written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +21,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use rand::Rng;
 
-use crate::behavior::{Behavior, Pull, is_valid_image_reference};
+use crate::behavior::{Behavior, Pull, Runtime, Sidecar, is_valid_image_reference};
 use crate::cluster::{Key, State, now, uid_of};
 use crate::config::NodeShape;
+use crate::inject::{INIT_NAME, SIDECAR_NAME};
 use crate::units::{format_bytes, format_millicores, parse_quantity};
 
 /// Something the control plane will do at a given time. Pod actions carry the pod's
@@ -37,13 +43,26 @@ pub(crate) enum Action {
     ScaleUp,
     ScaleDown(String),
     TaintEvict(String),
+    /// The injected init container exits.
+    InitExit(Key, String),
+    /// The injected sidecar is OOMKilled.
+    SidecarOom(Key, String),
+    /// The kubelet tries to mount the pod's volumes again.
+    MountRetry(Key, String),
+    /// Someone outside deletes the pod through the API.
+    ExternalDelete(Key, String),
+    /// The eviction manager finds the container over its ephemeral-storage limit.
+    EvictStorage(Key, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
     Unscheduled,
+    /// Bound; the pod's own first container has not started yet.
     Waiting,
+    /// The pod's own first container has started.
     Running,
+    /// The pod reached a terminal phase.
     Finished,
 }
 
@@ -56,9 +75,16 @@ pub(crate) struct PodSim {
     pub node: Option<String>,
     pub holds_resources: bool,
     pub stage: Stage,
-    pub logs: Vec<(jiff::Timestamp, String)>,
+    /// What each container wrote, by container name.
+    pub logs: BTreeMap<String, Vec<(jiff::Timestamp, String)>>,
+    /// The pod's own first container (injected containers come after it).
+    pub main: String,
     pub pull_failures: u32,
+    pub mount_failures: u32,
     pub scale_up_reported: bool,
+    /// A client wrote the status through the `status` subresource: the simulated
+    /// kubelet no longer drives this pod.
+    pub driven_elsewhere: bool,
 }
 
 impl PodSim {
@@ -71,29 +97,55 @@ impl PodSim {
             node: None,
             holds_resources: false,
             stage: Stage::Unscheduled,
-            logs: Vec::new(),
+            logs: BTreeMap::new(),
+            main: own_container(pod).name,
             pull_failures: 0,
+            mount_failures: 0,
             scale_up_reported: false,
+            driven_elsewhere: false,
         }
     }
 
+    /// A line of the pod's own first container.
     fn log(&mut self, line: String) {
-        self.logs.push((jiff::Timestamp::now(), line));
+        let main = self.main.clone();
+        self.log_to(&main, line);
+    }
+
+    fn log_to(&mut self, container: &str, line: String) {
+        self.logs.entry(container.to_owned()).or_default().push((jiff::Timestamp::now(), line));
+    }
+
+    fn main_logs(&self) -> &[(jiff::Timestamp, String)] {
+        self.logs.get(&self.main).map_or(&[], Vec::as_slice)
+    }
+
+    fn sidecar(&self) -> Option<Sidecar> {
+        self.behavior.as_ref().ok().and_then(|b| b.sidecar)
+    }
+
+    /// Whether `name` is the injected sidecar, which lives its own life; every other
+    /// regular container does what the pod's first container does.
+    fn is_sidecar(&self, name: &str) -> bool {
+        self.sidecar().is_some() && name == SIDECAR_NAME
     }
 }
 
-/// The scheduler's view of a pod's size: the sum of its containers' requests.
+/// The scheduler's view of a pod's size: the sum of its containers' requests, or the
+/// largest init container's when that is larger (the scheduler's
+/// computePodResourceRequest).
 fn requests(pod: &Pod) -> (i64, i64) {
-    let mut cpu = 0.0;
-    let mut memory = 0.0;
-    for container in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+    let request = |container: &Container, name: &str| {
         let requests = container.resources.as_ref().and_then(|r| r.requests.as_ref());
-        let value =
-            |name: &str| requests.and_then(|r| r.get(name)).and_then(|q| parse_quantity(&q.0).ok()).unwrap_or(0.0);
-        cpu += value("cpu");
-        memory += value("memory");
-    }
-    ((cpu * 1000.0).ceil() as i64, memory.ceil() as i64)
+        requests.and_then(|r| r.get(name)).and_then(|q| parse_quantity(&q.0).ok()).unwrap_or(0.0)
+    };
+    let spec = pod.spec.as_ref();
+    let total = |name: &str| {
+        let sum: f64 = spec.iter().flat_map(|s| s.containers.iter()).map(|c| request(c, name)).sum();
+        let init = spec.iter().flat_map(|s| s.init_containers.iter().flatten()).map(|c| request(c, name));
+        init.fold(sum, f64::max)
+    };
+    ((total("cpu") * 1000.0).ceil() as i64, total("memory").ceil() as i64)
 }
 
 /// A simulated node and what is bound to it.
@@ -171,11 +223,21 @@ fn containers(pod: &Pod) -> Vec<Container> {
     pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default()
 }
 
-fn container_names(pod: &Pod) -> String {
-    containers(pod).iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(" ")
+fn init_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec.as_ref().and_then(|s| s.init_containers.clone()).unwrap_or_default()
 }
 
-fn is_terminal(pod: &Pod) -> bool {
+/// The pod's own first container: what its behaviour, logs, exit code and termination
+/// message are about. Injected containers are appended, so they never take its place.
+fn own_container(pod: &Pod) -> Container {
+    containers(pod).into_iter().next().unwrap_or_default()
+}
+
+fn field_path(container: &Container, init: bool) -> String {
+    format!("spec.{}{{{}}}", if init { "initContainers" } else { "containers" }, container.name)
+}
+
+pub(crate) fn is_terminal(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
@@ -198,11 +260,57 @@ fn image_id(image: &str) -> String {
     format!("{qualified}@sha256:{}", &digest[..64])
 }
 
-/// Every container of the pod in one state.
-fn set_container_states(pod: &mut Pod, state: impl Fn(&Container, Option<&ContainerStatus>) -> ContainerStatus) {
-    let previous = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
-    let statuses = containers(pod).iter().map(|c| state(c, previous.iter().find(|p| p.name == c.name))).collect();
-    status_mut(pod).container_statuses = Some(statuses);
+/// The image ID dockershim reports: the repo digest, `docker-pullable://` prefixed.
+fn docker_image_id(image: &str) -> String {
+    let id = image_id(image);
+    let short = id.strip_prefix("docker.io/library/").or_else(|| id.strip_prefix("docker.io/")).unwrap_or(&id);
+    format!("docker-pullable://{short}")
+}
+
+// ---- container statuses --------------------------------------------------------
+
+fn regular_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name)
+}
+
+fn init_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    pod.status.as_ref()?.init_container_statuses.as_ref()?.iter().find(|c| c.name == name)
+}
+
+fn state_of(status: Option<&ContainerStatus>) -> ContainerState {
+    status.and_then(|s| s.state.clone()).unwrap_or_default()
+}
+
+fn is_running(status: Option<&ContainerStatus>) -> bool {
+    state_of(status).running.is_some()
+}
+
+fn is_waiting(status: Option<&ContainerStatus>) -> bool {
+    let state = state_of(status);
+    state.running.is_none() && state.terminated.is_none()
+}
+
+fn completed(status: Option<&ContainerStatus>) -> bool {
+    state_of(status).terminated.is_some_and(|t| t.exit_code == 0)
+}
+
+/// Replaces (or adds) a regular container's status; the kubelet keeps them sorted by
+/// container name (pkg/kubelet/types SortedContainerStatuses).
+fn put_status(pod: &mut Pod, new: ContainerStatus) {
+    let statuses = status_mut(pod).container_statuses.get_or_insert_with(Vec::new);
+    statuses.retain(|s| s.name != new.name);
+    statuses.push(new);
+    statuses.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// Replaces (or adds) an init container's status; these stay in spec order
+/// (pkg/kubelet/types SortInitContainerStatuses).
+fn put_init_status(pod: &mut Pod, new: ContainerStatus) {
+    let order: Vec<String> = init_containers(pod).into_iter().map(|c| c.name).collect();
+    let statuses = status_mut(pod).init_container_statuses.get_or_insert_with(Vec::new);
+    statuses.retain(|s| s.name != new.name);
+    statuses.push(new);
+    statuses.sort_by_key(|s| order.iter().position(|n| *n == s.name));
 }
 
 fn waiting_status(container: &Container, reason: &str, message: Option<&str>) -> ContainerStatus {
@@ -225,48 +333,217 @@ fn waiting_status(container: &Container, reason: &str, message: Option<&str>) ->
     }
 }
 
-/// Container statuses and conditions of a pod whose containers have all ended.
-fn terminate(pod: &mut Pod, exit_code: i32, reason: &str, message: Option<String>) {
-    let finished = now();
-    set_container_states(pod, |container, previous| {
-        let running = previous.and_then(|p| p.state.as_ref()).and_then(|s| s.running.clone());
-        let base = previous.cloned().unwrap_or_else(|| waiting_status(container, "ContainerCreating", None));
-        let terminated = match running {
-            Some(running) => ContainerStateTerminated {
+/// A container the runtime just started; init containers are never `ready`.
+fn running_status(container: &Container, init: bool) -> ContainerStatus {
+    ContainerStatus {
+        name: container.name.clone(),
+        image: container.image.clone().unwrap_or_default(),
+        image_id: image_id(container.image.as_deref().unwrap_or_default()),
+        container_id: Some(format!("containerd://{}", hex(64))),
+        ready: !init,
+        restart_count: 0,
+        started: Some(true),
+        state: Some(ContainerState {
+            running: Some(ContainerStateRunning { started_at: Some(now()) }),
+            ..Default::default()
+        }),
+        last_state: Some(ContainerState::default()),
+        ..Default::default()
+    }
+}
+
+/// A running container's status once it exited with `exit_code`.
+fn ended(status: &ContainerStatus, exit_code: i32, reason: &str, message: Option<String>) -> ContainerStatus {
+    let started_at = state_of(Some(status)).running.and_then(|r| r.started_at);
+    ContainerStatus {
+        ready: false,
+        started: Some(false),
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
                 exit_code,
                 reason: Some(reason.to_owned()),
-                message: message.clone(),
-                started_at: running.started_at,
-                finished_at: Some(finished.clone()),
-                container_id: base.container_id.clone(),
+                message,
+                started_at,
+                finished_at: Some(now()),
+                container_id: status.container_id.clone(),
                 ..Default::default()
-            },
-            // A container that never ran has nothing to report but that it is gone.
-            None => ContainerStateTerminated {
+            }),
+            ..Default::default()
+        }),
+        ..status.clone()
+    }
+}
+
+/// What the status manager reports for a container that never ran when the pod ends.
+fn unknown_end(status: &ContainerStatus) -> ContainerStatus {
+    ContainerStatus {
+        ready: false,
+        started: Some(false),
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
                 exit_code: 137,
                 reason: Some("ContainerStatusUnknown".into()),
                 message: Some("The container could not be located when the pod was terminated".into()),
-                started_at: None,
-                finished_at: None,
                 ..Default::default()
-            },
-        };
-        ContainerStatus {
-            ready: false,
-            started: Some(false),
-            state: Some(ContainerState { terminated: Some(terminated), ..Default::default() }),
-            ..base
+            }),
+            ..Default::default()
+        }),
+        ..status.clone()
+    }
+}
+
+/// How a container ends when the pod is stopped: exit code, reason, message.
+type Ending<'a> = &'a dyn Fn(&str) -> (i32, &'static str, Option<String>);
+
+/// Ends every container still going, as the kubelet's kill leaves them and the status
+/// manager's TerminatePod completes them (pkg/kubelet/status/status_manager.go): a
+/// running container reports `end(name)`; a regular container that never ran reports
+/// `ContainerStatusUnknown` once the pod has initialized (hasPodInitialized) and stays
+/// waiting otherwise; an init container that never ran reports `ContainerStatusUnknown`
+/// unless it is part of the waiting suffix (initializedContainers keeps the first).
+fn terminate_all(pod: &mut Pod, end: Ending<'_>) {
+    let inits = init_containers(pod);
+    let initialized = inits.is_empty()
+        || inits.last().is_some_and(|c| completed(init_status(pod, &c.name)))
+        || containers(pod).iter().any(|c| !is_waiting(regular_status(pod, &c.name)));
+    let last_started = inits.iter().rposition(|c| !is_waiting(init_status(pod, &c.name))).unwrap_or(0);
+    for (index, container) in inits.iter().enumerate() {
+        let Some(status) = init_status(pod, &container.name).cloned() else { continue };
+        let state = state_of(Some(&status));
+        if state.running.is_some() {
+            let (code, reason, message) = end(&container.name);
+            put_init_status(pod, ended(&status, code, reason, message));
+        } else if state.terminated.is_none() && index <= last_started {
+            put_init_status(pod, unknown_end(&status));
         }
-    });
-    let all_zero = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|all| {
-        all.iter().all(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0))
-    });
-    let (phase, ready_reason) = if all_zero { ("Succeeded", "PodCompleted") } else { ("Failed", "PodFailed") };
+    }
+    for container in containers(pod) {
+        let Some(status) = regular_status(pod, &container.name).cloned() else { continue };
+        let state = state_of(Some(&status));
+        if state.running.is_some() {
+            let (code, reason, message) = end(&container.name);
+            put_status(pod, ended(&status, code, reason, message));
+        } else if state.terminated.is_none() && initialized {
+            put_status(pod, unknown_end(&status));
+        }
+    }
+}
+
+// ---- what the kubelet derives from container states ----------------------------
+
+/// The phase the kubelet computes from container states (pkg/kubelet/kubelet_pods.go
+/// getPhase) for a pod whose containers are never restarted.
+fn derived_phase(pod: &Pod) -> &'static str {
+    let mut pending_init = 0;
+    for container in init_containers(pod) {
+        let state = state_of(init_status(pod, &container.name));
+        match state.terminated {
+            Some(t) if t.exit_code == 0 => {}
+            Some(_) => return "Failed",
+            None => pending_init += 1,
+        }
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded, mut unknown) = (0, 0, 0, 0, 0);
+    for container in containers(pod) {
+        let Some(status) = regular_status(pod, &container.name) else {
+            unknown += 1;
+            continue;
+        };
+        let state = state_of(Some(status));
+        if state.running.is_some() {
+            running += 1;
+        } else if let Some(terminated) = state.terminated {
+            stopped += 1;
+            if terminated.exit_code == 0 {
+                succeeded += 1;
+            }
+        } else {
+            waiting += 1;
+        }
+    }
+    let any_started = running + stopped > 0;
+    if (pending_init > 0 && !any_started) || waiting > 0 {
+        "Pending"
+    } else if running > 0 && unknown == 0 {
+        "Running"
+    } else if running == 0 && stopped > 0 && unknown == 0 {
+        if stopped == succeeded { "Succeeded" } else { "Failed" }
+    } else {
+        "Pending"
+    }
+}
+
+/// The Initialized, ContainersReady and Ready conditions for `phase`, as
+/// pkg/kubelet/status/generate.go words them.
+fn derive_conditions(pod: &mut Pod, phase: &str) {
+    let inits = init_containers(pod);
+    let regular = containers(pod);
+    if !inits.is_empty() {
+        let any_started = regular.iter().any(|c| !is_waiting(regular_status(pod, &c.name)));
+        let unknown: Vec<&str> =
+            inits.iter().filter(|c| init_status(pod, &c.name).is_none()).map(|c| c.name.as_str()).collect();
+        let incomplete: Vec<&str> = inits
+            .iter()
+            .filter(|c| init_status(pod, &c.name).is_some_and(|s| !completed(Some(s))))
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut messages = Vec::new();
+        if !unknown.is_empty() {
+            messages.push(format!("containers with unknown status: [{}]", unknown.join(" ")));
+        }
+        if !incomplete.is_empty() {
+            messages.push(format!("containers with incomplete status: [{}]", incomplete.join(" ")));
+        }
+        let initialized = if phase == "Succeeded" && unknown.is_empty() {
+            condition("Initialized", true, Some("PodCompleted"), None)
+        } else if any_started || messages.is_empty() {
+            condition("Initialized", true, None, None)
+        } else {
+            condition("Initialized", false, Some("ContainersNotInitialized"), Some(&messages.join(", ")))
+        };
+        set_condition(status_mut(pod), initialized);
+    }
+    let ready = match phase {
+        "Succeeded" => condition("ContainersReady", false, Some("PodCompleted"), None),
+        "Failed" => condition("ContainersReady", false, Some("PodFailed"), None),
+        _ => {
+            let unknown: Vec<&str> =
+                regular.iter().filter(|c| regular_status(pod, &c.name).is_none()).map(|c| c.name.as_str()).collect();
+            let unready: Vec<&str> = regular
+                .iter()
+                .filter(|c| regular_status(pod, &c.name).is_some_and(|s| !s.ready))
+                .map(|c| c.name.as_str())
+                .collect();
+            let mut messages = Vec::new();
+            if !unknown.is_empty() {
+                messages.push(format!("containers with unknown status: [{}]", unknown.join(" ")));
+            }
+            if !unready.is_empty() {
+                messages.push(format!("containers with unready status: [{}]", unready.join(" ")));
+            }
+            if messages.is_empty() {
+                condition("ContainersReady", true, None, None)
+            } else {
+                condition("ContainersReady", false, Some("ContainersNotReady"), Some(&messages.join(", ")))
+            }
+        }
+    };
     let status = status_mut(pod);
-    status.phase = Some(phase.to_owned());
-    set_condition(status, condition("PodReadyToStartContainers", false, None, None));
-    set_condition(status, condition("Ready", false, Some(ready_reason), None));
-    set_condition(status, condition("ContainersReady", false, Some(ready_reason), None));
+    set_condition(status, PodCondition { type_: "Ready".into(), ..ready.clone() });
+    set_condition(status, ready);
+    if matches!(phase, "Succeeded" | "Failed") {
+        // The sandbox of a finished pod is torn down.
+        set_condition(status, condition("PodReadyToStartContainers", false, None, None));
+    }
+}
+
+/// Writes the phase and conditions the kubelet derives from the container states;
+/// returns whether the pod is now terminal.
+fn derive(pod: &mut Pod) -> bool {
+    let phase = derived_phase(pod);
+    status_mut(pod).phase = Some(phase.to_owned());
+    derive_conditions(pod, phase);
+    matches!(phase, "Succeeded" | "Failed")
 }
 
 /// The last 80 lines, at most 2048 bytes, as `FallbackToLogsOnError` takes them.
@@ -296,16 +573,28 @@ impl State {
         // A lost node's kubelet reports nothing more: the containers it ran may start,
         // pull, exit or be killed, the API server never hears of it. Its pods keep their
         // last status until the taint manager and the pod garbage collector act.
-        if let Action::Start(key, _)
-        | Action::Pull(key, _)
-        | Action::PullBackOff(key, _)
-        | Action::Finish(key, _)
-        | Action::Deadline(key, _)
-        | Action::Evict(key, _)
-        | Action::Kill(key, _) = &action
-            && self.kubelet_gone(key)
-        {
-            return;
+        let kubelet = match &action {
+            Action::Start(key, uid)
+            | Action::Pull(key, uid)
+            | Action::PullBackOff(key, uid)
+            | Action::Finish(key, uid)
+            | Action::Deadline(key, uid)
+            | Action::Evict(key, uid)
+            | Action::InitExit(key, uid)
+            | Action::SidecarOom(key, uid)
+            | Action::MountRetry(key, uid)
+            | Action::EvictStorage(key, uid) => Some((key, uid, true)),
+            Action::Kill(key, uid) => Some((key, uid, false)),
+            _ => None,
+        };
+        if let Some((key, uid, drives_status)) = kubelet {
+            if self.kubelet_gone(key) {
+                return;
+            }
+            // A pod whose status a client writes is no longer the simulated kubelet's.
+            if drives_status && self.sim(key, uid).is_some_and(|s| s.driven_elsewhere) {
+                return;
+            }
         }
         match action {
             Action::Schedule(key, uid) => self.try_schedule(&key, &uid),
@@ -322,6 +611,11 @@ impl State {
             Action::ScaleUp => self.scale_up(),
             Action::ScaleDown(node) => self.scale_down(&node),
             Action::TaintEvict(node) => self.taint_evict(&node),
+            Action::InitExit(key, uid) => self.init_exit(&key, &uid),
+            Action::SidecarOom(key, uid) => self.sidecar_oom(&key, &uid),
+            Action::MountRetry(key, uid) => self.mount_retry(&key, &uid),
+            Action::ExternalDelete(key, uid) => self.external_delete(&key, &uid),
+            Action::EvictStorage(key, uid) => self.evict_storage(&key, &uid),
         }
     }
 
@@ -337,6 +631,17 @@ impl State {
 
     fn live_pod(&self, key: &Key, uid: &str) -> Option<&Pod> {
         self.pods.get(key).filter(|e| uid_of(&e.pod) == uid).map(|e| e.pod.as_ref())
+    }
+
+    /// After the kubelet changed container states: the derived phase and conditions,
+    /// and when the pod is over, its node resources freed.
+    fn settle(&mut self, pod: &mut Pod, sim: &mut PodSim) -> bool {
+        let terminal = derive(pod);
+        if terminal {
+            sim.stage = Stage::Finished;
+            self.release(sim);
+        }
+        terminal
     }
 
     // ---- scheduler -------------------------------------------------------------
@@ -714,69 +1019,113 @@ impl State {
         if sim.stage != Stage::Waiting {
             return;
         }
+        let behavior = sim.behavior.clone();
+        if let Ok(Behavior { refuse: Some(reason), .. }) = &behavior {
+            self.reject(key, uid, reason);
+            return;
+        }
+        let mount_fail = behavior.as_ref().is_ok_and(|b| b.mount_fail);
         let node_ip = sim
             .node
             .as_ref()
             .and_then(|n| self.nodes.get(n))
             .and_then(|n| n.object.status.as_ref()?.addresses.as_ref()?.first().map(|a| a.address.clone()))
             .unwrap_or_default();
-        self.ip_counter += 1;
-        let pod_ip = format!("10.244.{}.{}", self.ip_counter / 250 % 250, self.ip_counter % 250 + 1);
+        // No sandbox, hence no pod IP, while the volumes cannot be mounted.
+        let pod_ip = (!mount_fail).then(|| {
+            self.ip_counter += 1;
+            format!("10.244.{}.{}", self.ip_counter / 250 % 250, self.ip_counter % 250 + 1)
+        });
         let pull_delay = self.config.timings.pull;
-        let deadline = self.modify_pod(key, uid, |state, pod, sim| {
+        let next = self.modify_pod(key, uid, |state, pod, sim| {
             let status = status_mut(pod);
             status.start_time = Some(now());
             status.host_ip = Some(node_ip.clone());
             status.host_ips = Some(vec![HostIP { ip: node_ip }]);
-            status.pod_ip = Some(pod_ip.clone());
-            status.pod_ips = Some(vec![PodIP { ip: pod_ip }]);
-            set_condition(status, condition("PodReadyToStartContainers", true, None, None));
-            set_condition(status, condition("Initialized", true, None, None));
-            let unready = format!("containers with unready status: [{}]", container_names(pod));
-            let status = status_mut(pod);
-            set_condition(status, condition("Ready", false, Some("ContainersNotReady"), Some(&unready)));
-            set_condition(status, condition("ContainersReady", false, Some("ContainersNotReady"), Some(&unready)));
-            let first = containers(pod).into_iter().next().unwrap_or_default();
-            let image = first.image.clone().unwrap_or_default();
-            let field_path = format!("spec.containers{{{}}}", first.name);
-            let (reason, message, pull) = match &sim.behavior {
-                Err(why) => ("CreateContainerConfigError", Some(why.clone()), None),
-                Ok(b) if b.config_error => {
-                    let secret = first.env.iter().flatten().find_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref().map(|s| s.name.clone()));
-                    let message = format!("secret {:?} not found", secret.unwrap_or_else(|| "kube-sim-missing".into()));
-                    ("CreateContainerConfigError", Some(message), None)
-                }
-                Ok(_) if !is_valid_image_reference(&image) => (
-                    "InvalidImageName",
-                    Some(format!("Failed to apply default image tag {image:?}: couldn't parse image name {image:?}: invalid reference format")),
-                    None,
-                ),
-                Ok(b) => ("ContainerCreating", None, Some(match b.pull { Pull::Succeeds(d) => d, Pull::Fails => pull_delay })),
-            };
-            set_container_states(pod, |c, _| waiting_status(c, reason, message.as_deref()));
-            match reason {
-                "ContainerCreating" => {
-                    state.record_event(pod, "Normal", "Pulling", &format!("Pulling image {image:?}"), "kubelet", Some(&field_path));
-                }
-                "InvalidImageName" => {
-                    state.record_event(pod, "Warning", "InspectFailed", message.as_deref().unwrap_or_default(), "kubelet", Some(&field_path));
-                    state.record_event(pod, "Warning", "Failed", "Error: InvalidImageName", "kubelet", Some(&field_path));
-                }
-                _ => {
-                    state.record_event(pod, "Warning", "Failed", &format!("Error: {}", message.as_deref().unwrap_or_default()), "kubelet", Some(&field_path));
-                }
+            set_condition(status, condition("PodReadyToStartContainers", pod_ip.is_some(), None, None));
+            if let Some(pod_ip) = pod_ip {
+                status.pod_ip = Some(pod_ip.clone());
+                status.pod_ips = Some(vec![PodIP { ip: pod_ip }]);
             }
+            let inits = init_containers(pod);
+            if inits.is_empty() {
+                set_condition(status_mut(pod), condition("Initialized", true, None, None));
+            }
+            // Until a container is created it waits: PodInitializing while init
+            // containers exist, ContainerCreating otherwise (kubelet_pods.go
+            // convertToAPIContainerStatuses).
+            let waiting = if inits.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+            for container in &inits {
+                put_init_status(pod, waiting_status(container, waiting, None));
+            }
+            for container in containers(pod) {
+                put_status(pod, waiting_status(&container, waiting, None));
+            }
+            let pull = if mount_fail {
+                sim.mount_failures = 1;
+                state.record_event(pod, "Warning", "FailedMount", &mount_failure(pod), "kubelet", None);
+                None
+            } else if let Some(init) = inits.first() {
+                let image = init.image.clone().unwrap_or_default();
+                state.record_event(
+                    pod,
+                    "Normal",
+                    "Pulling",
+                    &format!("Pulling image {image:?}"),
+                    "kubelet",
+                    Some(&field_path(init, true)),
+                );
+                Some(pull_delay)
+            } else {
+                prepare_containers(state, pod, sim, pull_delay)
+            };
+            derive(pod);
             (pod.spec.as_ref().and_then(|s| s.active_deadline_seconds), pull)
         });
-        let Some((deadline, pull)) = deadline else {
+        let Some((deadline, pull)) = next else {
             return;
         };
         if let Some(seconds) = deadline {
             self.at(Duration::from_secs(seconds.max(0) as u64), Action::Deadline(key.clone(), uid.to_owned()));
         }
+        if mount_fail {
+            self.at(self.backoff(1), Action::MountRetry(key.clone(), uid.to_owned()));
+        }
         if let Some(pull) = pull {
             self.at(pull, Action::Pull(key.clone(), uid.to_owned()));
         }
+    }
+
+    /// The kubelet's admission rejects the pod (pkg/kubelet/kubelet.go rejectPod): a
+    /// Warning event with the unprefixed message, and a status of only the phase, the
+    /// reason, the prefixed message and the QoS class. The status manager adds a start
+    /// time (status_manager.go updateStatusInternal) and keeps the conditions the
+    /// kubelet does not own, such as PodScheduled (mergePodStatus).
+    fn reject(&mut self, key: &Key, uid: &str, reason: &str) {
+        let Some(entry) = self.pods.get(key).filter(|e| uid_of(&e.pod) == uid) else {
+            return;
+        };
+        let message =
+            admission_message(reason, &entry.pod, &entry.sim, entry.sim.node.as_ref().and_then(|n| self.nodes.get(n)));
+        self.modify_pod(key, uid, |state, pod, sim| {
+            let old = pod.status.take().unwrap_or_default();
+            let kubelet_owned = ["Ready", "ContainersReady", "Initialized", "PodReadyToStartContainers"];
+            let kept: Vec<PodCondition> =
+                old.conditions.into_iter().flatten().filter(|c| !kubelet_owned.contains(&c.type_.as_str())).collect();
+            pod.status = Some(PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some(reason.to_owned()),
+                message: Some(format!("Pod was rejected: {message}")),
+                qos_class: old.qos_class,
+                start_time: Some(now()),
+                conditions: (!kept.is_empty()).then_some(kept),
+                ..Default::default()
+            });
+            state.record_event(pod, "Warning", reason, &message, "kubelet", None);
+            sim.stage = Stage::Finished;
+            state.release(sim);
+        });
+        self.retry_unschedulable();
     }
 
     fn still_waiting(&self, key: &Key, uid: &str) -> bool {
@@ -785,97 +1134,156 @@ impl State {
         })
     }
 
+    /// The image pulled: the next container starts (the injected init container first,
+    /// then the sidecar and the pod's own containers).
     fn pull(&mut self, key: &Key, uid: &str) {
         if !self.still_waiting(key, uid) {
             return;
         }
-        let Some(Ok(behavior)) = self.sim(key, uid).map(|s| s.behavior.clone()) else {
+        let Some((pod, sim)) = self.pods.get(key).map(|e| (e.pod.clone(), &e.sim)) else {
             return;
         };
+        let behavior = sim.behavior.clone();
+        if let Some(init) = init_containers(&pod).into_iter().find(|c| !completed(init_status(&pod, &c.name))) {
+            if is_waiting(init_status(&pod, &init.name)) {
+                self.start_init(key, uid, &init);
+            }
+            return;
+        }
+        let sidecar_waiting =
+            containers(&pod).iter().any(|c| sim.is_sidecar(&c.name) && is_waiting(regular_status(&pod, &c.name)));
+        if sidecar_waiting {
+            self.modify_pod(key, uid, |state, pod, sim| {
+                let sidecars: Vec<Container> =
+                    containers(pod).into_iter().filter(|c| sim.is_sidecar(&c.name)).collect();
+                for container in &sidecars {
+                    start_container(state, pod, sim, container, false);
+                }
+                derive(pod);
+            });
+        }
+        let Ok(behavior) = behavior else {
+            return;
+        };
+        let first = own_container(&pod);
+        if behavior.config_error || !is_valid_image_reference(first.image.as_deref().unwrap_or_default()) {
+            return;
+        }
         if behavior.pull == Pull::Fails {
             let attempts = self.sim(key, uid).map_or(0, |s| s.pull_failures);
             self.modify_pod(key, uid, |state, pod, sim| {
                 sim.pull_failures += 1;
-                let first = containers(pod).into_iter().next().unwrap_or_default();
                 let image = first.image.clone().unwrap_or_default();
-                let field_path = format!("spec.containers{{{}}}", first.name);
+                let path = field_path(&first, false);
                 let message = format!(
                     "rpc error: code = NotFound desc = failed to pull and unpack image {image:?}: failed to resolve reference {image:?}: {image}: not found"
                 );
-                set_container_states(pod, |c, _| waiting_status(c, "ErrImagePull", Some(&message)));
-                if attempts > 0 {
-                    state.record_event(pod, "Normal", "Pulling", &format!("Pulling image {image:?}"), "kubelet", Some(&field_path));
+                for container in containers(pod).iter().filter(|c| !sim.is_sidecar(&c.name)) {
+                    put_status(pod, waiting_status(container, "ErrImagePull", Some(&message)));
                 }
-                state.record_event(pod, "Warning", "Failed", &format!("Failed to pull image {image:?}: {message}"), "kubelet", Some(&field_path));
-                state.record_event(pod, "Warning", "Failed", "Error: ErrImagePull", "kubelet", Some(&field_path));
+                if attempts > 0 {
+                    state.record_event(pod, "Normal", "Pulling", &format!("Pulling image {image:?}"), "kubelet", Some(&path));
+                }
+                state.record_event(pod, "Warning", "Failed", &format!("Failed to pull image {image:?}: {message}"), "kubelet", Some(&path));
+                state.record_event(pod, "Warning", "Failed", "Error: ErrImagePull", "kubelet", Some(&path));
+                derive(pod);
             });
             // The kubelet's next sync reports the back-off right away.
             self.at(Duration::from_millis(10), Action::PullBackOff(key.clone(), uid.to_owned()));
             return;
         }
-        let run = behavior.run;
+        if let Some(runtime) = behavior.start_error {
+            self.modify_pod(key, uid, |state, pod, sim| {
+                for container in containers(pod).iter().filter(|c| !sim.is_sidecar(&c.name)) {
+                    fail_to_start(state, pod, container, runtime, container.name == first.name);
+                }
+                state.settle(pod, sim);
+            });
+            self.retry_unschedulable();
+            return;
+        }
         self.modify_pod(key, uid, |state, pod, sim| {
             sim.stage = Stage::Running;
-            let started = now();
-            let first = containers(pod).into_iter().next().unwrap_or_default();
-            let image = first.image.clone().unwrap_or_default();
-            let field_path = format!("spec.containers{{{}}}", first.name);
-            set_container_states(pod, |c, _| ContainerStatus {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                image_id: image_id(c.image.as_deref().unwrap_or_default()),
-                container_id: Some(format!("containerd://{}", hex(64))),
-                ready: true,
-                restart_count: 0,
-                started: Some(true),
-                state: Some(ContainerState {
-                    running: Some(ContainerStateRunning { started_at: Some(started.clone()) }),
-                    ..Default::default()
-                }),
-                last_state: Some(ContainerState::default()),
-                ..Default::default()
-            });
-            let status = status_mut(pod);
-            status.phase = Some("Running".into());
-            set_condition(status, condition("Ready", true, None, None));
-            set_condition(status, condition("ContainersReady", true, None, None));
-            state.record_event(
-                pod,
-                "Normal",
-                "Pulled",
-                &format!(
-                    "Successfully pulled image {image:?} in 1.2s (1.2s including waiting). Image size: 2150000 bytes."
-                ),
-                "kubelet",
-                Some(&field_path),
-            );
-            state.record_event(
-                pod,
-                "Normal",
-                "Created",
-                &format!("Created container: {}", first.name),
-                "kubelet",
-                Some(&field_path),
-            );
-            state.record_event(
-                pod,
-                "Normal",
-                "Started",
-                &format!("Started container {}", first.name),
-                "kubelet",
-                Some(&field_path),
-            );
-            sim.log(format!("kube-sim: started {image}"));
+            for container in containers(pod).iter().filter(|c| !sim.is_sidecar(&c.name)) {
+                let status = running_status(container, false);
+                put_status(pod, status);
+            }
+            record_start_events(state, pod, &first, false);
+            sim.log(format!("kube-sim: started {}", first.image.clone().unwrap_or_default()));
             for i in 1..=behavior.lines {
                 sim.log(format!("kube-sim: line {i} of {}", behavior.lines));
             }
+            derive(pod);
         });
-        if let Some(run) = run {
-            self.at(run, Action::Finish(key.clone(), uid.to_owned()));
+        let pod_timer = |state: &mut State, after: Option<Duration>, action: fn(Key, String) -> Action| {
+            if let Some(after) = after {
+                state.at(after, action(key.clone(), uid.to_owned()));
+            }
+        };
+        pod_timer(self, behavior.run, Action::Finish);
+        pod_timer(self, behavior.evict_after, Action::Evict);
+        pod_timer(self, behavior.delete_after, Action::ExternalDelete);
+        pod_timer(self, behavior.evict_storage_after, Action::EvictStorage);
+    }
+
+    /// The injected init container starts, and exits shortly after.
+    fn start_init(&mut self, key: &Key, uid: &str, init: &Container) {
+        self.modify_pod(key, uid, |state, pod, sim| {
+            start_container(state, pod, sim, init, true);
+            derive(pod);
+        });
+        self.at(self.config.timings.start, Action::InitExit(key.clone(), uid.to_owned()));
+    }
+
+    /// The running init container exits: the injected one with the behaviour's code,
+    /// any other with 0. A failed one fails the pod (getPhase: a failed init container
+    /// and a pod that is never restarted); after the last one, the regular containers
+    /// get ready to start.
+    fn init_exit(&mut self, key: &Key, uid: &str) {
+        let Some(entry) = self.pods.get(key).filter(|e| uid_of(&e.pod) == uid) else {
+            return;
+        };
+        let Some(init) = init_containers(&entry.pod).into_iter().find(|c| is_running(init_status(&entry.pod, &c.name)))
+        else {
+            return;
+        };
+        let injected_code = entry.sim.behavior.as_ref().ok().and_then(|b| b.init_fail);
+        let code = if init.name == INIT_NAME { injected_code.unwrap_or(0) } else { 0 };
+        let pull_delay = self.config.timings.pull;
+        let next = self.modify_pod(key, uid, |state, pod, sim| {
+            if code != 0 {
+                sim.log_to(&init.name, format!("kube-sim: {} exiting with code {code}", init.name));
+            }
+            if let Some(status) = init_status(pod, &init.name).cloned() {
+                put_init_status(pod, ended(&status, code, if code == 0 { "Completed" } else { "Error" }, None));
+            }
+            if code != 0 {
+                state.settle(pod, sim);
+                return None;
+            }
+            let next = match init_containers(pod).into_iter().find(|c| is_waiting(init_status(pod, &c.name))) {
+                Some(following) => {
+                    let image = following.image.clone().unwrap_or_default();
+                    let path = field_path(&following, true);
+                    state.record_event(
+                        pod,
+                        "Normal",
+                        "Pulling",
+                        &format!("Pulling image {image:?}"),
+                        "kubelet",
+                        Some(&path),
+                    );
+                    Some(pull_delay)
+                }
+                None => prepare_containers(state, pod, sim, pull_delay),
+            };
+            derive(pod);
+            next
+        });
+        if let Some(after) = next.flatten() {
+            self.at(after, Action::Pull(key.clone(), uid.to_owned()));
         }
-        if let Some(after) = behavior.evict_after {
-            self.at(after, Action::Evict(key.clone(), uid.to_owned()));
-        }
+        self.retry_unschedulable();
     }
 
     fn pull_back_off(&mut self, key: &Key, uid: &str) {
@@ -883,26 +1291,53 @@ impl State {
             return;
         }
         let failures = self.sim(key, uid).map_or(1, |s| s.pull_failures);
-        let base = self.config.timings.pull_backoff;
-        let backoff = (base * 2u32.saturating_pow(failures.saturating_sub(1).min(10))).min(base * 10);
-        self.modify_pod(key, uid, |state, pod, _| {
-            let first = containers(pod).into_iter().next().unwrap_or_default();
+        let backoff = self.backoff(failures);
+        self.modify_pod(key, uid, |state, pod, sim| {
+            let first = own_container(pod);
             let image = first.image.clone().unwrap_or_default();
-            let field_path = format!("spec.containers{{{}}}", first.name);
+            let path = field_path(&first, false);
             let message = format!("Back-off pulling image {image:?}");
-            set_container_states(pod, |c, _| waiting_status(c, "ImagePullBackOff", Some(&message)));
-            state.record_event(pod, "Normal", "BackOff", &message, "kubelet", Some(&field_path));
-            state.record_event(pod, "Warning", "Failed", "Error: ImagePullBackOff", "kubelet", Some(&field_path));
+            for container in containers(pod).iter().filter(|c| !sim.is_sidecar(&c.name)) {
+                put_status(pod, waiting_status(container, "ImagePullBackOff", Some(&message)));
+            }
+            state.record_event(pod, "Normal", "BackOff", &message, "kubelet", Some(&path));
+            state.record_event(pod, "Warning", "Failed", "Error: ImagePullBackOff", "kubelet", Some(&path));
+            derive(pod);
         });
         self.at(backoff, Action::Pull(key.clone(), uid.to_owned()));
     }
 
-    /// The container's run ends (or `exit_code` forces it to end now).
-    pub(crate) fn finish(&mut self, key: &Key, uid: &str, exit_code: Option<i32>) {
-        let Some(sim) = self.sim(key, uid) else {
+    /// The kubelet's retry delay after `failures` failures: doubling from
+    /// `--pull-backoff`, at most ten times it.
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self.config.timings.pull_backoff;
+        (base * 2u32.saturating_pow(failures.saturating_sub(1).min(10))).min(base * 10)
+    }
+
+    /// The volume manager tries the mount again, fails again, and says so again: the
+    /// event recorder folds the repeats into one event whose count goes up.
+    fn mount_retry(&mut self, key: &Key, uid: &str) {
+        if !self.still_waiting(key, uid) {
+            return;
+        }
+        // The status does not change; only the event does.
+        let Some(entry) = self.pods.get_mut(key) else {
             return;
         };
-        if sim.stage != Stage::Running {
+        entry.sim.mount_failures += 1;
+        let failures = entry.sim.mount_failures;
+        let pod = entry.pod.clone();
+        self.record_event(&pod, "Warning", "FailedMount", &mount_failure(&pod), "kubelet", None);
+        self.at(self.backoff(failures), Action::MountRetry(key.clone(), uid.to_owned()));
+    }
+
+    /// The container's run ends (or `exit_code` forces it to end now).
+    pub(crate) fn finish(&mut self, key: &Key, uid: &str, exit_code: Option<i32>) {
+        let Some(entry) = self.pods.get(key).filter(|e| uid_of(&e.pod) == uid) else {
+            return;
+        };
+        let sim = &entry.sim;
+        if sim.stage != Stage::Running || sim.driven_elsewhere || !is_running(regular_status(&entry.pod, &sim.main)) {
             return;
         }
         let behavior = sim
@@ -911,41 +1346,68 @@ impl State {
             .unwrap_or_else(|_| Behavior::parse("", self.behavior_defaults()).unwrap_or_else(|_| unreachable!()));
         let oom = behavior.oom && exit_code.is_none();
         let code = if oom { 137 } else { exit_code.unwrap_or(behavior.exit_code) };
-        self.modify_pod(key, uid, |state, pod, sim| {
-            let first = containers(pod).into_iter().next().unwrap_or_default();
-            let reason = if oom { "OOMKilled" } else if code == 0 { "Completed" } else { "Error" };
+        let terminal = self.modify_pod(key, uid, |state, pod, sim| {
+            let first = own_container(pod);
+            let reason = if oom {
+                "OOMKilled"
+            } else if code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
             if oom {
-                state.record_event(pod, "Warning", "OOMKilling", &format!("Memory cgroup out of memory: Killed process 4242 ({}) total-vm:1048576kB, anon-rss:1048576kB, file-rss:0kB, shmem-rss:0kB", first.name), "kubelet", None);
+                state.record_event(pod, "Warning", "OOMKilling", &oom_message(&first.name), "kubelet", None);
             } else if code != 0 {
                 sim.log(format!("kube-sim: exiting with code {code}"));
             }
             let fallback = first.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
-            let message = (fallback && code != 0).then(|| log_tail_message(&sim.logs)).filter(|m| !m.is_empty());
-            terminate(pod, code, reason, message);
-            sim.stage = Stage::Finished;
-            state.release(sim);
+            let message = (fallback && code != 0).then(|| log_tail_message(sim.main_logs())).filter(|m| !m.is_empty());
+            for container in containers(pod).iter().filter(|c| !sim.is_sidecar(&c.name)) {
+                if let Some(status) = regular_status(pod, &container.name).filter(|s| is_running(Some(s))).cloned() {
+                    let message = if container.name == first.name { message.clone() } else { None };
+                    put_status(pod, ended(&status, code, reason, message));
+                }
+            }
+            state.settle(pod, sim)
+        });
+        if terminal == Some(false) && behavior.sidecar == Some(Sidecar::OomKilled) {
+            self.at(self.config.timings.start, Action::SidecarOom(key.clone(), uid.to_owned()));
+        }
+        self.retry_unschedulable();
+    }
+
+    /// The injected sidecar is OOMKilled; with the pod's own container already ended,
+    /// every container has terminated and one failed: the pod fails.
+    fn sidecar_oom(&mut self, key: &Key, uid: &str) {
+        let Some(pod) = self.live_pod(key, uid) else {
+            return;
+        };
+        if pod.metadata.deletion_timestamp.is_some() || !is_running(regular_status(pod, SIDECAR_NAME)) {
+            return;
+        }
+        self.modify_pod(key, uid, |state, pod, sim| {
+            state.record_event(pod, "Warning", "OOMKilling", &oom_message("envoy"), "kubelet", None);
+            if let Some(status) = regular_status(pod, SIDECAR_NAME).cloned() {
+                put_status(pod, ended(&status, 137, "OOMKilled", None));
+            }
+            state.settle(pod, sim);
         });
         self.retry_unschedulable();
     }
 
-    /// Fails a pod that is not yet terminal, for a kubelet-level reason.
+    /// Fails a pod that is not yet terminal, for a kubelet-level reason: the reason's
+    /// event, then every running container stopped.
     fn fail(&mut self, key: &Key, uid: &str, reason: &str, message: &str, disruption: Option<&str>) -> bool {
         if self.live_pod(key, uid).is_none_or(is_terminal) {
             return false;
         }
         self.modify_pod(key, uid, |state, pod, sim| {
-            let first = containers(pod).into_iter().next().unwrap_or_default();
-            if sim.stage == Stage::Running {
-                state.record_event(
-                    pod,
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container {}", first.name),
-                    "kubelet",
-                    Some(&format!("spec.containers{{{}}}", first.name)),
-                );
-            }
-            terminate(pod, 137, "Error", None);
+            state.record_event(pod, "Warning", reason, message, "kubelet", None);
+            record_killing(state, pod);
+            let sidecar = sim.sidecar().is_some();
+            terminate_all(pod, &|name| {
+                if sidecar && name == SIDECAR_NAME { (0, "Completed", None) } else { (137, "Error", None) }
+            });
             let status = status_mut(pod);
             status.phase = Some("Failed".into());
             status.reason = Some(reason.to_owned());
@@ -953,7 +1415,7 @@ impl State {
             if let Some(disruption) = disruption {
                 set_condition(status, condition("DisruptionTarget", true, Some(disruption), Some(message)));
             }
-            state.record_event(pod, "Warning", reason, message, "kubelet", None);
+            derive_conditions(pod, "Failed");
             sim.stage = Stage::Finished;
             state.release(sim);
         });
@@ -970,20 +1432,46 @@ impl State {
         let Some(sim) = self.sim(key, uid) else {
             return false;
         };
-        if sim.node.is_none() {
+        if sim.node.is_none() || sim.driven_elsewhere {
             return false;
         }
-        let container = self
-            .live_pod(key, uid)
-            .map(|p| containers(p).into_iter().next().unwrap_or_default().name)
-            .unwrap_or_default();
         let message = format!(
-            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. Container {container} was using 1Gi, request is 0, has larger consumption of memory. "
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. Container {} was using 1Gi, request is 0, has larger consumption of memory. ",
+            sim.main
         );
         self.fail(key, uid, "Evicted", &message, Some("TerminationByKubelet"))
     }
 
+    /// The eviction manager finds the pod's own container over its ephemeral-storage
+    /// limit (pkg/kubelet/eviction/eviction_manager.go containerEphemeralStorageLimitEviction):
+    /// it evicts the pod at once, with no DisruptionTarget condition (evictPod is
+    /// called with a nil condition for local-storage evictions, unlike node pressure).
+    fn evict_storage(&mut self, key: &Key, uid: &str) {
+        let Some(pod) = self.live_pod(key, uid) else {
+            return;
+        };
+        let first = own_container(pod);
+        let limit = first
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("ephemeral-storage"))
+            .map_or_else(|| "1Gi".to_owned(), |q| q.0.clone());
+        let message = format!("Container {} exceeded its local ephemeral storage limit {limit:?}. ", first.name);
+        self.fail(key, uid, "Evicted", &message, None);
+    }
+
     // ---- deletion --------------------------------------------------------------
+
+    /// Someone outside (`kubectl delete`, a node-repair tool) deletes the pod through
+    /// the API: the same graceful deletion as a DELETE request, with no DisruptionTarget.
+    fn external_delete(&mut self, key: &Key, uid: &str) {
+        let deletable =
+            self.live_pod(key, uid).is_some_and(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none());
+        if deletable {
+            self.begin_delete(key, uid, None);
+        }
+    }
 
     /// Starts a graceful deletion: the pod turns Terminating, the kubelet stops its
     /// containers, then the pod object goes away. Pods that never reached a node, or
@@ -1003,53 +1491,314 @@ impl State {
             return Some(entry.pod.clone());
         }
         let node_ready = entry.sim.node.as_ref().and_then(|n| self.nodes.get(n)).is_some_and(|n| n.ready);
+        let kubelet_drives = !entry.sim.driven_elsewhere;
         let ignores_term = entry.sim.behavior.as_ref().is_ok_and(|b| b.ignore_term);
-        let running = entry.sim.stage == Stage::Running;
+        let main_running = is_running(regular_status(&entry.pod, &entry.sim.main));
         let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
         self.modify_pod(key, uid, |state, pod, _| {
             pod.metadata.deletion_timestamp = Some(Time(deadline));
             pod.metadata.deletion_grace_period_seconds = Some(grace);
-            if running {
-                let name = containers(pod).into_iter().next().unwrap_or_default().name;
-                state.record_event(
-                    pod,
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container {name}"),
-                    "kubelet",
-                    Some(&format!("spec.containers{{{name}}}")),
-                );
+            if kubelet_drives {
+                record_killing(state, pod);
             }
         });
         if node_ready {
             let grace = Duration::from_secs(grace as u64);
-            let after = if running && ignores_term { grace } else { self.config.timings.termination.min(grace) };
+            let waits = kubelet_drives && main_running && ignores_term;
+            let after = if waits { grace } else { self.config.timings.termination.min(grace) };
             self.at(after, Action::Kill(key.clone(), uid.to_owned()));
         }
         self.pods.get(key).map(|e| e.pod.clone())
     }
 
+    /// The end of a graceful deletion. The kubelet first writes the pod's final status
+    /// — every container stopped, the phase terminal (kubelet_pods.go getPhase with
+    /// podIsTerminal; status_manager.go TerminatePod "Make sure all pods are
+    /// transitioned to a terminal phase") — then the status manager deletes the object,
+    /// so a watcher sees MODIFIED (Failed, exit 143) and then DELETED.
     fn kill(&mut self, key: &Key, uid: &str) {
         let Some(entry) = self.pods.get(key).filter(|e| uid_of(&e.pod) == uid) else {
             return;
         };
-        if !is_terminal(&entry.pod) {
+        if !is_terminal(&entry.pod) && !entry.sim.driven_elsewhere {
             let ignores_term = entry.sim.behavior.as_ref().is_ok_and(|b| b.ignore_term);
-            // SIGTERM honoured: 143; killed at the end of the grace period: 137.
+            // SIGTERM honoured: 143; killed at the end of the grace period: 137. The
+            // proxy sidecar drains and exits 0 on SIGTERM.
             let code = if ignores_term { 137 } else { 143 };
             self.modify_pod(key, uid, |state, pod, sim| {
-                terminate(pod, code, "Error", None);
-                sim.stage = Stage::Finished;
-                state.release(sim);
+                let sidecar = sim.sidecar().is_some();
+                terminate_all(pod, &|name| {
+                    if sidecar && name == SIDECAR_NAME { (0, "Completed", None) } else { (code, "Error", None) }
+                });
+                if !state.settle(pod, sim) {
+                    // Containers that never started leave nothing running: the pod is over.
+                    status_mut(pod).phase = Some("Failed".into());
+                    derive_conditions(pod, "Failed");
+                    sim.stage = Stage::Finished;
+                    state.release(sim);
+                }
             });
         }
         self.remove_pod(key, uid);
     }
 }
 
+/// The pod's regular containers get ready to start (after any init containers): the
+/// pull of the pod's own image begins, or the kubelet finds why its container cannot be
+/// created (a bad behaviour term or a missing secret: CreateContainerConfigError; an
+/// image reference that does not parse: InvalidImageName). Returns when the next
+/// container starts, if one will.
+fn prepare_containers(state: &mut State, pod: &mut Pod, sim: &PodSim, pull_delay: Duration) -> Option<Duration> {
+    let first = own_container(pod);
+    let image = first.image.clone().unwrap_or_default();
+    let path = field_path(&first, false);
+    let (reason, message, pull) = match &sim.behavior {
+        Err(why) => ("CreateContainerConfigError", Some(why.clone()), None),
+        Ok(b) if b.config_error => {
+            let secret = first
+                .env
+                .iter()
+                .flatten()
+                .find_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref().map(|s| s.name.clone()));
+            let message = format!("secret {:?} not found", secret.unwrap_or_else(|| "kube-sim-missing".into()));
+            ("CreateContainerConfigError", Some(message), None)
+        }
+        Ok(_) if !is_valid_image_reference(&image) => (
+            "InvalidImageName",
+            Some(format!(
+                "Failed to apply default image tag {image:?}: couldn't parse image name {image:?}: invalid reference format"
+            )),
+            None,
+        ),
+        Ok(b) => {
+            let pull = match b.pull {
+                Pull::Succeeds(d) => d,
+                Pull::Fails => pull_delay,
+            };
+            ("ContainerCreating", None, Some(pull))
+        }
+    };
+    for container in containers(pod) {
+        let status = if sim.is_sidecar(&container.name) {
+            waiting_status(&container, "ContainerCreating", None)
+        } else {
+            waiting_status(&container, reason, message.as_deref())
+        };
+        put_status(pod, status);
+    }
+    match reason {
+        "ContainerCreating" => {
+            state.record_event(pod, "Normal", "Pulling", &format!("Pulling image {image:?}"), "kubelet", Some(&path));
+        }
+        "InvalidImageName" => {
+            let message = message.as_deref().unwrap_or_default();
+            state.record_event(pod, "Warning", "InspectFailed", message, "kubelet", Some(&path));
+            state.record_event(pod, "Warning", "Failed", "Error: InvalidImageName", "kubelet", Some(&path));
+        }
+        _ => {
+            let message = format!("Error: {}", message.as_deref().unwrap_or_default());
+            state.record_event(pod, "Warning", "Failed", &message, "kubelet", Some(&path));
+        }
+    }
+    // A sidecar starts even when the pod's own container cannot.
+    pull.or_else(|| sim.sidecar().map(|_| pull_delay))
+}
+
+/// Starts `container`: its Pulled, Created and Started events and its running status.
+fn start_container(state: &mut State, pod: &mut Pod, sim: &mut PodSim, container: &Container, init: bool) {
+    record_start_events(state, pod, container, init);
+    sim.log_to(&container.name, format!("kube-sim: started {}", container.image.clone().unwrap_or_default()));
+    let status = running_status(container, init);
+    if init {
+        put_init_status(pod, status);
+    } else {
+        put_status(pod, status);
+    }
+}
+
+/// The kubelet's `Pulled` (when it pulled the image) and `Created` events for `container`.
+fn record_created_events(state: &mut State, pod: &Pod, container: &Container, init: bool, pulled: bool) {
+    let image = container.image.clone().unwrap_or_default();
+    let path = field_path(container, init);
+    if pulled {
+        let pulled =
+            format!("Successfully pulled image {image:?} in 1.2s (1.2s including waiting). Image size: 2150000 bytes.");
+        state.record_event(pod, "Normal", "Pulled", &pulled, "kubelet", Some(&path));
+    }
+    let created = format!("Created container: {}", container.name);
+    state.record_event(pod, "Normal", "Created", &created, "kubelet", Some(&path));
+}
+
+fn record_start_events(state: &mut State, pod: &Pod, container: &Container, init: bool) {
+    let path = field_path(container, init);
+    record_created_events(state, pod, container, init, true);
+    state.record_event(
+        pod,
+        "Normal",
+        "Started",
+        &format!("Started container {}", container.name),
+        "kubelet",
+        Some(&path),
+    );
+}
+
+/// A `Killing` event for every running container, as killContainer records them
+/// (pkg/kubelet/kuberuntime/kuberuntime_container.go).
+fn record_killing(state: &mut State, pod: &Pod) {
+    let running = |init: bool| {
+        let list = if init { init_containers(pod) } else { containers(pod) };
+        list.into_iter()
+            .filter(|c| is_running(if init { init_status(pod, &c.name) } else { regular_status(pod, &c.name) }))
+            .map(move |c| (c, init))
+            .collect::<Vec<_>>()
+    };
+    for (container, init) in running(true).into_iter().chain(running(false)) {
+        let message = format!("Stopping container {}", container.name);
+        state.record_event(pod, "Normal", "Killing", &message, "kubelet", Some(&field_path(&container, init)));
+    }
+}
+
+/// The runtime cannot start `container`: its status as the CRI reports it and the
+/// kubelet's `Failed` event (kuberuntime_container.go startContainer: "Error: " and
+/// the runtime's message).
+///
+/// containerd (internal/cri/server/container_start.go) marks the container exited with
+/// exit code 128, reason `StartError` and the error as message, and never sets its
+/// start time, which the kubelet turns into the Unix epoch (`time.Unix(0, 0)`).
+/// dockershim (pkg/kubelet/dockershim/docker_container.go ContainerStatus, case 2)
+/// reports `ContainerCannotRun` with docker's exit code (127 for a missing
+/// executable) and both times set to the creation time.
+fn fail_to_start(state: &mut State, pod: &mut Pod, container: &Container, runtime: Runtime, own: bool) {
+    let executable =
+        container.command.as_ref().and_then(|c| c.first().cloned()).unwrap_or_else(|| "/docker-entrypoint.sh".into());
+    let image = container.image.clone().unwrap_or_default();
+    let id = hex(64);
+    let (container_id, image_ref, code, reason, message, event, started_at) = match runtime {
+        Runtime::Containerd => {
+            let message = format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: {executable:?}: executable file not found in $PATH: unknown"
+            );
+            let event = format!("Error: {message}");
+            let epoch = Time(jiff::Timestamp::UNIX_EPOCH);
+            (format!("containerd://{id}"), image_id(&image), 128, "StartError", message, event, epoch)
+        }
+        Runtime::Docker => {
+            let message = format!(
+                "OCI runtime create failed: container_linux.go:380: starting container process caused: exec: {executable:?}: executable file not found in $PATH: unknown"
+            );
+            let event = format!("Error: failed to start container {id:?}: Error response from daemon: {message}");
+            (format!("docker://{id}"), docker_image_id(&image), 127, "ContainerCannotRun", message, event, now())
+        }
+    };
+    let path = field_path(container, false);
+    record_created_events(state, pod, container, false, own);
+    state.record_event(pod, "Warning", "Failed", &event, "kubelet", Some(&path));
+    let finished_at = if runtime == Runtime::Docker { started_at.clone() } else { now() };
+    put_status(
+        pod,
+        ContainerStatus {
+            name: container.name.clone(),
+            image,
+            image_id: image_ref,
+            container_id: Some(container_id.clone()),
+            ready: false,
+            restart_count: 0,
+            started: Some(false),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                    started_at: Some(started_at),
+                    finished_at: Some(finished_at),
+                    container_id: Some(container_id),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            last_state: Some(ContainerState::default()),
+            ..Default::default()
+        },
+    );
+}
+
+fn oom_message(process: &str) -> String {
+    format!(
+        "Memory cgroup out of memory: Killed process 4242 ({process}) total-vm:1048576kB, anon-rss:1048576kB, file-rss:0kB, shmem-rss:0kB"
+    )
+}
+
+/// The volume manager's message for a secret volume whose secret is missing
+/// (pkg/volume/util/operationexecutor: "MountVolume.SetUp failed for volume %q" and the
+/// secret manager's NotFound, `secret "NAME" not found`).
+fn mount_failure(pod: &Pod) -> String {
+    let volume = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).find_map(|v| {
+        let secret = v.secret.as_ref()?;
+        Some((v.name.clone(), secret.secret_name.clone().unwrap_or_else(|| v.name.clone())))
+    });
+    let (volume, secret) = volume.unwrap_or_else(|| ("credentials".into(), "credentials".into()));
+    format!("MountVolume.SetUp failed for volume {volume:?} : secret {secret:?} not found")
+}
+
+/// The message of the kubelet admission failure `reason`, with numbers from the pod
+/// and its node: pkg/kubelet/lifecycle/predicate.go (InsufficientResourceError, in the
+/// kubelet's units: millicores, bytes, pods; PredicateFailureError for NodeAffinity),
+/// pkg/kubelet/nodeshutdown (NodeShutdown) and pkg/kubelet/cm/admission (a device
+/// plugin's allocation failing, UnexpectedAdmissionError).
+fn admission_message(reason: &str, pod: &Pod, sim: &PodSim, node: Option<&SimNode>) -> String {
+    let insufficient = |resource: &str, requested: i64, others: i64, capacity: i64| {
+        let used = others.max(capacity - requested / 2).min(capacity);
+        format!(
+            "Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
+        )
+    };
+    let shape = node.map(|n| n.shape).unwrap_or_default();
+    let (used_cpu, used_memory, pods) = node.map_or((0, 0, 0), |n| (n.used_cpu, n.used_memory, n.pods));
+    let request = |name: &str| {
+        pod.spec.iter().flat_map(|s| s.containers.iter()).find_map(|c| {
+            let q = c.resources.as_ref()?.requests.as_ref()?.get(name)?;
+            parse_quantity(&q.0).ok()
+        })
+    };
+    match reason {
+        "OutOfcpu" => {
+            let requested = if sim.cpu_millis > 0 { sim.cpu_millis } else { 100 };
+            insufficient("cpu", requested, used_cpu - sim.cpu_millis, shape.cpu_millis)
+        }
+        "OutOfmemory" => {
+            let requested = if sim.memory_bytes > 0 { sim.memory_bytes } else { 64 << 20 };
+            insufficient("memory", requested, used_memory - sim.memory_bytes, shape.memory_bytes)
+        }
+        "OutOfpods" => format!(
+            "Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {}",
+            shape.max_pods.max(pods),
+            shape.max_pods
+        ),
+        "OutOfephemeral-storage" => {
+            // kube-sim nodes do not advertise ephemeral storage; a 100Gi disk is typical.
+            let requested = request("ephemeral-storage").map_or(1 << 30, |v| v.ceil() as i64);
+            insufficient("ephemeral-storage", requested, 0, 100 << 30)
+        }
+        "NodeAffinity" => "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector".into(),
+        "NodeShutdown" => "Pod was rejected as the node is shutting down.".into(),
+        "UnexpectedAdmissionError" => {
+            let device = pod.spec.iter().flat_map(|s| s.containers.iter()).find_map(|c| {
+                let limits = c.resources.as_ref()?.limits.as_ref()?;
+                limits.iter().find(|(name, _)| name.contains('/')).map(|(name, q)| (name.clone(), q.0.clone()))
+            });
+            let (device, count) = device.unwrap_or_else(|| ("nvidia.com/gpu".into(), "1".into()));
+            format!(
+                "Allocate failed due to requested number of devices unavailable for {device}. Requested: {count}, Available: 0, which is unexpected"
+            )
+        }
+        _ => "GeneralPredicates failed due to unknown reason, which is unexpected.".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn image_ids_are_stable_digests() {
@@ -1058,6 +1807,7 @@ mod tests {
         assert_eq!(a.len(), "docker.io/library/busybox@sha256:".len() + 64);
         assert_eq!(a, image_id("busybox:1.36"));
         assert!(image_id("ghcr.io/org/app:v1").starts_with("ghcr.io/org/app@sha256:"));
+        assert!(docker_image_id("busybox:1.36").starts_with("docker-pullable://busybox@sha256:"));
     }
 
     #[test]
@@ -1068,5 +1818,113 @@ mod tests {
         assert!(message.ends_with("line 199"));
         let long: Vec<_> = (0..10).map(|_| (jiff::Timestamp::now(), "x".repeat(500))).collect();
         assert_eq!(log_tail_message(&long).len(), 2048);
+    }
+
+    fn pod(containers: serde_json::Value, init: serde_json::Value, status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "p" },
+            "spec": { "containers": containers, "initContainers": init },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn state(name: &str, state: serde_json::Value) -> serde_json::Value {
+        json!({ "name": name, "image": "x", "imageID": "", "ready": state.get("running").is_some(), "restartCount": 0, "state": state })
+    }
+
+    #[test]
+    fn phases_follow_get_phase() {
+        let two = json!([{ "name": "job" }, { "name": "istio-proxy" }]);
+        let running = json!({ "running": {} });
+        let waiting = json!({ "waiting": { "reason": "ContainerCreating" } });
+        let exited = |code: i32| json!({ "terminated": { "exitCode": code } });
+        let check = |p: Pod, expected: &str| assert_eq!(derived_phase(&p), expected);
+        check(
+            pod(
+                two.clone(),
+                json!([]),
+                json!({ "containerStatuses": [state("istio-proxy", running.clone()), state("job", exited(0))] }),
+            ),
+            "Running",
+        );
+        check(
+            pod(
+                two.clone(),
+                json!([]),
+                json!({ "containerStatuses": [state("istio-proxy", exited(137)), state("job", exited(0))] }),
+            ),
+            "Failed",
+        );
+        check(
+            pod(
+                two.clone(),
+                json!([]),
+                json!({ "containerStatuses": [state("istio-proxy", exited(0)), state("job", exited(0))] }),
+            ),
+            "Succeeded",
+        );
+        check(
+            pod(
+                two.clone(),
+                json!([]),
+                json!({ "containerStatuses": [state("istio-proxy", running.clone()), state("job", waiting.clone())] }),
+            ),
+            "Pending",
+        );
+        let init = json!([{ "name": "istio-init" }]);
+        let initializing = json!({ "waiting": { "reason": "PodInitializing" } });
+        check(
+            pod(
+                json!([{ "name": "job" }]),
+                init.clone(),
+                json!({ "initContainerStatuses": [state("istio-init", exited(3))], "containerStatuses": [state("job", initializing.clone())] }),
+            ),
+            "Failed",
+        );
+        check(
+            pod(
+                json!([{ "name": "job" }]),
+                init,
+                json!({ "initContainerStatuses": [state("istio-init", running)], "containerStatuses": [state("job", initializing)] }),
+            ),
+            "Pending",
+        );
+    }
+
+    #[test]
+    fn conditions_follow_generate() {
+        let mut p = pod(
+            json!([{ "name": "job" }]),
+            json!([{ "name": "istio-init" }]),
+            json!({ "initContainerStatuses": [state("istio-init", json!({ "terminated": { "exitCode": 3, "reason": "Error" } }))],
+                    "containerStatuses": [state("job", json!({ "waiting": { "reason": "PodInitializing" } }))] }),
+        );
+        assert!(derive(&mut p));
+        let conditions = p.status.unwrap().conditions.unwrap();
+        let find = |t: &str| conditions.iter().find(|c| c.type_ == t).unwrap().clone();
+        let initialized = find("Initialized");
+        assert_eq!(
+            (initialized.status.as_str(), initialized.reason.as_deref(), initialized.message.as_deref()),
+            ("False", Some("ContainersNotInitialized"), Some("containers with incomplete status: [istio-init]"))
+        );
+        assert_eq!(find("Ready").reason.as_deref(), Some("PodFailed"));
+        assert_eq!(find("ContainersReady").reason.as_deref(), Some("PodFailed"));
+        assert_eq!(find("PodReadyToStartContainers").status, "False");
+    }
+
+    #[test]
+    fn container_statuses_are_sorted_by_name() {
+        let mut p = pod(json!([{ "name": "job" }, { "name": "istio-proxy" }]), json!([]), json!({}));
+        put_status(
+            &mut p,
+            waiting_status(&Container { name: "job".into(), ..Default::default() }, "ContainerCreating", None),
+        );
+        put_status(
+            &mut p,
+            waiting_status(&Container { name: "istio-proxy".into(), ..Default::default() }, "ContainerCreating", None),
+        );
+        let names: Vec<String> = p.status.unwrap().container_statuses.unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["istio-proxy", "job"]);
     }
 }

@@ -53,6 +53,8 @@ fn verb_of(method: &Method, path: &str, query: Option<&str>) -> Option<&'static 
     Some(match *method {
         Method::POST => "create",
         Method::DELETE => "delete",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
         _ if path.ends_with("/log") => "log",
         _ if watch => "watch",
         // Collections have an odd number of segments (`pods`, `namespaces/x/pods`).

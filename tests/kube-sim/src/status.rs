@@ -38,6 +38,10 @@ impl Cause {
         }
     }
 
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+        Self { reason: "FieldValueForbidden", message: format!("Forbidden: {detail}"), field: field.into() }
+    }
+
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
         Self {
             reason: "FieldValueTooLong",
@@ -110,6 +114,26 @@ impl ApiError {
     /// A verb the resource does not serve (PATCH, PUT, watch of events, ...).
     pub fn method_not_allowed() -> Self {
         Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+    }
+
+    /// A request body in a media type the resource does not take (a PATCH's
+    /// `Content-Type`), worded as k8s.io/apiserver's negotiation errors word it.
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
+    }
+
+    /// A JSON patch that does not apply to the object (a `test` that fails, a missing
+    /// path): the apiserver answers with a generic 422 whose details are empty.
+    pub fn patch_not_applicable() -> Self {
+        Self::new(422, "Invalid", "the server rejected our request due to an error in our request")
+            .with_details(json!({}))
     }
 
     pub fn already_exists(resource: &str, name: &str) -> Self {

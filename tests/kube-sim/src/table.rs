@@ -140,23 +140,48 @@ pub fn pod_columns() -> Vec<Value> {
 pub fn pod_status_text(pod: &Pod) -> String {
     let status = pod.status.clone().unwrap_or_default();
     let mut reason = status.reason.clone().filter(|r| !r.is_empty()).or(status.phase.clone()).unwrap_or_default();
-    let mut has_running = false;
-    for container in status.container_statuses.iter().flatten().rev() {
+    let init_total = pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).map_or(0, Vec::len);
+    let mut initializing = false;
+    for (i, container) in status.init_container_statuses.iter().flatten().enumerate() {
         let state = container.state.clone().unwrap_or_default();
-        if let Some(waiting) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
-            reason = waiting;
-        } else if let Some(terminated) = &state.terminated {
-            reason = match (&terminated.reason, terminated.signal) {
-                (Some(r), _) if !r.is_empty() => r.clone(),
-                (_, Some(signal)) if signal != 0 => format!("Signal:{signal}"),
-                _ => format!("ExitCode:{}", terminated.exit_code),
-            };
-        } else if container.ready && state.running.is_some() {
-            has_running = true;
+        let waiting = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty());
+        match (&state.terminated, waiting) {
+            (Some(terminated), _) if terminated.exit_code == 0 => continue,
+            (Some(terminated), _) => {
+                reason = match (&terminated.reason, terminated.signal) {
+                    (Some(r), _) if !r.is_empty() => format!("Init:{r}"),
+                    (_, Some(signal)) if signal != 0 => format!("Init:Signal:{signal}"),
+                    _ => format!("Init:ExitCode:{}", terminated.exit_code),
+                };
+            }
+            (None, Some(waiting)) if waiting != "PodInitializing" => reason = format!("Init:{waiting}"),
+            _ => reason = format!("Init:{i}/{init_total}"),
         }
+        initializing = true;
+        break;
     }
-    if reason == "Completed" && has_running {
-        reason = "Running".to_owned();
+    if !initializing {
+        let mut has_running = false;
+        for container in status.container_statuses.iter().flatten().rev() {
+            let state = container.state.clone().unwrap_or_default();
+            if let Some(waiting) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
+                reason = waiting;
+            } else if let Some(terminated) = &state.terminated {
+                reason = match (&terminated.reason, terminated.signal) {
+                    (Some(r), _) if !r.is_empty() => r.clone(),
+                    (_, Some(signal)) if signal != 0 => format!("Signal:{signal}"),
+                    _ => format!("ExitCode:{}", terminated.exit_code),
+                };
+            } else if container.ready && state.running.is_some() {
+                has_running = true;
+            }
+        }
+        // A container still running after another completed: Running, or NotReady
+        // when the pod is not Ready (pkg/printers/internalversion/printers.go printPod).
+        if reason == "Completed" && has_running {
+            let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+            reason = if ready { "Running" } else { "NotReady" }.to_owned();
+        }
     }
     if pod.metadata.deletion_timestamp.is_some() {
         reason =
@@ -249,6 +274,25 @@ mod tests {
             "OOMKilled",
         );
         check(json!({ "phase": "Failed", "reason": "Evicted" }), false, "Evicted");
+        let status = |state: Value| json!({ "name": "c", "image": "x", "imageID": "", "ready": state.get("running").is_some(), "restartCount": 0, "state": state });
+        check(
+            json!({ "phase": "Running", "conditions": [{ "type": "Ready", "status": "False" }],
+                    "containerStatuses": [status(json!({ "running": {} })), status(json!({ "terminated": { "exitCode": 0, "reason": "Completed" } }))] }),
+            false,
+            "NotReady",
+        );
+        check(
+            json!({ "phase": "Failed", "initContainerStatuses": [status(json!({ "terminated": { "exitCode": 3, "reason": "Error" } }))],
+                    "containerStatuses": [status(json!({ "waiting": { "reason": "PodInitializing" } }))] }),
+            false,
+            "Init:Error",
+        );
+        check(
+            json!({ "phase": "Pending", "initContainerStatuses": [status(json!({ "running": {} }))],
+                    "containerStatuses": [status(json!({ "waiting": { "reason": "PodInitializing" } }))] }),
+            false,
+            "Init:0/0",
+        );
         check(json!({ "phase": "Running" }), true, "Terminating");
     }
 }

@@ -6,6 +6,7 @@ mod chaos;
 mod dispatch;
 mod eks_auth;
 mod events;
+mod failures;
 mod job_store;
 mod lambda_runtime;
 mod reconcile;

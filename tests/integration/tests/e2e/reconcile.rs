@@ -28,11 +28,11 @@ use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
 use serde_json::{Value, json};
 
-const NAMESPACE: &str = "podbridge-jobs";
+pub(crate) const NAMESPACE: &str = "podbridge-jobs";
 
-type Store = Journal<DynamoJobStore, EventBridgeSink>;
+pub(crate) type Store = Journal<DynamoJobStore, EventBridgeSink>;
 
-struct World {
+pub(crate) struct World {
     sim: KubeSim,
     reconciler: Reconciler<Store, KubeCluster>,
     subscription: Subscription,
@@ -40,7 +40,7 @@ struct World {
     events: Mutex<Vec<Value>>,
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     let stack = Stack::from_env().await;
     let table = unique_name("jobs");
     create_table(&stack.dynamodb(), &table).await.expect("job table");
@@ -84,7 +84,7 @@ async fn world() -> World {
 }
 
 /// A job whose pod behaves as `behavior` says (kube-sim's terms), with `extra` fields.
-fn message(id: &str, behavior: &str, extra: Value) -> String {
+pub(crate) fn message(id: &str, behavior: &str, extra: Value) -> String {
     let mut job = json!({
         "id": id,
         "image": "registry.example.com/batch/work:1",
@@ -98,7 +98,7 @@ fn message(id: &str, behavior: &str, extra: Value) -> String {
 }
 
 impl World {
-    async fn submit(&self, body: &str) {
+    pub(crate) async fn submit(&self, body: &str) {
         let mut record = SqsMessage::default();
         record.message_id = Some(unique_name("m"));
         record.body = Some(body.to_owned());
@@ -110,19 +110,19 @@ impl World {
         self.store().flush().await;
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         self.reconciler.submitter().store()
     }
 
     /// One pass, and its events published, as the reconcile function does.
-    async fn pass(&self) -> reconcile::PassReport {
+    pub(crate) async fn pass(&self) -> reconcile::PassReport {
         let report = self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
         self.store().flush().await;
         report
     }
 
     /// The job's events received so far, in the order of their transitions.
-    async fn events_of(&self, job_id: &str) -> Vec<Value> {
+    pub(crate) async fn events_of(&self, job_id: &str) -> Vec<Value> {
         let new = self.subscription.drain().await.expect("events from the subscription");
         let mut all = self.events.lock().unwrap();
         all.extend(new);
@@ -135,7 +135,7 @@ impl World {
 
     /// Asserts that a subscriber got one event per transition in the record's history,
     /// the last one carrying what the record says about the outcome.
-    async fn assert_announced(&self, record: &JobRecord) {
+    pub(crate) async fn assert_announced(&self, record: &JobRecord) {
         let events = self.events_of(&record.job_id).await;
         let transitions: Vec<(Value, Value)> =
             events.iter().map(|e| (e["previousState"].clone(), e["state"].clone())).collect();
@@ -149,12 +149,12 @@ impl World {
         assert_eq!(last["namespace"], json!(NAMESPACE));
     }
 
-    async fn record(&self, job_id: &str) -> JobRecord {
+    pub(crate) async fn record(&self, job_id: &str) -> JobRecord {
         self.store().get(job_id).await.unwrap().expect("recorded")
     }
 
     /// Runs passes until the job is in `state` (at most 15 s).
-    async fn reconcile_until(&self, job_id: &str, state: JobState) -> JobRecord {
+    pub(crate) async fn reconcile_until(&self, job_id: &str, state: JobState) -> JobRecord {
         for _ in 0..300 {
             self.pass().await;
             let record = self.record(job_id).await;
@@ -166,16 +166,16 @@ impl World {
         panic!("{job_id} never reached {state}: {:#?}", self.record(job_id).await);
     }
 
-    fn pods(&self) -> Api<Pod> {
+    pub(crate) fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.reconciler.submitter().cluster().client().clone(), NAMESPACE)
     }
 
-    fn pods_created_for(&self, job_id: &str) -> Vec<String> {
+    pub(crate) fn pods_created_for(&self, job_id: &str) -> Vec<String> {
         podbridge_tests::pods_created_for(&self.sim, job_id)
     }
 }
 
-fn states(record: &JobRecord) -> Vec<JobState> {
+pub(crate) fn states(record: &JobRecord) -> Vec<JobState> {
     record.history.iter().map(|t| t.to).collect()
 }
 
@@ -310,7 +310,7 @@ async fn given_nothing_changed_when_a_pass_runs_then_it_writes_nothing() {
 
 impl World {
     /// Runs passes until the job's attempt reaches `attempt` and it is failed again.
-    async fn reconcile_until_attempt(&self, job_id: &str, attempt: u32) -> JobRecord {
+    pub(crate) async fn reconcile_until_attempt(&self, job_id: &str, attempt: u32) -> JobRecord {
         for _ in 0..300 {
             self.pass().await;
             let record = self.record(job_id).await;

@@ -57,12 +57,32 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<V
     }
     let bytes = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
     let request = builder.body(kube::client::Body::from(bytes)).unwrap();
-    let response = client.send(request).await.expect("request is answered");
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    let value =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, value)
+    send(client, request).await
+}
+
+/// Sends a raw request with a body of the given content type (a PATCH's patch type).
+pub async fn raw_typed(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(kube::client::Body::from(body.as_bytes().to_vec()))
+        .unwrap();
+    send(client, request).await
+}
+
+/// The status of the regular container `name`.
+pub fn container<'a>(pod: &'a Pod, name: &str) -> &'a k8s_openapi::api::core::v1::ContainerStatus {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses
+        .and_then(|all| all.iter().find(|c| c.name == name))
+        .unwrap_or_else(|| panic!("no status for container {name}"))
 }
 
 /// A one-container pod whose container behaves as `behavior` says.
@@ -126,4 +146,14 @@ pub fn waiting_reason(pod: &Pod) -> Option<String> {
 
 pub fn terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
     pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()
+}
+
+/// Sends `request`; the answer's status code and its body as JSON (or as a string).
+async fn send(client: &kube::Client, request: http::Request<kube::client::Body>) -> (u16, Value) {
+    let response = client.send(request).await.expect("request is answered");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
 }

@@ -118,3 +118,67 @@ async fn kubectl_gets_describes_watches_and_deletes_pods() {
     let nodes = stdout(&kubectl(&kubeconfig, &cache, &["get", "nodes"]));
     assert_eq!(nodes.lines().filter(|l| l.contains("Ready")).count(), 3, "{nodes}");
 }
+
+/// GIVEN a running pod, and pods failing in initialization or outlived by a sidecar
+/// WHEN an operator patches the status with the real kubectl (merge, then kubectl's
+/// default strategic merge) and lists the pods
+/// THEN the patches land as the apiserver applies them, and `kubectl get pods` shows
+/// what it shows on a real cluster (Init:Error, NotReady).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_patches_the_status_subresource() {
+    let (sim, client) = start(fast()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let cache = dir.path().join("cache");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create(&pods, &pod("patched", "run=forever")).await;
+    create(&pods, &pod("init-failed", "init-fail=2")).await;
+    create(&pods, &pod("meshed", "run=50ms,sidecar")).await;
+    common::wait_for(&pods, "patched", "Running", |p| common::phase(p) == "Running").await;
+
+    let merge = r#"{"status":{"phase":"Failed","reason":"Preempted","message":"patched by kubectl"}}"#;
+    let output =
+        kubectl(&kubeconfig, &cache, &["patch", "pod", "patched", "--subresource=status", "--type=merge", "-p", merge]);
+    assert_eq!(stdout(&output).trim(), "pod/patched patched");
+    let patched = pods.get("patched").await.unwrap();
+    let status = patched.status.as_ref().unwrap();
+    assert_eq!(
+        (status.phase.as_deref(), status.reason.as_deref(), status.message.as_deref()),
+        (Some("Failed"), Some("Preempted"), Some("patched by kubectl"))
+    );
+
+    // kubectl's default patch type is strategic merge: conditions merge by type.
+    let strategic = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"Paused"}]}}"#;
+    let output = kubectl(&kubeconfig, &cache, &["patch", "pod", "patched", "--subresource=status", "-p", strategic]);
+    assert_eq!(stdout(&output).trim(), "pod/patched patched");
+    let patched = pods.get("patched").await.unwrap();
+    let conditions = patched.status.as_ref().unwrap().conditions.clone().unwrap();
+    let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("Paused")));
+    for kept in ["PodScheduled", "Initialized", "ContainersReady", "PodReadyToStartContainers"] {
+        assert!(conditions.iter().any(|c| c.type_ == kept), "{kept} kept: {conditions:#?}");
+    }
+    let output = kubectl(&kubeconfig, &cache, &["patch", "pod", "patched", "--subresource=status", "-p", strategic]);
+    assert_eq!(stdout(&output).trim(), "pod/patched patched (no change)");
+    let shown = stdout(&kubectl(
+        &kubeconfig,
+        &cache,
+        &["get", "pod", "patched", "--subresource=status", "-o", "jsonpath={.status.reason}"],
+    ));
+    assert_eq!(shown, "Preempted");
+
+    common::wait_for(&pods, "init-failed", "Failed", |p| common::phase(p) == "Failed").await;
+    common::wait_for(&pods, "meshed", "job ended", |p| {
+        common::container(p, "main").state.as_ref().is_some_and(|s| s.terminated.is_some())
+    })
+    .await;
+    let listed = stdout(&kubectl(&kubeconfig, &cache, &["get", "pods"]));
+    let row = |name: &str| {
+        listed.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{listed}")).to_owned()
+    };
+    let columns = |name: &str| row(name).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(columns("init-failed")[1..3], ["0/1", "Init:Error"], "{listed}");
+    assert_eq!(columns("meshed")[1..3], ["1/2", "NotReady"], "{listed}");
+    assert_eq!(columns("patched")[2], "Preempted", "{listed}");
+}

@@ -337,3 +337,28 @@ async fn the_autoscaler_adds_a_node_for_pending_pods_and_removes_it_when_idle() 
     }
     panic!("the idle autoscaled node {node} was never removed");
 }
+
+/// GIVEN a pod with an init container of its own
+/// WHEN it starts
+/// THEN the init container runs and completes first (exit 0), then the pod's container
+/// runs, and the pod is Initialized.
+#[tokio::test]
+async fn a_pods_own_init_containers_complete_before_its_containers_start() {
+    let (_sim, client) = start(fast()).await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut p = pod("migrated", "run=forever");
+    p.spec.as_mut().unwrap().init_containers =
+        Some(vec![serde_json::from_value(json!({ "name": "migrate", "image": "busybox:1.36" })).unwrap()]);
+    create(&pods, &p).await;
+    let initializing =
+        wait_for(&pods, "migrated", "PodInitializing", |p| waiting_reason(p).as_deref() == Some("PodInitializing"))
+            .await;
+    assert_eq!(phase(&initializing), "Pending");
+    let running = wait_for(&pods, "migrated", "Running", |p| phase(p) == "Running").await;
+    let init = &running.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    let ended = init.state.clone().unwrap().terminated.unwrap();
+    assert_eq!((init.name.as_str(), ended.exit_code, ended.reason.as_deref()), ("migrate", 0, Some("Completed")));
+    let initialized = condition(&running, "Initialized").unwrap();
+    assert_eq!((initialized.status.as_str(), initialized.reason.as_deref()), ("True", None));
+    assert_eq!(condition(&running, "Ready").unwrap().status, "True");
+}
