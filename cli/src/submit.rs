@@ -22,6 +22,7 @@ use podbridge::metrics::Metrics;
 use podbridge::record::Source;
 use podbridge::store::dynamodb::DynamoJobStore;
 use podbridge::submit::{Outcome, Submitter};
+use podbridge::tenancy::Sender;
 use podbridge::validate::{id_from_message_id, is_valid_job_id};
 use serde_json::Value;
 
@@ -209,7 +210,9 @@ async fn direct(args: &Args, target: &Target, messages: &[Message]) -> anyhow::R
     let mut rejected = false;
     for (index, message) in messages.iter().enumerate() {
         let fallback_id = format!("direct-{stamp}-{}", index + 1);
-        let handled = submitter.handle_message(message.body.to_string().as_bytes(), Source::Direct, &fallback_id).await;
+        let handled = submitter
+            .handle_message(message.body.to_string().as_bytes(), Source::Direct, &Sender::Operator, &fallback_id)
+            .await;
         let outcome = match handled {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -268,6 +271,7 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::CancelIgnored { job_id, state } => format!("job {job_id} has already ended ({state}); cancel ignored"),
         Outcome::Skipped { job_id, reason } => format!("job {job_id} skipped: {reason}"),
         Outcome::RetryIgnored { job_id, reason } => format!("retry of job {job_id} ignored: {reason}"),
+        Outcome::Refused { job_id, reason } => format!("refused for job {job_id}: {reason}"),
     }
 }
 

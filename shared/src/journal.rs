@@ -107,6 +107,14 @@ impl<S: JobStore, E: EventSink> JobStore for Journal<S, E> {
         Ok(created)
     }
 
+    async fn replace_tombstone(&self, record: &JobRecord, tombstone: &JobRecord) -> Result<Created> {
+        let created = self.store.replace_tombstone(record, tombstone).await?;
+        if created == Created::New {
+            self.announce(record);
+        }
+        Ok(created)
+    }
+
     async fn get(&self, job_id: &str) -> Result<Option<JobRecord>> {
         self.store.get(job_id).await
     }

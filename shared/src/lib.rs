@@ -25,6 +25,7 @@ pub mod setup;
 pub mod state;
 pub mod store;
 pub mod submit;
+pub mod tenancy;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -29,6 +29,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Even
 
 use crate::failure::FailureClass;
 use crate::pod::CONTAINER;
+use crate::record::{MAX_TERMINATION_MESSAGE, cut};
 
 /// The kubelet's reason for a container killed for exceeding its memory limit; also the
 /// reason recorded for the attempt it ended.
@@ -370,6 +371,7 @@ pub fn observe(pod: &Pod) -> Observed {
     // Sidecars still run beside a job container that has ended (a pod being deleted
     // is stopping them already).
     let outlives_job = state.terminated.is_some() && !terminating && !matches!(phase, "Succeeded" | "Failed");
+    let termination_message = termination_message.map(|m| cut(&m, MAX_TERMINATION_MESSAGE));
     Observed { view, node, termination_message, terminating, started_at, outlives_job }
 }
 

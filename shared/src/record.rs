@@ -7,6 +7,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::JobState;
 
+/// The longest `reason` a record keeps (in bytes); longer ones are cut.
+pub const MAX_REASON: usize = 128;
+/// The longest `message` a record keeps, of the record and of each history entry.
+pub const MAX_MESSAGE: usize = 4096;
+/// The longest termination message a record keeps (the kubelet's own cap is 4096 bytes
+/// from the file, 2048 from the logs).
+pub const MAX_TERMINATION_MESSAGE: usize = 4096;
+/// When a record must be made smaller to be written ([`JobRecord::compacted`]), the
+/// history entries kept from its start and from its end.
+pub const HISTORY_KEPT_FIRST: usize = 2;
+pub const HISTORY_KEPT_LAST: usize = 24;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let marker = "…";
+    let mut end = max.saturating_sub(marker.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end])
+}
+
 /// Where a job came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -76,6 +101,7 @@ pub struct JobRecord {
 impl JobRecord {
     /// A new record in `state` (normally `queued`, or `rejected`).
     pub fn new(job_id: &str, state: JobState, source: Source, now: Timestamp, reason: &str, message: &str) -> Self {
+        let (reason, message) = (&cut(reason, MAX_REASON), &cut(message, MAX_MESSAGE));
         Self {
             job_id: job_id.to_owned(),
             attempt: 1,
@@ -104,6 +130,34 @@ impl JobRecord {
             expires_at: None,
             retry_pending: false,
         }
+    }
+
+    /// The record made smaller to fit the table's item size: its history keeps the
+    /// first [`HISTORY_KEPT_FIRST`] and the last [`HISTORY_KEPT_LAST`] entries, the ones
+    /// between summed up in one entry that says how many were dropped (its `from` the
+    /// first dropped entry's, its `to` the last's, so the states still chain).
+    pub fn compacted(&self) -> JobRecord {
+        let mut record = self.clone();
+        let len = record.history.len();
+        if len > HISTORY_KEPT_FIRST + HISTORY_KEPT_LAST + 1 {
+            let dropped: Vec<Transition> = record.history.drain(HISTORY_KEPT_FIRST..len - HISTORY_KEPT_LAST).collect();
+            let (first, last) = (&dropped[0], &dropped[dropped.len() - 1]);
+            let summary = Transition {
+                at: first.at,
+                from: first.from,
+                to: last.to,
+                attempt: last.attempt,
+                reason: "HistoryTrimmed".to_owned(),
+                message: format!(
+                    "{} entries from {} to {} were dropped to keep the record within the table's item size",
+                    dropped.len(),
+                    first.at,
+                    last.at
+                ),
+            };
+            record.history.insert(HISTORY_KEPT_FIRST, summary);
+        }
+        record
     }
 
     /// Whether the reconciler follows the job: it is active, or a retry is owed.
@@ -180,7 +234,8 @@ pub struct StateChange {
 }
 
 impl StateChange {
-    /// A change from `expected` (at `attempt`) to `to`, with nothing else set.
+    /// A change from `expected` (at `attempt`) to `to`, with nothing else set. The
+    /// reason and message are cut to [`MAX_REASON`] and [`MAX_MESSAGE`].
     pub fn new(expected: JobState, attempt: u32, to: JobState, at: Timestamp, reason: &str, message: &str) -> Self {
         Self {
             expected,
@@ -188,8 +243,8 @@ impl StateChange {
             to,
             new_attempt: None,
             at,
-            reason: reason.to_owned(),
-            message: message.to_owned(),
+            reason: cut(reason, MAX_REASON),
+            message: cut(message, MAX_MESSAGE),
             pod_name: None,
             node: None,
             exit_code: None,
@@ -198,5 +253,63 @@ impl StateChange {
             expires_at: None,
             retry_pending: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(cut("short", 10), "short");
+        let cut_text = cut(&"é".repeat(100), 11);
+        assert!(cut_text.len() <= 11 && cut_text.ends_with('…'), "{cut_text:?}");
+        let change = StateChange::new(
+            JobState::Queued,
+            1,
+            JobState::Cancelled,
+            Timestamp::UNIX_EPOCH,
+            &"r".repeat(999),
+            &"m".repeat(99_999),
+        );
+        assert!(change.reason.len() <= MAX_REASON && change.message.len() <= MAX_MESSAGE);
+    }
+
+    #[test]
+    fn a_compacted_record_keeps_its_first_and_last_entries_and_says_what_it_dropped() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let mut record = JobRecord::new("j", JobState::Queued, Source::Direct, t(0), "Submitted", "queued");
+        for attempt in 1..=20 {
+            let mut cancel =
+                StateChange::new(JobState::Queued, attempt, JobState::Cancelled, t(attempt.into()), "Cancelled", "x");
+            cancel.expires_at = Some(1);
+            record.apply(&cancel);
+            let mut retry = StateChange::new(
+                JobState::Cancelled,
+                attempt,
+                JobState::Queued,
+                t(attempt.into()),
+                "RetryRequested",
+                "y",
+            );
+            retry.new_attempt = Some(attempt + 1);
+            record.apply(&retry);
+        }
+        assert_eq!(record.history.len(), 41);
+        let compacted = record.compacted();
+        assert_eq!(compacted.history.len(), HISTORY_KEPT_FIRST + 1 + HISTORY_KEPT_LAST);
+        assert_eq!(compacted.history[..HISTORY_KEPT_FIRST], record.history[..HISTORY_KEPT_FIRST]);
+        assert_eq!(compacted.history[HISTORY_KEPT_FIRST + 1..], record.history[41 - HISTORY_KEPT_LAST..]);
+        let summary = &compacted.history[HISTORY_KEPT_FIRST];
+        assert_eq!(summary.reason, "HistoryTrimmed");
+        assert!(summary.message.starts_with("15 entries"), "{}", summary.message);
+        // The states still chain through the summary.
+        for pair in compacted.history.windows(2) {
+            assert_eq!(pair[1].from, Some(pair[0].to), "{pair:?}");
+        }
+        assert_eq!((compacted.state, compacted.attempt), (record.state, record.attempt));
+        let short = JobRecord::new("s", JobState::Queued, Source::Direct, t(0), "Submitted", "queued");
+        assert_eq!(short.compacted(), short);
     }
 }

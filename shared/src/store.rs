@@ -87,6 +87,15 @@ pub trait JobStore: Send + Sync {
     /// Writes a new record unless one with that job id exists (conditional put).
     fn create(&self, record: &JobRecord) -> impl Future<Output = Result<Created>> + Send;
 
+    /// Writes `record` in place of `tombstone` (a cancel recorded before any job of that
+    /// id, for another namespace), only if the tombstone is still what is there.
+    /// `Exists` carries what was found instead.
+    fn replace_tombstone(
+        &self,
+        record: &JobRecord,
+        tombstone: &JobRecord,
+    ) -> impl Future<Output = Result<Created>> + Send;
+
     /// Reads a job (strongly consistent).
     fn get(&self, job_id: &str) -> impl Future<Output = Result<Option<JobRecord>>> + Send;
 

@@ -19,7 +19,8 @@ use crate::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, PodSettings, build_pod, pod_name};
 use crate::record::{JobRecord, Source, StateChange};
 use crate::state::JobState;
 use crate::store::{Changed, Created, JobStore};
-use crate::validate::{Guardrails, Job, Parsed, Rejection, parse_message};
+use crate::tenancy::{Sender, Tenancy, is_tick_id};
+use crate::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message};
 
 /// What became of a message. Every outcome means the message may be deleted: the job
 /// is durably recorded (or was already). The caller logs outcomes; this module logs
@@ -44,6 +45,10 @@ pub enum Outcome {
     /// A retry that could not start a new attempt (the job is not failed or cancelled,
     /// does not exist, or already moved past the attempt named): nothing changed.
     RetryIgnored { job_id: String, reason: String },
+    /// A cancel or retry the sender may not make (the job's namespace is not one of
+    /// theirs, an id reserved for schedule ticks, no retries left on request): nothing
+    /// changed.
+    Refused { job_id: String, reason: String },
 }
 
 impl Outcome {
@@ -57,10 +62,18 @@ impl Outcome {
             | Self::Cancelled { job_id }
             | Self::CancelIgnored { job_id, .. }
             | Self::Skipped { job_id, .. }
-            | Self::RetryIgnored { job_id, .. } => job_id,
+            | Self::RetryIgnored { job_id, .. }
+            | Self::Refused { job_id, .. } => job_id,
         }
     }
 }
+
+/// The largest record a job may start with (its JSON size, close to its DynamoDB size).
+pub const MAX_NEW_RECORD_BYTES: usize = 200_000;
+
+/// How many retries on request a job gets unless the deployment says otherwise
+/// (`PODBRIDGE_MAX_MANUAL_RETRIES`).
+pub const DEFAULT_MAX_MANUAL_RETRIES: u32 = 3;
 
 /// Records jobs and creates their pods.
 #[derive(Debug, Clone)]
@@ -71,11 +84,42 @@ pub struct Submitter<S, C> {
     pods: PodSettings,
     /// How long terminal records stay in the table before its TTL removes them.
     record_ttl: Duration,
+    /// Which namespaces each sender may use.
+    tenancy: Tenancy,
+    /// How many retries on request one job may get.
+    max_manual_retries: u32,
 }
 
 impl<S: JobStore, C: Cluster> Submitter<S, C> {
+    /// A submitter for one team (every sender may use every namespace); see
+    /// [`Submitter::with_tenancy`].
     pub fn new(store: S, cluster: C, guardrails: Guardrails, pods: PodSettings, record_ttl: Duration) -> Self {
-        Self { store, cluster, guardrails, pods, record_ttl }
+        Self {
+            store,
+            cluster,
+            guardrails,
+            pods,
+            record_ttl,
+            tenancy: Tenancy::open(),
+            max_manual_retries: DEFAULT_MAX_MANUAL_RETRIES,
+        }
+    }
+
+    /// Scopes senders to their namespaces.
+    pub fn with_tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.tenancy = tenancy;
+        self
+    }
+
+    /// Bounds the retries on request of one job.
+    pub fn with_max_manual_retries(mut self, max: u32) -> Self {
+        self.max_manual_retries = max;
+        self
+    }
+
+    /// The namespaces `sender` may use, the deployment's default first.
+    pub fn namespaces_for(&self, sender: &Sender) -> Vec<String> {
+        self.tenancy.namespaces_for(sender, &self.guardrails.namespaces)
     }
 
     pub fn store(&self) -> &S {
@@ -94,29 +138,101 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         Some(now.as_second().saturating_add(i64::try_from(self.record_ttl.as_secs()).unwrap_or(i64::MAX)))
     }
 
-    /// Handles one message body. `fallback_id` is the id of a job that carries none,
-    /// and where a rejection is recorded when the message's own id cannot be used.
+    /// Handles one message body from `sender`. `fallback_id` is the id of a job that
+    /// carries none, and where a rejection is recorded when the message's own id cannot
+    /// be used.
     ///
     /// `Ok` means the message may be deleted; `Err` means it must come back (the error
     /// says whether trying again can help).
-    pub async fn handle_message(&self, body: &[u8], source: Source, fallback_id: &str) -> Result<Outcome> {
-        match parse_message(body, fallback_id, &self.guardrails) {
-            Ok(Parsed::Job(job)) => self.submit(*job, source).await,
+    pub async fn handle_message(
+        &self,
+        body: &[u8],
+        source: Source,
+        sender: &Sender,
+        fallback_id: &str,
+    ) -> Result<Outcome> {
+        // The sender's namespaces, so a job without one gets the sender's default and a
+        // job in another team's namespace is rejected naming the ones it may use.
+        let allowed = self.namespaces_for(sender);
+        let scoped;
+        let guardrails = if allowed == self.guardrails.namespaces {
+            &self.guardrails
+        } else {
+            scoped = Guardrails { namespaces: allowed.clone(), ..self.guardrails.clone() };
+            &scoped
+        };
+        match parse_message(body, fallback_id, guardrails) {
+            Ok(Parsed::Job(job)) => self.submit(*job, source, sender, fallback_id).await,
             Ok(Parsed::Cancel(cancel)) => {
                 let reason = cancel.reason.unwrap_or_else(|| "cancelled on request".to_owned());
-                self.cancel(&cancel.id, &reason, source).await
+                self.cancel(&cancel.id, None, &reason, source, sender).await
+            }
+            // A sender allowed no namespace: say so rather than what the parse says
+            // about an empty list.
+            Err(rejection) if allowed.is_empty() => {
+                let problem = self.no_namespace(sender);
+                self.reject(Rejection { job_id: rejection.job_id, problems: vec![problem] }, source, fallback_id).await
             }
             Err(rejection) => self.reject(rejection, source, fallback_id).await,
         }
     }
 
-    /// Records a valid job as `queued`, creates its pod, and moves it to `setting_up`.
-    pub async fn submit(&self, job: Job, source: Source) -> Result<Outcome> {
+    fn no_namespace(&self, sender: &Sender) -> Problem {
+        Problem {
+            field: "job.namespace".to_owned(),
+            message: format!("{sender} may not use any namespace of this deployment (see PODBRIDGE_SENDERS)"),
+        }
+    }
+
+    /// What `sender` may not do with a job in `namespace`, if anything.
+    fn forbidden(&self, sender: &Sender, namespace: Option<&str>) -> Option<String> {
+        let allowed = self.namespaces_for(sender);
+        match namespace {
+            Some(namespace) if allowed.iter().any(|a| a == namespace) => None,
+            Some(namespace) => Some(format!(
+                "{sender} may not act on jobs in namespace {namespace:?}; it may use: {}",
+                if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+            )),
+            None => None,
+        }
+    }
+
+    /// Records a valid job from `sender` as `queued`, creates its pod, and moves it to
+    /// `setting_up`. A job the sender may not submit is recorded as `rejected` under
+    /// `fallback_id` (the id derived from its message), never under its own id.
+    pub async fn submit(&self, job: Job, source: Source, sender: &Sender, fallback_id: &str) -> Result<Outcome> {
+        if let Some(why) = self.forbidden(sender, Some(&job.namespace)) {
+            let problem = Problem { field: "job.namespace".to_owned(), message: why };
+            return self.reject(Rejection { job_id: None, problems: vec![problem] }, source, fallback_id).await;
+        }
+        if is_tick_id(&job.id) && !matches!(source, Source::Schedule { .. }) {
+            let problem = Problem {
+                field: "job.id".to_owned(),
+                message: format!(
+                    "{:?} is reserved: ids ending in -YYYYMMDD-HHMMSS belong to schedule ticks; choose another id",
+                    job.id
+                ),
+            };
+            return self.reject(Rejection { job_id: None, problems: vec![problem] }, source, fallback_id).await;
+        }
         let now = Timestamp::now();
         let mut record =
             JobRecord::new(&job.id, JobState::Queued, source, now, "Submitted", "the job was accepted and queued");
         record.spec = Some(serde_json::to_value(&job).map_err(|e| Error::Config(format!("job spec: {e}")))?);
         record.namespace = Some(job.namespace.clone());
+        // The message format's caps keep every legal job far below this; a record that
+        // would start this large could never be written again as its history grows.
+        let size = serde_json::to_vec(&record).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_NEW_RECORD_BYTES {
+            let problem = Problem {
+                field: "job".to_owned(),
+                message: format!(
+                    "the job's record would be {size} bytes; a new record may be at most {MAX_NEW_RECORD_BYTES} \
+                     (DynamoDB's item limit is 400 KB and the history needs room)"
+                ),
+            };
+            return self.reject(Rejection { job_id: None, problems: vec![problem] }, record.source, fallback_id).await;
+        }
         match self.store.create(&record).await? {
             Created::New => self.start_attempt(&record, &job).await,
             // The same id again: redelivery (maybe after a crash mid-way), or a client
@@ -124,6 +240,16 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             Created::Exists(existing) if existing.state == JobState::Queued => {
                 let stored = stored_job(&existing)?;
                 self.start_attempt(&existing, &stored).await
+            }
+            // A cancel that came before its job, from a sender of another namespace:
+            // it does not apply to this job, which takes the id.
+            Created::Exists(existing) if is_tombstone(&existing) && existing.namespace != record.namespace => {
+                match self.store.replace_tombstone(&record, &existing).await? {
+                    Created::New => self.start_attempt(&record, &job).await,
+                    Created::Exists(now) => {
+                        Ok(Outcome::AlreadyRecorded { job_id: now.job_id.clone(), state: now.state })
+                    }
+                }
             }
             Created::Exists(existing) => {
                 Ok(Outcome::AlreadyRecorded { job_id: existing.job_id.clone(), state: existing.state })
@@ -215,7 +341,10 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     pub async fn reject(&self, rejection: Rejection, source: Source, fallback_id: &str) -> Result<Outcome> {
         let reason = rejection.to_string();
         let now = Timestamp::now();
-        let mut ids = vec![rejection.job_id.clone().unwrap_or_else(|| fallback_id.to_owned())];
+        // A rejection never takes an id a schedule's tick will use.
+        let tick = matches!(source, Source::Schedule { .. });
+        let own = rejection.job_id.clone().filter(|id| tick || !is_tick_id(id));
+        let mut ids = vec![own.unwrap_or_else(|| fallback_id.to_owned())];
         if ids[0] != fallback_id {
             ids.push(fallback_id.to_owned());
         }
@@ -235,22 +364,51 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         Ok(Outcome::AlreadyRecorded { job_id: fallback_id.to_owned(), state: JobState::Rejected })
     }
 
-    /// Cancels a job: a queued job never gets a pod, a running one has its pod
-    /// deleted (with its grace period), an ended one is left as it is. A cancel that
-    /// arrives before its job records the job as cancelled, so the job never runs.
-    pub async fn cancel(&self, job_id: &str, reason: &str, source: Source) -> Result<Outcome> {
+    /// Cancels a job on behalf of `sender`: a queued job never gets a pod, a running one
+    /// has its pod deleted (with its grace period), an ended one is left as it is. A
+    /// cancel that arrives before its job records the job as cancelled in `namespace`
+    /// (the sender's default when not given), so that job never runs, while a job of
+    /// another namespace may still take the id. A job outside the sender's namespaces is
+    /// refused, never cancelled.
+    pub async fn cancel(
+        &self,
+        job_id: &str,
+        namespace: Option<&str>,
+        reason: &str,
+        source: Source,
+        sender: &Sender,
+    ) -> Result<Outcome> {
+        let refused = |reason: String| Ok(Outcome::Refused { job_id: job_id.to_owned(), reason });
+        if let Some(why) = self.forbidden(sender, namespace) {
+            return refused(why);
+        }
         // A few rounds: each lost race means the job moved, and is looked at again.
         for _ in 0..3 {
             let now = Timestamp::now();
             let Some(record) = self.store.get(job_id).await? else {
+                if is_tick_id(job_id) && !matches!(source, Source::Schedule { .. }) {
+                    return refused(format!(
+                        "there is no job {job_id}, and ids ending in -YYYYMMDD-HHMMSS belong to schedule ticks: \
+                         a cancel cannot reserve one"
+                    ));
+                }
+                let Some(namespace) =
+                    namespace.map(str::to_owned).or_else(|| self.namespaces_for(sender).first().cloned())
+                else {
+                    return refused(self.no_namespace(sender).message);
+                };
                 let mut tombstone =
                     JobRecord::new(job_id, JobState::Cancelled, source.clone(), now, "Cancelled", reason);
+                tombstone.namespace = Some(namespace);
                 tombstone.expires_at = self.expires_at(now);
                 match self.store.create(&tombstone).await? {
                     Created::New => return Ok(Outcome::Cancelled { job_id: job_id.to_owned() }),
                     Created::Exists(_) => continue,
                 }
             };
+            if let Some(why) = self.forbidden(sender, record.namespace.as_deref()) {
+                return refused(why);
+            }
             // A cancel delivered again after its record was written, whose pod delete
             // failed: delete it now (deleting a pod that is gone is not an error).
             if record.state == JobState::Cancelled {
@@ -300,15 +458,21 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         }
     }
 
-    /// Starts a new attempt of a failed or cancelled job on request, keeping its
-    /// history. With `attempt`, only if that is still the job's current attempt, so a
+    /// Starts a new attempt of a failed or cancelled job on request of `sender`, keeping
+    /// its history. With `attempt`, only if that is still the job's current attempt, so a
     /// request delivered twice starts one attempt, not two. The job's `maxAttempts` does
-    /// not apply: a person asked.
-    pub async fn retry(&self, job_id: &str, attempt: Option<u32>, reason: &str) -> Result<Outcome> {
+    /// not apply (a person asked), but the deployment's bound on retries on request does,
+    /// and the transition says who asked. A job outside the sender's namespaces is
+    /// refused.
+    pub async fn retry(&self, job_id: &str, attempt: Option<u32>, reason: &str, sender: &Sender) -> Result<Outcome> {
         let ignored = |reason: String| Ok(Outcome::RetryIgnored { job_id: job_id.to_owned(), reason });
+        let refused = |reason: String| Ok(Outcome::Refused { job_id: job_id.to_owned(), reason });
         let Some(record) = self.store.get(job_id).await? else {
             return ignored(format!("there is no job {job_id}"));
         };
+        if let Some(why) = self.forbidden(sender, record.namespace.as_deref()) {
+            return refused(why);
+        }
         if !matches!(record.state, JobState::Failed | JobState::Cancelled) {
             return ignored(format!("the job is {}; only failed or cancelled jobs are retried", record.state));
         }
@@ -318,16 +482,20 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         if record.spec.is_none() {
             return ignored("the job was cancelled before it was ever submitted; there is nothing to run".to_owned());
         }
+        let asked_before = record.history.iter().filter(|t| t.reason == RETRY_REQUESTED).count();
+        if asked_before >= self.max_manual_retries as usize {
+            return refused(format!(
+                "the job was retried on request {asked_before} times already, the most this deployment allows \
+                 (PODBRIDGE_MAX_MANUAL_RETRIES={}); submit it again under a new id",
+                self.max_manual_retries
+            ));
+        }
+        let reason = format!("{reason} (asked by {sender})");
+        let reason = reason.as_str();
         let job = stored_job(&record)?;
         let next = record.attempt + 1;
-        let mut change = StateChange::new(
-            record.state,
-            record.attempt,
-            JobState::Queued,
-            Timestamp::now(),
-            "RetryRequested",
-            reason,
-        );
+        let mut change =
+            StateChange::new(record.state, record.attempt, JobState::Queued, Timestamp::now(), RETRY_REQUESTED, reason);
         change.new_attempt = Some(next);
         match self.store.change(job_id, &change).await? {
             Changed::Applied(queued) => self.start_attempt(&queued, &job).await,
@@ -337,6 +505,14 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             )),
         }
     }
+}
+
+/// The reason of a transition that starts an attempt someone asked for.
+pub const RETRY_REQUESTED: &str = "RetryRequested";
+
+/// Whether `record` is what a cancel left for a job that had not arrived yet.
+fn is_tombstone(record: &JobRecord) -> bool {
+    record.state == JobState::Cancelled && record.spec.is_none() && record.history.len() == 1
 }
 
 /// The job a record was created from.

@@ -14,6 +14,7 @@ use podbridge::error::error_chain;
 use podbridge::record::Source;
 use podbridge::store::JobStore;
 use podbridge::submit::{Outcome, Submitter};
+use podbridge::tenancy::Sender;
 use podbridge::validate::id_from_message_id;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -50,10 +51,16 @@ async fn handle_record<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, rec
         error!("an SQS record without a message id");
         return false;
     };
+    // Who sent it, as SQS recorded it (not as the message claims): the sending IAM
+    // principal and the queue it came through.
+    let sender = Sender::Queue {
+        sender_id: record.attributes.get("SenderId").cloned(),
+        queue_arn: record.event_source_arn.clone(),
+    };
     let body = record.body.unwrap_or_default();
     let fallback_id = id_from_message_id(&message_id);
     let source = Source::Sqs { message_id };
-    match submitter.handle_message(body.as_bytes(), source, &fallback_id).await {
+    match submitter.handle_message(body.as_bytes(), source, &sender, &fallback_id).await {
         Ok(outcome) => {
             tracing::Span::current().record("job_id", outcome.job_id());
             log_outcome(&outcome);
@@ -80,5 +87,6 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::CancelIgnored { state, .. } => info!(%state, "cancel ignored: the job has already ended"),
         Outcome::RetryIgnored { reason, .. } => info!(%reason, "retry ignored"),
         Outcome::Skipped { reason, .. } => info!(%reason, "skipped"),
+        Outcome::Refused { reason, .. } => warn!(%reason, "refused"),
     }
 }

@@ -25,6 +25,7 @@ use podbridge::error::Result;
 use podbridge::record::Source;
 use podbridge::store::JobStore;
 use podbridge::submit::{Outcome, Submitter};
+use podbridge::tenancy::Sender;
 use podbridge::validate::{Problem, Rejection, id_from_event_id, is_valid_job_id};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -84,6 +85,10 @@ pub struct JobRequest {
     /// Why, for the job's history.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Cancel only: the job's namespace, for a cancel that may arrive before its job
+    /// (the sender's default namespace when absent).
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// An input the function understands.
@@ -91,14 +96,17 @@ pub struct JobRequest {
 pub enum Input {
     Submit {
         event_id: String,
+        sender: Sender,
         detail: Value,
     },
     Cancel {
         event_id: String,
+        sender: Sender,
         request: JobRequest,
     },
     Retry {
         event_id: String,
+        sender: Sender,
         request: JobRequest,
     },
     /// A tick, with the id of its job.
@@ -125,7 +133,7 @@ impl BadInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Handled {
     /// `dispatched`, `already_recorded`, `rejected`, `failed`, `cancelled`,
-    /// `cancel_ignored`, `retry_ignored`, `skipped`, `suspended` or `ignored`.
+    /// `cancel_ignored`, `retry_ignored`, `refused`, `skipped`, `suspended` or `ignored`.
     pub outcome: &'static str,
     pub job_id: Option<String>,
     pub detail: String,
@@ -145,6 +153,7 @@ impl From<Outcome> for Handled {
             Outcome::CancelIgnored { state, .. } => ("cancel_ignored", format!("the job has already ended: {state}")),
             Outcome::RetryIgnored { reason, .. } => ("retry_ignored", reason),
             Outcome::Skipped { reason, .. } => ("skipped", reason),
+            Outcome::Refused { reason, .. } => ("refused", reason),
         };
         Self { outcome, job_id, detail }
     }
@@ -158,19 +167,39 @@ pub fn parse(input: &Value) -> std::result::Result<Input, BadInput> {
             return Err(BadInput::new(None, "id", "an EventBridge event must have an id"));
         };
         let detail = input.get("detail").cloned().unwrap_or(Value::Null);
+        // Who put the event: its source and account, which the bus policy restricts
+        // (the detail is the sender's own words and proves nothing).
+        let sender = Sender::Event {
+            source: input.get("source").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            account: input.get("account").and_then(Value::as_str).map(str::to_owned),
+        };
         let request = |detail: Value| {
-            serde_json::from_value::<JobRequest>(detail).map_err(|e| {
+            let request = serde_json::from_value::<JobRequest>(detail).map_err(|e| {
                 BadInput::new(
                     None,
                     "detail",
                     format!("{e}; expected {{\"jobId\": ..., \"attempt\"?: N, \"reason\"?: ...}}"),
                 )
-            })
+            })?;
+            // Checked as ids from messages are, so an id the table cannot hold is refused
+            // at once rather than failing every retry of the event.
+            if !is_valid_job_id(&request.job_id) {
+                return Err(BadInput::new(
+                    None,
+                    "detail.jobId",
+                    format!(
+                        "{:?} is not a job id; allowed: 1 to 63 of A-Z a-z 0-9 - _ ., starting and ending with a \
+                         letter or digit",
+                        request.job_id.chars().take(80).collect::<String>()
+                    ),
+                ));
+            }
+            Ok(request)
         };
         return match detail_type.as_str() {
-            Some(SUBMIT_JOB) => Ok(Input::Submit { event_id, detail }),
-            Some(CANCEL_JOB) => Ok(Input::Cancel { event_id, request: request(detail)? }),
-            Some(RETRY_JOB) => Ok(Input::Retry { event_id, request: request(detail)? }),
+            Some(SUBMIT_JOB) => Ok(Input::Submit { event_id, sender, detail }),
+            Some(CANCEL_JOB) => Ok(Input::Cancel { event_id, request: request(detail)?, sender }),
+            Some(RETRY_JOB) => Ok(Input::Retry { event_id, request: request(detail)?, sender }),
             Some("Scheduled Event") => Err(BadInput::new(
                 None,
                 "detail",
@@ -234,18 +263,22 @@ pub async fn handle<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, input:
         Err(bad) => return reject(submitter, bad, input).await,
     };
     let handled: Handled = match parsed {
-        Input::Submit { event_id, detail } => {
+        Input::Submit { event_id, sender, detail } => {
             let body = serde_json::to_vec(&detail).unwrap_or_default();
             let fallback = id_from_event_id(&event_id);
-            submitter.handle_message(&body, Source::EventBridge { event_id }, &fallback).await?.into()
+            submitter.handle_message(&body, Source::EventBridge { event_id }, &sender, &fallback).await?.into()
         }
-        Input::Cancel { event_id, request } => {
+        Input::Cancel { event_id, sender, request } => {
             let reason = request.reason.unwrap_or_else(|| "cancelled on request".to_owned());
-            submitter.cancel(&request.job_id, &reason, Source::EventBridge { event_id }).await?.into()
+            let namespace = request.namespace.as_deref();
+            submitter
+                .cancel(&request.job_id, namespace, &reason, Source::EventBridge { event_id }, &sender)
+                .await?
+                .into()
         }
-        Input::Retry { event_id, request } => {
+        Input::Retry { event_id, sender, request } => {
             let reason = request.reason.unwrap_or_else(|| format!("retried on request (event {event_id})"));
-            submitter.retry(&request.job_id, request.attempt, &reason).await?.into()
+            submitter.retry(&request.job_id, request.attempt, &reason, &sender).await?.into()
         }
         Input::Tick { tick, job_id } => self::tick(submitter, tick, job_id).await?,
     };
@@ -304,7 +337,7 @@ async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, 
             ConcurrencyPolicy::Replace => {
                 for earlier in &active {
                     let reason = format!("replaced by {job_id}, the next job of schedule {}", tick.schedule);
-                    submitter.cancel(earlier, &reason, source.clone()).await?;
+                    submitter.cancel(earlier, None, &reason, source.clone(), &Sender::Schedule).await?;
                 }
             }
             _ => {}
@@ -316,7 +349,7 @@ async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, 
     }
     let body =
         serde_json::to_vec(&json!({ "version": podbridge::job::MESSAGE_VERSION, "job": job })).unwrap_or_default();
-    Ok(submitter.handle_message(&body, source, &job_id).await?.into())
+    Ok(submitter.handle_message(&body, source, &Sender::Schedule, &job_id).await?.into())
 }
 
 /// The ids of the schedule's active jobs, read from the active-jobs index.

@@ -176,6 +176,79 @@ impl DynamoJobStore {
             }),
         }
     }
+
+    /// The conditional update of [`JobStore::change`], as it answered.
+    async fn update(&self, job_id: &str, change: &StateChange) -> Result<Updated> {
+        let update = update_for(change);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", AttributeValue::S(job_id.to_owned()))
+            .update_expression(update.expression())
+            .condition_expression("#state = :expected AND #attempt = :expected_attempt")
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(item) => Ok(Updated::Done(Changed::Applied(Box::new(decode(job_id, item)?)))),
+                None => Err(Error::CorruptRecord {
+                    job_id: job_id.to_owned(),
+                    message: "UpdateItem with ReturnValues ALL_NEW returned no attributes".to_owned(),
+                }),
+            },
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Ok(Updated::Done(match failed.item().map(|item| decode(job_id, item)).transpose()? {
+                        Some(current) if is_own_change(&current, change) => Changed::Applied(Box::new(current)),
+                        current => Changed::Conflict(current.map(Box::new)),
+                    }))
+                }
+                _ if is_item_too_large(&err) => Ok(Updated::TooLarge),
+                _ => Err(store_error("change job state", err)),
+            },
+        }
+    }
+
+    /// Writes the record back with its history compacted ([`JobRecord::compacted`]),
+    /// only if it is still the record that was read.
+    async fn compact(&self, job_id: &str) -> Result<()> {
+        let Some(record) = self.get(job_id).await? else { return Ok(()) };
+        let compacted = record.compacted();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(encode(&compacted)))
+            .condition_expression("#state = :state AND #attempt = :attempt AND updated_at = :updated")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#attempt", "attempt")
+            .expression_attribute_values(":state", s(record.state.as_str()))
+            .expression_attribute_values(":attempt", n(record.attempt))
+            .expression_attribute_values(":updated", s(timestamp_text(record.updated_at)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::warn!(
+                    job_id,
+                    kept = compacted.history.len(),
+                    was = record.history.len(),
+                    "the record's history was compacted to stay within DynamoDB's item size"
+                );
+                Ok(())
+            }
+            // Moved meanwhile: the change that follows finds out.
+            Err(err) if matches!(err.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+                Ok(())
+            }
+            Err(err) => Err(store_error("compact a job record", err)),
+        }
+    }
 }
 
 impl JobStore for DynamoJobStore {
@@ -183,6 +256,42 @@ impl JobStore for DynamoJobStore {
         match self.put_new(record).await? {
             Created::Exists(existing) if is_own_create(&existing, record) => Ok(Created::New),
             created => Ok(created),
+        }
+    }
+
+    async fn replace_tombstone(&self, record: &JobRecord, tombstone: &JobRecord) -> Result<Created> {
+        // Only the tombstone that was read: still cancelled, never submitted, and the
+        // same write (its creation time is taken to the nanosecond).
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(encode(record)))
+            .condition_expression(
+                "attribute_not_exists(job_id) OR (#state = :cancelled AND attribute_not_exists(spec) AND created_at = :created)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":cancelled", AttributeValue::S(JobState::Cancelled.as_str().to_owned()))
+            .expression_attribute_values(":created", AttributeValue::S(timestamp_text(tombstone.created_at)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::New),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
+                    Some(item) => {
+                        let existing = decode(&record.job_id, item)?;
+                        // A repeated request whose first try was applied.
+                        if is_own_create(&existing, record) {
+                            return Ok(Created::New);
+                        }
+                        Ok(Created::Exists(Box::new(existing)))
+                    }
+                    None => self.existing(&record.job_id).await,
+                },
+                _ => Err(store_error("replace a cancel recorded before its job", err)),
+            },
         }
     }
 
@@ -201,37 +310,21 @@ impl JobStore for DynamoJobStore {
 
     async fn change(&self, job_id: &str, change: &StateChange) -> Result<Changed> {
         super::debug_assert_allowed(job_id, change);
-        let update = update_for(change);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("job_id", AttributeValue::S(job_id.to_owned()))
-            .update_expression(update.expression())
-            .condition_expression("#state = :expected AND #attempt = :expected_attempt")
-            .set_expression_attribute_names(Some(update.names))
-            .set_expression_attribute_values(Some(update.values))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => match output.attributes() {
-                Some(item) => Ok(Changed::Applied(Box::new(decode(job_id, item)?))),
-                None => Err(Error::CorruptRecord {
-                    job_id: job_id.to_owned(),
-                    message: "UpdateItem with ReturnValues ALL_NEW returned no attributes".to_owned(),
-                }),
-            },
-            Err(err) => match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    match failed.item().map(|item| decode(job_id, item)).transpose()? {
-                        Some(current) if is_own_change(&current, change) => Ok(Changed::Applied(Box::new(current))),
-                        current => Ok(Changed::Conflict(current.map(Box::new))),
-                    }
+        match self.update(job_id, change).await? {
+            Updated::Done(changed) => Ok(changed),
+            // The history has grown past what an item may hold: write the record back
+            // compacted (its first and last entries kept), then the change.
+            Updated::TooLarge => {
+                self.compact(job_id).await?;
+                match self.update(job_id, change).await? {
+                    Updated::Done(changed) => Ok(changed),
+                    Updated::TooLarge => Err(Error::Store {
+                        operation: "change job state",
+                        retryable: false,
+                        source: format!("job {job_id}'s record is over DynamoDB's item size even compacted").into(),
+                    }),
                 }
-                _ => Err(store_error("change job state", err)),
-            },
+            }
         }
     }
 
@@ -337,6 +430,20 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
 // Errors
 
 /// Wraps an SDK error, deciding once whether the call is worth repeating.
+/// What the conditional update of a change answered.
+enum Updated {
+    Done(Changed),
+    /// DynamoDB refused it: the item would exceed its size limit.
+    TooLarge,
+}
+
+/// Whether DynamoDB refused a write because the item would be over 400 KB.
+fn is_item_too_large<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    let SdkError::ServiceError(service) = err else { return false };
+    service.err().code() == Some("ValidationException")
+        && service.err().message().is_some_and(|m| m.contains("exceeded the maximum allowed size"))
+}
+
 fn store_error<E>(operation: &'static str, err: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

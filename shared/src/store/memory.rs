@@ -56,6 +56,21 @@ impl JobStore for MemoryJobStore {
         Ok(Created::New)
     }
 
+    async fn replace_tombstone(&self, record: &JobRecord, tombstone: &JobRecord) -> Result<Created> {
+        let mut jobs = self.lock();
+        match jobs.get(&record.job_id) {
+            Some(existing) if existing == tombstone => {
+                jobs.insert(record.job_id.clone(), record.clone());
+                Ok(Created::New)
+            }
+            Some(existing) => Ok(Created::Exists(Box::new(existing.clone()))),
+            None => {
+                jobs.insert(record.job_id.clone(), record.clone());
+                Ok(Created::New)
+            }
+        }
+    }
+
     async fn get(&self, job_id: &str) -> Result<Option<JobRecord>> {
         Ok(self.lock().get(job_id).cloned())
     }

@@ -73,7 +73,10 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
                 let Ok(Parsed::Job(job)) = parse_message(body.to_string().as_bytes(), "x", guardrails) else {
                     panic!("valid")
                 };
-                submitter.submit(*job, Source::Direct).await.expect("dispatched");
+                submitter
+                    .submit(*job, Source::Direct, &podbridge::tenancy::Sender::Operator, "x")
+                    .await
+                    .expect("dispatched");
             }
         })
         .await;

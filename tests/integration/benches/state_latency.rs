@@ -75,7 +75,7 @@ async fn main() {
         let Ok(Parsed::Job(job)) = parse_message(body.to_string().as_bytes(), "x", &guardrails) else {
             panic!("valid")
         };
-        submitter.submit(*job, Source::Direct).await.expect("dispatched");
+        submitter.submit(*job, Source::Direct, &podbridge::tenancy::Sender::Operator, "x").await.expect("dispatched");
     }
     let reconciler = Reconciler::new(submitter, Thresholds::default(), ttl, 16);
 

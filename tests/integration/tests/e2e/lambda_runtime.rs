@@ -237,7 +237,14 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
     );
     let body = json!({ "version": 1, "job": { "id": job_id, "image": "registry.example.com/batch/work:1",
         "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=3s" }] } });
-    let outcome = submitter.handle_message(body.to_string().as_bytes(), podbridge::Source::Direct, "x").await;
+    let outcome = submitter
+        .handle_message(
+            body.to_string().as_bytes(),
+            podbridge::Source::Direct,
+            &podbridge::tenancy::Sender::Operator,
+            "x",
+        )
+        .await;
     assert!(matches!(outcome, Ok(podbridge::submit::Outcome::Dispatched { .. })), "{outcome:?}");
 
     let outcome = function.invoke(&api, &fixture("schedule-event.json"), INVOKE_TIMEOUT).await.unwrap();

@@ -2,6 +2,7 @@
 //! (moto for AWS, kube-sim for Kubernetes) and asserts what a user would observe.
 //! Run them through `tests/stack.sh run -- cargo test -p podbridge-tests`.
 
+mod attacks;
 mod chaos;
 mod dispatch;
 mod eks_auth;

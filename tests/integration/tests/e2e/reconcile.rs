@@ -562,7 +562,12 @@ async fn given_a_failure_whose_retry_is_owed_when_the_job_is_cancelled_then_no_r
     let world = world().await;
     world.owe_retry("called-off").await;
 
-    let outcome = world.reconciler.submitter().cancel("called-off", "not needed", Source::Direct).await.unwrap();
+    let outcome = world
+        .reconciler
+        .submitter()
+        .cancel("called-off", None, "not needed", Source::Direct, &podbridge::tenancy::Sender::Operator)
+        .await
+        .unwrap();
     world.pass().await;
 
     assert_eq!(outcome, podbridge::submit::Outcome::Cancelled { job_id: "called-off".into() });

@@ -1,0 +1,265 @@
+//! One deployment, two teams, and a hostile sender: someone who may write to a queue or
+//! put events on the bus, but is not the operator. Each attack is tried through the real
+//! paths (SQS through the event source mapping emulator, EventBridge events and ticks
+//! through the trigger's handler) against moto and kube-sim, and each test asserts the
+//! refusal, its reason, and that the victim's record and pod are untouched and nothing
+//! is lost (queue and dead-letter queue empty).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube_sim::{KubeSim, SimConfig, Timings};
+use podbridge::JobRecord;
+use podbridge::cluster::KubeCluster;
+use podbridge::pod::PodSettings;
+use podbridge::state::JobState;
+use podbridge::store::JobStore;
+use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::submit::Submitter;
+use podbridge::tenancy::Tenancy;
+use podbridge::validate::Guardrails;
+use podbridge_tests::sqs::{Queues, create_queues, deliver, depth, send_all};
+use podbridge_tests::{Stack, own_cluster, unique_name};
+use serde_json::{Value, json};
+
+const TEAM_A: &str = "team-a";
+const TEAM_B: &str = "team-b";
+
+struct World {
+    sim: KubeSim,
+    submitter: Submitter<DynamoJobStore, KubeCluster>,
+    sqs: aws_sdk_sqs::Client,
+    /// Each team's own queue: the queue a message came through says whose it is.
+    team_a: Queues,
+    team_b: Queues,
+    /// The event source team B's events carry (the bus policy lets only team B use it).
+    team_b_source: String,
+}
+
+fn guardrails() -> Guardrails {
+    Guardrails {
+        namespaces: vec![TEAM_A.into(), TEAM_B.into()],
+        image_prefixes: vec!["registry.example.com/".into()],
+        ..Guardrails::default()
+    }
+}
+
+async fn world(max_manual_retries: u32) -> World {
+    let stack = Stack::from_env().await;
+    let table = unique_name("jobs");
+    create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let config = SimConfig {
+        namespaces: vec![TEAM_A.into(), TEAM_B.into()],
+        timings: Timings { run: None, ..Timings::default() },
+        ..SimConfig::default()
+    };
+    let (sim, client) = own_cluster(config).await;
+    let sqs = stack.sqs();
+    let team_a = create_queues(&sqs, &unique_name("team-a"), 2, 1).await;
+    let team_b = create_queues(&sqs, &unique_name("team-b"), 2, 1).await;
+    let team_b_source = unique_name("team-b.batch");
+    let rules = json!([
+        { "queue": team_a.arn, "namespaces": [TEAM_A] },
+        { "queue": team_b.arn, "namespaces": [TEAM_B] },
+        { "eventSource": team_b_source, "namespaces": [TEAM_B] },
+    ]);
+    let tenancy = Tenancy::parse(&rules.to_string(), &guardrails().namespaces).expect("valid rules");
+    let submitter = Submitter::new(
+        DynamoJobStore::new(stack.dynamodb(), table),
+        KubeCluster::new(client, Duration::from_secs(5)),
+        guardrails(),
+        PodSettings::default(),
+        Duration::from_secs(86_400),
+    )
+    .with_tenancy(tenancy)
+    .with_max_manual_retries(max_manual_retries);
+    World { sim, submitter, sqs, team_a, team_b, team_b_source }
+}
+
+fn job(id: &str, namespace: Option<&str>) -> String {
+    let mut job = json!({ "id": id, "image": "registry.example.com/batch/work:1" });
+    if let Some(namespace) = namespace {
+        job["namespace"] = json!(namespace);
+    }
+    json!({ "version": 1, "job": job }).to_string()
+}
+
+fn cancel(id: &str) -> String {
+    json!({ "version": 1, "cancel": { "id": id, "reason": "hostile" } }).to_string()
+}
+
+impl World {
+    /// Sends `bodies` on `queue` and lets dispatch handle them until the queue is empty;
+    /// asserts nothing was left behind or dead-lettered.
+    async fn send(&self, queue: &Queues, bodies: &[String]) {
+        send_all(&self.sqs, &queue.url, bodies).await;
+        let delivery =
+            deliver(&self.sqs, queue, Duration::from_secs(20), |event| dispatch::handle(&self.submitter, event, 10))
+                .await;
+        assert_eq!(delivery.failures, 0, "every message handled at once: {delivery:?}");
+        assert_eq!(depth(&self.sqs, &queue.url).await, 0, "the queue is empty");
+        assert_eq!(depth(&self.sqs, &queue.dlq_url).await, 0, "nothing dead-lettered");
+    }
+
+    async fn record(&self, job_id: &str) -> Option<JobRecord> {
+        self.submitter.store().get(job_id).await.unwrap()
+    }
+
+    fn pods_created_for(&self, job_id: &str) -> Vec<String> {
+        podbridge_tests::pods_created_for(&self.sim, job_id)
+    }
+
+    async fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.submitter.cluster().client().clone(), namespace);
+        pods.get_opt(name).await.unwrap()
+    }
+
+    /// An event as EventBridge delivers it to the trigger.
+    async fn event(&self, source: &str, detail_type: &str, detail: Value) -> trigger::Handled {
+        let event = json!({ "id": unique_name("e"), "detail-type": detail_type, "source": source,
+            "account": "111122223333", "time": "2026-11-21T02:00:00Z", "region": "us-east-1", "detail": detail });
+        trigger::handle(&self.submitter, &event).await.expect("handled")
+    }
+
+    /// Team B's job, running in team B's namespace.
+    async fn victim(&self, id: &str) -> JobRecord {
+        self.send(&self.team_b, &[job(id, None)]).await;
+        let record = self.record(id).await.expect("the victim is recorded");
+        assert_eq!((record.state, record.namespace.as_deref()), (JobState::SettingUp, Some(TEAM_B)));
+        record
+    }
+
+    async fn assert_untouched(&self, before: &JobRecord) {
+        let after = self.record(&before.job_id).await.expect("still recorded");
+        assert_eq!(
+            (after.state, after.attempt, after.history.len()),
+            (before.state, before.attempt, before.history.len())
+        );
+        let pod = self.pod(TEAM_B, before.pod_name.as_deref().unwrap()).await.expect("the victim's pod");
+        assert!(pod.metadata.deletion_timestamp.is_none(), "the victim's pod is not being deleted");
+    }
+}
+
+#[tokio::test]
+async fn given_another_teams_job_when_a_cancel_comes_through_my_queue_then_it_is_refused_and_the_job_runs_on() {
+    let world = world(3).await;
+    let victim = world.victim("payroll").await;
+
+    world.send(&world.team_a, &[cancel("payroll")]).await;
+
+    world.assert_untouched(&victim).await;
+}
+
+#[tokio::test]
+async fn given_another_teams_job_when_cancel_and_retry_events_come_from_a_foreign_source_then_refused() {
+    let world = world(3).await;
+    let victim = world.victim("ledger").await;
+
+    let cancelled = world.event("team-a.batch", "Cancel Job", json!({ "jobId": "ledger" })).await;
+    let retried = world.event("team-a.batch", "Retry Job", json!({ "jobId": "ledger" })).await;
+
+    assert_eq!(cancelled.outcome, "refused", "{cancelled:?}");
+    assert!(cancelled.detail.contains("may not act on jobs in namespace \"team-b\""), "{}", cancelled.detail);
+    assert_eq!(retried.outcome, "refused", "{retried:?}");
+    world.assert_untouched(&victim).await;
+    // The owner's own source may.
+    let own = world.event(&world.team_b_source, "Cancel Job", json!({ "jobId": "ledger" })).await;
+    assert_eq!(own.outcome, "cancelled", "{own:?}");
+}
+
+#[tokio::test]
+async fn given_my_queue_when_i_submit_into_another_teams_namespace_then_rejected_and_no_pod_there() {
+    let world = world(3).await;
+
+    world.send(&world.team_a, &[job("intruder", Some(TEAM_B)), job("mine", None)]).await;
+
+    let intruder = world.record("intruder").await.expect("the rejection is recorded");
+    assert_eq!(intruder.state, JobState::Rejected);
+    let message = intruder.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("job.namespace") && message.contains(TEAM_A),
+        "names the field and what is allowed: {message}"
+    );
+    assert!(world.pods_created_for("intruder").is_empty(), "no pod anywhere");
+    // A job without a namespace gets the sender's own default.
+    let mine = world.record("mine").await.unwrap();
+    assert_eq!((mine.state, mine.namespace.as_deref()), (JobState::SettingUp, Some(TEAM_A)));
+}
+
+#[tokio::test]
+async fn given_a_cancel_for_an_id_with_no_record_when_another_team_submits_that_id_then_its_job_runs() {
+    let world = world(3).await;
+    // Team A cancels an id before any job has it: a tombstone in team A's namespace.
+    world.send(&world.team_a, &[cancel("shared-name")]).await;
+    assert_eq!(
+        world.record("shared-name").await.map(|r| (r.state, r.namespace)),
+        Some((JobState::Cancelled, Some(TEAM_A.into())))
+    );
+
+    // Team B's job of that id is not blocked by it.
+    world.send(&world.team_b, &[job("shared-name", None)]).await;
+
+    let record = world.record("shared-name").await.unwrap();
+    assert_eq!((record.state, record.namespace.as_deref()), (JobState::SettingUp, Some(TEAM_B)));
+    assert_eq!(world.pods_created_for("shared-name"), ["shared-name-1"]);
+    // While team A's own job of a cancelled id still never runs.
+    world.send(&world.team_a, &[cancel("early")]).await;
+    world.send(&world.team_a, &[job("early", None)]).await;
+    assert_eq!(world.record("early").await.unwrap().state, JobState::Cancelled);
+    assert!(world.pods_created_for("early").is_empty());
+}
+
+#[tokio::test]
+async fn given_a_schedule_when_clients_try_to_take_its_next_ticks_id_then_refused_and_the_tick_runs() {
+    let world = world(3).await;
+    let tick_id = "nightly-20261121-020000";
+
+    world.send(&world.team_b, &[job(tick_id, None), cancel(tick_id)]).await;
+    let bad_event = world
+        .event(
+            &world.team_b_source,
+            "Submit Job",
+            json!({ "version": 1, "job": { "id": tick_id, "image": "registry.example.com/x:1" } }),
+        )
+        .await;
+
+    assert!(world.record(tick_id).await.is_none(), "no job, rejection or cancel under the tick's id");
+    assert_eq!(bad_event.outcome, "rejected", "{bad_event:?}");
+    let tick = json!({ "schedule": "nightly", "scheduledTime": "2026-11-21T02:00:00Z",
+        "job": { "image": "registry.example.com/report:1", "namespace": TEAM_B } });
+    let handled = trigger::handle(&world.submitter, &tick).await.unwrap();
+    assert_eq!(handled.outcome, "dispatched", "{handled:?}");
+    assert_eq!(world.pods_created_for(tick_id), [format!("{tick_id}-1")]);
+}
+
+#[tokio::test]
+async fn given_event_job_ids_the_table_cannot_hold_when_they_arrive_then_ignored_at_once() {
+    let world = world(3).await;
+    for id in [String::new(), "../../etc".into(), "x".repeat(2000), "bad id".into()] {
+        let handled = world.event(&world.team_b_source, "Cancel Job", json!({ "jobId": id })).await;
+        assert_eq!(handled.outcome, "ignored", "{id:?}: {handled:?}");
+        assert!(handled.detail.starts_with("detail.jobId"), "names the field: {}", handled.detail);
+    }
+}
+
+#[tokio::test]
+async fn given_retries_on_request_when_they_pass_the_deployments_bound_then_refused_and_each_names_who_asked() {
+    let world = world(1).await;
+    world.victim("flaky").await;
+    let owner = world.team_b_source.clone();
+    assert_eq!(world.event(&owner, "Cancel Job", json!({ "jobId": "flaky" })).await.outcome, "cancelled");
+
+    let first = world.event(&owner, "Retry Job", json!({ "jobId": "flaky" })).await;
+    assert_eq!(first.outcome, "dispatched", "{first:?}");
+    assert_eq!(world.event(&owner, "Cancel Job", json!({ "jobId": "flaky" })).await.outcome, "cancelled");
+    let second = world.event(&owner, "Retry Job", json!({ "jobId": "flaky" })).await;
+
+    assert_eq!(second.outcome, "refused", "{second:?}");
+    assert!(second.detail.contains("PODBRIDGE_MAX_MANUAL_RETRIES=1"), "{}", second.detail);
+    let record = world.record("flaky").await.unwrap();
+    assert_eq!((record.state, record.attempt), (JobState::Cancelled, 2));
+    let asked = record.history.iter().find(|t| t.reason == "RetryRequested").expect("the retry is in the history");
+    assert!(asked.message.contains(&format!("asked by event source {owner:?}")), "{}", asked.message);
+    assert_eq!(world.pods_created_for("flaky"), ["flaky-1", "flaky-2"]);
+}
