@@ -263,3 +263,36 @@ async fn given_retries_on_request_when_they_pass_the_deployments_bound_then_refu
     assert!(asked.message.contains(&format!("asked by event source {owner:?}")), "{}", asked.message);
     assert_eq!(world.pods_created_for("flaky"), ["flaky-1", "flaky-2"]);
 }
+
+#[tokio::test]
+async fn given_the_largest_message_and_the_longest_reasons_when_cancelled_and_retried_many_times_then_it_stays_writable()
+ {
+    let world = world(60).await;
+    let operator = podbridge::tenancy::Sender::Operator;
+    // As large as the message format allows, close to the 64 KiB a message may be.
+    let args: Vec<String> = (0..30).map(|i| format!("{i:02}{}", "a".repeat(1_900))).collect();
+    let body = json!({ "version": 1, "job": { "id": "huge", "image": "registry.example.com/batch/work:1",
+        "namespace": TEAM_B, "args": args } })
+    .to_string();
+    assert!(body.len() > 55_000, "{}", body.len());
+    let outcome = world
+        .submitter
+        .handle_message(body.as_bytes(), podbridge::Source::Direct, &operator, "huge-fallback")
+        .await
+        .unwrap();
+    assert!(matches!(outcome, podbridge::submit::Outcome::Dispatched { .. }), "{outcome:?}");
+    let longest = "r".repeat(100_000);
+
+    for _ in 0..40 {
+        let cancelled = world.submitter.cancel("huge", None, &longest, podbridge::Source::Direct, &operator).await;
+        assert!(matches!(cancelled, Ok(podbridge::submit::Outcome::Cancelled { .. })), "{cancelled:?}");
+        let retried = world.submitter.retry("huge", None, &longest, &operator).await;
+        assert!(matches!(retried, Ok(podbridge::submit::Outcome::Dispatched { .. })), "{retried:?}");
+    }
+
+    let record = world.record("huge").await.unwrap();
+    assert_eq!((record.state, record.attempt), (JobState::SettingUp, 41), "every change was written");
+    assert!(record.history.iter().any(|t| t.reason == "HistoryTrimmed"), "the history was compacted to fit");
+    assert_eq!(record.history.first().map(|t| t.to), Some(JobState::Queued), "its start is kept");
+    assert!(record.message.as_deref().unwrap_or_default().len() <= podbridge::record::MAX_MESSAGE);
+}
