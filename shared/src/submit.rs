@@ -273,6 +273,13 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                 );
                 return self.fail_attempt(record, FailureClass::ApiRejected, "PodNameTaken", &reason).await;
             }
+            // Refused by admission for what the pod is (Pod Security, a policy): the job,
+            // not the deployment, so it is recorded rather than retried into the
+            // dead-letter queue. Other 403s are RBAC: the deployment must be fixed.
+            Err(Error::KubeApi { code: 403, message, .. }) if message.contains("violates PodSecurity") => {
+                let reason = format!("the Kubernetes API refused the pod: {message}");
+                return self.fail_attempt(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
+            }
             Err(Error::KubeApi { code: 400 | 422, message, .. }) => {
                 let reason = format!("the Kubernetes API refused the pod: {message}");
                 return self.fail_attempt(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
