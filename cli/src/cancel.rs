@@ -42,15 +42,22 @@ pub struct Args {
     /// Why, for the job's history [default: cancelled on request].
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    /// The job's namespace: a cancel that reaches the queue before its job then holds
+    /// for that namespace only [default: the sender's first namespace].
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
     #[command(flatten)]
     connect: connect::Flags,
 }
 
 /// The cancel message for `job_id`, as docs/JOBS.md describes it.
-pub fn message(job_id: &str, reason: Option<&str>) -> Value {
+pub fn message(job_id: &str, reason: Option<&str>, namespace: Option<&str>) -> Value {
     let mut cancel = json!({ "id": job_id });
     if let Some(reason) = reason {
         cancel["reason"] = json!(reason);
+    }
+    if let Some(namespace) = namespace {
+        cancel["namespace"] = json!(namespace);
     }
     json!({ "version": 1, "cancel": cancel })
 }
@@ -63,7 +70,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(table) = target.table_if_set() {
         eprintln!("{}", foresight(&aws, table, &args.job).await);
     }
-    let body = message(&args.job, args.reason.as_deref()).to_string();
+    let body = message(&args.job, args.reason.as_deref(), args.namespace.as_deref()).to_string();
     let message_id = aws.send_message(queue_url, &body).await?;
     println!(
         "cancel of job {} sent to the queue (message {message_id}); dispatch cancels the job when it takes \
@@ -108,12 +115,15 @@ mod tests {
 
     #[test]
     fn the_message_is_a_cancel_dispatch_reads() {
-        let body = message("report-1", Some("superseded")).to_string();
+        let body = message("report-1", Some("superseded"), Some("batch")).to_string();
         let Ok(Parsed::Cancel(cancel)) = parse_message(body.as_bytes(), "unused", &Guardrails::default()) else {
             panic!("not a cancel: {body}");
         };
-        assert_eq!((cancel.id.as_str(), cancel.reason.as_deref()), ("report-1", Some("superseded")));
-        assert_eq!(message("report-1", None), json!({ "version": 1, "cancel": { "id": "report-1" } }));
+        assert_eq!(
+            (cancel.id.as_str(), cancel.reason.as_deref(), cancel.namespace.as_deref()),
+            ("report-1", Some("superseded"), Some("batch"))
+        );
+        assert_eq!(message("report-1", None, None), json!({ "version": 1, "cancel": { "id": "report-1" } }));
     }
 
     #[test]

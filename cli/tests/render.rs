@@ -9,11 +9,15 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 /// The guardrails the golden pods in `shared/tests/golden/` were built with.
-const DEPLOYMENT: [(&str, &str); 4] = [
+const DEPLOYMENT: [(&str, &str); 8] = [
     ("PODBRIDGE_NAMESPACES", "podbridge-jobs"),
     ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/"),
     ("PODBRIDGE_SERVICE_ACCOUNTS", "report-writer"),
     ("PODBRIDGE_ALLOW_SECRET_REFS", "true"),
+    ("PODBRIDGE_PRIORITY_CLASSES", "batch-low"),
+    ("PODBRIDGE_TOLERATION_KEYS", "batch-only"),
+    ("PODBRIDGE_NODE_SELECTOR_KEYS", "node.kubernetes.io/instance-type"),
+    ("PODBRIDGE_LABEL_PREFIXES", "jobs.example.com/"),
 ];
 
 fn repo_file(path: &str) -> PathBuf {
@@ -96,7 +100,8 @@ fn given_flags_instead_of_variables_when_rendered_then_the_flags_are_the_guardra
         "report-writer",
         "--allow-secret-refs",
     ];
-    let output = podbridge(&args, &[], None);
+    // The allow-lists the example needs have no flags: they come from the variables.
+    let output = podbridge(&args, &DEPLOYMENT[4..], None);
     assert_eq!(text(&output.stderr), "");
     let pod: Value = serde_json::from_str(&success(&output)).unwrap();
     assert_eq!(pod, golden("job-full.attempt-1.pod.json"));

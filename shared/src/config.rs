@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::pod::PodSettings;
-use crate::quantity::{parse_cpu, parse_memory};
-use crate::validate::Guardrails;
+use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+use crate::tenancy::Tenancy;
+use crate::validate::image::ImagePrefix;
+use crate::validate::names::{QUALIFIED_NAME_RULE, is_dns_subdomain, is_qualified_name};
+use crate::validate::{Guardrails, MIN_CPU_MILLIS, MIN_MEMORY_BYTES, RESERVED_LABEL_PREFIX, SYSTEM_PRIORITY_PREFIX};
 
 /// Settings shared by the functions that submit jobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +31,11 @@ pub struct Settings {
     /// default `podbridge`): one per deployment, so two stacks in one account and region
     /// never mix their figures.
     pub metrics_namespace: String,
+    /// Which namespaces each sender may use (`PODBRIDGE_SENDERS`, a JSON array of rules;
+    /// unset: every sender may use every namespace).
+    pub tenancy: Tenancy,
+    /// Retries on request one job may get (`PODBRIDGE_MAX_MANUAL_RETRIES`, default 3).
+    pub max_manual_retries: u32,
 }
 
 impl Settings {
@@ -68,6 +76,46 @@ impl Settings {
         if image_prefixes.is_empty() {
             return Err(Error::Config("PODBRIDGE_IMAGE_PREFIXES is not set: it must hold the allowed image prefixes, comma-separated (`*` allows any image)".into()));
         }
+        // A prefix is compared by registry host and whole path components; one that
+        // could not end at such a boundary would not mean what its operator meant.
+        each("PODBRIDGE_IMAGE_PREFIXES", &image_prefixes, |prefix| {
+            ImagePrefix::parse(prefix).map(|_| ()).map_err(|why| {
+                format!(
+                    "cannot be a prefix: {why}; a prefix is a registry host, then whole path components \
+                     (registry.example.com/team/), or `*` alone"
+                )
+            })
+        })?;
+        let priority_classes = list("PODBRIDGE_PRIORITY_CLASSES");
+        each("PODBRIDGE_PRIORITY_CLASSES", &priority_classes, |class| {
+            if !is_dns_subdomain(class) {
+                Err("is not a PriorityClass name (a DNS subdomain name)".to_owned())
+            } else if class.starts_with(SYSTEM_PRIORITY_PREFIX) {
+                Err("is a system- class, for the cluster's own components: jobs may never use one".to_owned())
+            } else {
+                Ok(())
+            }
+        })?;
+        let toleration_keys = list("PODBRIDGE_TOLERATION_KEYS");
+        each("PODBRIDGE_TOLERATION_KEYS", &toleration_keys, |key| {
+            is_qualified_name(key).then_some(()).ok_or_else(|| format!("is not a taint key ({QUALIFIED_NAME_RULE})"))
+        })?;
+        let node_selector_keys = list("PODBRIDGE_NODE_SELECTOR_KEYS");
+        each("PODBRIDGE_NODE_SELECTOR_KEYS", &node_selector_keys, |key| {
+            is_qualified_name(key).then_some(()).ok_or_else(|| format!("is not a label key ({QUALIFIED_NAME_RULE})"))
+        })?;
+        let label_prefixes = list("PODBRIDGE_LABEL_PREFIXES");
+        each("PODBRIDGE_LABEL_PREFIXES", &label_prefixes, |prefix| {
+            let domain = prefix.strip_suffix('/').unwrap_or(prefix);
+            if !is_dns_subdomain(domain) {
+                Err("is not a label key prefix: a DNS subdomain such as team.example.com, optionally followed by /"
+                    .to_owned())
+            } else if format!("{domain}/") == RESERVED_LABEL_PREFIX {
+                Err(format!("is reserved: podbridge sets the labels under {RESERVED_LABEL_PREFIX} itself"))
+            } else {
+                Ok(())
+            }
+        })?;
         let allow_secret_refs = match var("PODBRIDGE_ALLOW_SECRET_REFS").as_deref() {
             None | Some("false") => false,
             Some("true") => true,
@@ -80,6 +128,10 @@ impl Settings {
             image_prefixes,
             service_accounts: list("PODBRIDGE_SERVICE_ACCOUNTS"),
             allow_secret_refs,
+            priority_classes,
+            toleration_keys,
+            node_selector_keys,
+            label_prefixes,
             default_cpu_millis: quantity("PODBRIDGE_DEFAULT_CPU", defaults.default_cpu_millis, parse_cpu)?,
             default_memory_bytes: quantity("PODBRIDGE_DEFAULT_MEMORY", defaults.default_memory_bytes, parse_memory)?,
             max_cpu_millis: quantity("PODBRIDGE_MAX_CPU", defaults.max_cpu_millis, parse_cpu)?,
@@ -119,6 +171,19 @@ impl Settings {
                 return Err(Error::Config(format!("{default_name} ({default}) is above {max_name} ({max})")));
             }
         }
+        // Below these no job could run: every request would be refused.
+        type Show = fn(u64) -> String;
+        let minimums: [(&str, u64, u64, Show); 4] = [
+            ("PODBRIDGE_DEFAULT_CPU", guardrails.default_cpu_millis, MIN_CPU_MILLIS, format_cpu),
+            ("PODBRIDGE_MAX_CPU", guardrails.max_cpu_millis, MIN_CPU_MILLIS, format_cpu),
+            ("PODBRIDGE_DEFAULT_MEMORY", guardrails.default_memory_bytes, MIN_MEMORY_BYTES, format_memory),
+            ("PODBRIDGE_MAX_MEMORY", guardrails.max_memory_bytes, MIN_MEMORY_BYTES, format_memory),
+        ];
+        for (name, value, min, show) in minimums {
+            if value < min {
+                return Err(Error::Config(format!("{name} ({}) is below the minimum of {}", show(value), show(min))));
+            }
+        }
         if guardrails.max_attempts == 0 || guardrails.default_timeout_seconds == 0 {
             return Err(Error::Config(
                 "PODBRIDGE_MAX_ATTEMPTS and PODBRIDGE_DEFAULT_TIMEOUT_SECONDS must be at least 1".into(),
@@ -139,6 +204,10 @@ impl Settings {
                  A-Z a-z 0-9 . - _ / # :, not starting with AWS/"
             )));
         }
+        let tenancy = match var("PODBRIDGE_SENDERS") {
+            None => Tenancy::open(),
+            Some(text) => Tenancy::parse(&text, &guardrails.namespaces).map_err(Error::Config)?,
+        };
         Ok(Self {
             table: required("PODBRIDGE_TABLE", "the name of the DynamoDB job table")?,
             guardrails,
@@ -148,8 +217,23 @@ impl Settings {
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
             event_bus: var("PODBRIDGE_EVENT_BUS").unwrap_or_else(|| "default".to_owned()),
             metrics_namespace,
+            tenancy,
+            max_manual_retries: u32::try_from(number(
+                "PODBRIDGE_MAX_MANUAL_RETRIES",
+                u64::from(crate::submit::DEFAULT_MAX_MANUAL_RETRIES),
+            )?)
+            .map_err(|_| Error::Config("PODBRIDGE_MAX_MANUAL_RETRIES is too large".into()))?,
         })
     }
+}
+
+/// Checks every entry of the list in variable `name`; the error names the variable and
+/// the entry.
+fn each(name: &str, entries: &[String], check: impl Fn(&str) -> std::result::Result<(), String>) -> Result<()> {
+    for entry in entries {
+        check(entry).map_err(|why| Error::Config(format!("{name}: {entry:?} {why}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -182,6 +266,25 @@ mod tests {
     }
 
     #[test]
+    fn senders_are_scoped_only_when_rules_are_given() {
+        use crate::tenancy::Sender;
+        let s = settings(&MINIMAL).unwrap();
+        assert!(!s.tenancy.is_scoped());
+        assert_eq!(s.max_manual_retries, crate::submit::DEFAULT_MAX_MANUAL_RETRIES);
+        let mut scoped = MINIMAL.to_vec();
+        scoped.push(("PODBRIDGE_SENDERS", r#"[{"queue": "arn:aws:sqs:us-east-1:1:etl-jobs", "namespaces": ["etl"]}]"#));
+        scoped.push(("PODBRIDGE_MAX_MANUAL_RETRIES", "1"));
+        let s = settings(&scoped).unwrap();
+        let etl = Sender::Queue { sender_id: None, queue_arn: Some("arn:aws:sqs:us-east-1:1:etl-jobs".into()) };
+        assert_eq!(s.tenancy.namespaces_for(&etl, &s.guardrails.namespaces), ["etl"]);
+        assert_eq!(s.max_manual_retries, 1);
+        let mut bad = MINIMAL.to_vec();
+        bad.push(("PODBRIDGE_SENDERS", r#"[{"queue": "q", "namespaces": ["prod"]}]"#));
+        let error = settings(&bad).unwrap_err().to_string();
+        assert!(error.contains("PODBRIDGE_SENDERS[0].namespaces") && error.contains("\"prod\""), "{error}");
+    }
+
+    #[test]
     fn errors_name_the_variable() {
         let error = settings(&MINIMAL[1..]).unwrap_err().to_string();
         assert!(error.contains("PODBRIDGE_TABLE"), "{error}");
@@ -202,6 +305,71 @@ mod tests {
         assert_eq!(
             error,
             "configuration: PODBRIDGE_DEFAULT_TIMEOUT_SECONDS (21600) is above PODBRIDGE_MAX_TIMEOUT_SECONDS (3600)"
+        );
+    }
+
+    fn with(extra: (&str, &str)) -> Result<Settings> {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.retain(|(name, _)| *name != extra.0);
+        pairs.push(extra);
+        settings(&pairs)
+    }
+
+    #[test]
+    fn the_allow_lists_are_empty_unless_set() {
+        let s = settings(&MINIMAL).unwrap();
+        let g = &s.guardrails;
+        assert!(g.priority_classes.is_empty() && g.toleration_keys.is_empty());
+        assert!(g.node_selector_keys.is_empty() && g.label_prefixes.is_empty());
+        let s = settings(&[
+            MINIMAL[0],
+            MINIMAL[1],
+            ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/team, docker.io/library/, localhost:5000, myorg/, *"),
+            ("PODBRIDGE_PRIORITY_CLASSES", "batch-low, batch-high"),
+            ("PODBRIDGE_TOLERATION_KEYS", "batch-only,example.com/gpu"),
+            ("PODBRIDGE_NODE_SELECTOR_KEYS", "node.kubernetes.io/instance-type"),
+            ("PODBRIDGE_LABEL_PREFIXES", "team.example.com/, jobs.example.com"),
+        ])
+        .unwrap();
+        let g = &s.guardrails;
+        assert_eq!(
+            g.image_prefixes,
+            ["registry.example.com/team", "docker.io/library/", "localhost:5000", "myorg/", "*"]
+        );
+        assert_eq!(g.priority_classes, ["batch-low", "batch-high"]);
+        assert_eq!(g.toleration_keys, ["batch-only", "example.com/gpu"]);
+        assert_eq!(g.node_selector_keys, ["node.kubernetes.io/instance-type"]);
+        assert_eq!(g.label_prefixes, ["team.example.com/", "jobs.example.com"]);
+    }
+
+    #[test]
+    fn an_entry_that_cannot_mean_what_it_says_is_refused_naming_the_variable() {
+        let check = |pair: (&str, &str), needle: &str| {
+            let error = with(pair).unwrap_err().to_string();
+            assert!(error.contains(pair.0) && error.contains(needle), "{pair:?}: {error}");
+        };
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/team/app:1.0"), "cannot hold a tag");
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/app@sha256:0"), "digest");
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example."), "not a complete host name");
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com:"), "invalid port");
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/*"), "`*` is only allowed alone");
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com//x"), "empty path component");
+        check(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/Team"), "uppercase");
+        check(("PODBRIDGE_PRIORITY_CLASSES", "batch-low,system-node-critical"), "system- class");
+        check(("PODBRIDGE_PRIORITY_CLASSES", "Batch"), "not a PriorityClass name");
+        check(("PODBRIDGE_TOLERATION_KEYS", "a b"), "not a taint key");
+        check(("PODBRIDGE_NODE_SELECTOR_KEYS", "-x"), "not a label key");
+        check(("PODBRIDGE_LABEL_PREFIXES", "podbridge.dev/"), "reserved");
+        check(("PODBRIDGE_LABEL_PREFIXES", "team.example.com/x"), "not a label key prefix");
+        check(("PODBRIDGE_DEFAULT_MEMORY", "1m"), "PODBRIDGE_DEFAULT_MEMORY (1) is below the minimum of 4Mi");
+        check(("PODBRIDGE_DEFAULT_CPU", "0"), "PODBRIDGE_DEFAULT_CPU (0) is below the minimum of 1m");
+        let error = with(("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/team:1")).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "configuration: PODBRIDGE_IMAGE_PREFIXES: \"registry.example.com/team:1\" cannot be a prefix: a prefix \
+                 cannot hold a tag"
+            ),
+            "{error}"
         );
     }
 }

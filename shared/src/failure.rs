@@ -44,6 +44,9 @@ pub enum FailureClass {
     PodVanished,
     /// The Kubernetes API refused the pod (422 Invalid, or a policy).
     ApiRejected,
+    /// The stored job no longer passes the deployment's guardrails (they were narrowed
+    /// since it was accepted): the attempt was not started.
+    NoLongerAllowed,
     /// The pod never started within its start limit, for any other reason.
     StartTimeout,
     /// The pod failed in a way podbridge does not recognise; the record keeps the API's
@@ -53,7 +56,7 @@ pub enum FailureClass {
 
 impl FailureClass {
     /// Every class, in declaration order.
-    pub const ALL: [FailureClass; 15] = [
+    pub const ALL: [FailureClass; 16] = [
         Self::ImagePull,
         Self::Unschedulable,
         Self::ContainerConfig,
@@ -67,6 +70,7 @@ impl FailureClass {
         Self::NodeLost,
         Self::PodVanished,
         Self::ApiRejected,
+        Self::NoLongerAllowed,
         Self::StartTimeout,
         Self::Unknown,
     ];
@@ -86,6 +90,7 @@ impl FailureClass {
             Self::NodeLost => "node_lost",
             Self::PodVanished => "pod_vanished",
             Self::ApiRejected => "api_rejected",
+            Self::NoLongerAllowed => "no_longer_allowed",
             Self::StartTimeout => "start_timeout",
             Self::Unknown => "unknown",
         }

@@ -38,29 +38,48 @@ impl Default for PodSettings {
     }
 }
 
-/// The pod name of a job attempt: the job id made DNS-1123, then `-<attempt>`; when
-/// the id had to be changed (case, characters, length), a hash of the real id is added
-/// so two ids never share a name.
+/// How many bytes of the id's SHA-256 a changed id's pod name carries: 80 bits, so
+/// finding another id with the same name (a second preimage) is out of reach.
+const NAME_HASH_BYTES: usize = 10;
+
+/// The pod name of a job attempt: `<id>-<attempt>`, the id as it is when it can be a
+/// pod name (a DNS label: lowercase letters, digits and `-`) without `--` and fits;
+/// otherwise the id lowercased, other characters made `-`, shortened, then `--` and the
+/// first 20 hex digits of the SHA-256 of the real id.
+///
+/// Two job attempts never share a name. The attempt is the text after the last `-`
+/// (neither form's base ends in one). A name whose base holds `--` is always a changed
+/// id's, and one without is always the id itself, so a plain id can never take the
+/// name of a changed one (`a-1b2c3d4e` once took `A`'s). Two plain ids differ in their
+/// names as they differ. Two changed ids would need the same 80 bits of SHA-256, which
+/// no one can arrange.
 pub fn pod_name(job_id: &str, attempt: u32) -> String {
     let suffix = format!("-{attempt}");
-    let mut base: String = job_id
+    let budget = 63 - suffix.len();
+    let plain = job_id.len() <= budget
+        && !job_id.contains("--")
+        && !job_id.is_empty()
+        && job_id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !job_id.starts_with('-')
+        && !job_id.ends_with('-');
+    if plain {
+        return format!("{job_id}{suffix}");
+    }
+    let digest = Sha256::digest(job_id.as_bytes());
+    let hash: String = digest.iter().take(NAME_HASH_BYTES).map(|b| format!("{b:02x}")).collect();
+    let mut readable: String = job_id
         .chars()
         .map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' => c,
+            'a'..='z' | '0'..='9' => c,
             'A'..='Z' => c.to_ascii_lowercase(),
             _ => '-',
         })
         .collect();
-    let budget = 63 - suffix.len();
-    if base != job_id || base.len() > budget {
-        let digest = Sha256::digest(job_id.as_bytes());
-        let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        base.truncate(budget - hash.len() - 1);
-        base = format!("{}-{hash}", base.trim_end_matches('-'));
-    }
-    let base = base.trim_start_matches('-');
-    let base = if base.is_empty() { "job" } else { base };
-    format!("{base}{suffix}")
+    readable.truncate(budget - hash.len() - 2);
+    let readable = readable.trim_matches('-');
+    // Only an invalid id (no letter or digit at all) leaves nothing readable.
+    let readable = if readable.is_empty() { "job" } else { readable };
+    format!("{readable}--{hash}{suffix}")
 }
 
 /// The pod for `attempt` of `job`.
@@ -165,6 +184,8 @@ pub fn build_pod(job: &Job, attempt: u32, settings: &PodSettings) -> Pod {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::pod_name;
 
     #[test]
@@ -172,20 +193,22 @@ mod tests {
         let check = |id: &str, attempt: u32, expected: &str| assert_eq!(pod_name(id, attempt), expected, "{id}");
         check("nightly-report", 1, "nightly-report-1");
         check("nightly-report", 12, "nightly-report-12");
+        check("sqs-5fea7756-0ea4-451a-a703-a558b933e274", 1, "sqs-5fea7756-0ea4-451a-a703-a558b933e274-1");
         // Changed ids carry a hash of the original, so `Report` and `report` differ.
         let upper = pod_name("Report", 1);
-        assert!(
-            upper.starts_with("report-") && upper.ends_with("-1") && upper.len() == "report-".len() + 8 + 2,
-            "{upper}"
-        );
+        assert!(upper.starts_with("report--") && upper.ends_with("-1") && upper.len() == "report--".len() + 20 + 2);
         assert_ne!(upper, pod_name("report", 1));
         assert_ne!(pod_name("a_b", 1), pod_name("a.b", 1));
         let long = "x".repeat(63);
         let name = pod_name(&long, 10);
-        assert_eq!(name.len(), 63, "{name}");
+        assert!(name.len() <= 63, "{name}");
         assert_eq!(name, pod_name(&long, 10), "deterministic");
         assert_ne!(pod_name(&format!("{long}a"), 1), pod_name(&format!("{long}b"), 1));
-        for id in ["_x_", "9", "a.b.c", "sqs-5fea7756-0ea4-451a-a703-a558b933e274"] {
+        // An id that fits with a short attempt number and not with a long one.
+        let edge = "y".repeat(61);
+        assert_eq!(pod_name(&edge, 1), format!("{edge}-1"));
+        assert!(pod_name(&edge, 10).contains("--"));
+        for id in ["_x_", "9", "a.b.c", "A", "a--b"] {
             let name = pod_name(id, 1);
             assert!(
                 name.len() <= 63 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
@@ -193,5 +216,20 @@ mod tests {
             );
             assert!(!name.starts_with('-'), "{name}");
         }
+    }
+
+    /// The collision the old names allowed: `A` was named `a-<first 8 hex digits of
+    /// its SHA-256>-1`, which is also the name of the plain id `a-<those digits>`.
+    #[test]
+    fn a_plain_id_never_takes_the_name_of_a_changed_one() {
+        let old_hash: String = Sha256::digest(b"A").iter().take(4).map(|b| format!("{b:02x}")).collect();
+        let impostor = format!("a-{old_hash}");
+        assert_ne!(pod_name(&impostor, 1), pod_name("A", 1));
+        assert_eq!(pod_name(&impostor, 1), format!("{impostor}-1"), "a plain id keeps its readable name");
+        // Today's form of `A`'s name, taken as an id, is not plain (it has `--`): hashed.
+        let today = pod_name("A", 1);
+        let base = today.strip_suffix("-1").unwrap();
+        assert_ne!(pod_name(base, 1), today);
+        assert!(pod_name(base, 1).starts_with(&format!("{base}--")) || pod_name(base, 1).len() <= 63);
     }
 }

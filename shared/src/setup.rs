@@ -46,6 +46,8 @@ pub async fn submitter_from_env(function: &str) -> Result<(Settings, Submitter<F
     let kube = crate::eks::client(&access, &sdk, &options).await?;
     let cluster = KubeCluster::new(kube, settings.kube_timeout);
     let submitter =
-        Submitter::new(store, cluster, settings.guardrails.clone(), settings.pods.clone(), settings.record_ttl);
+        Submitter::new(store, cluster, settings.guardrails.clone(), settings.pods.clone(), settings.record_ttl)
+            .with_tenancy(settings.tenancy.clone())
+            .with_max_manual_retries(settings.max_manual_retries);
     Ok((settings, submitter))
 }

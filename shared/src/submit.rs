@@ -20,7 +20,7 @@ use crate::record::{JobRecord, Source, StateChange};
 use crate::state::JobState;
 use crate::store::{Changed, Created, JobStore};
 use crate::tenancy::{Sender, Tenancy, is_tick_id};
-use crate::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message};
+use crate::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message, recheck};
 
 /// What became of a message. Every outcome means the message may be deleted: the job
 /// is durably recorded (or was already). The caller logs outcomes; this module logs
@@ -165,7 +165,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             Ok(Parsed::Job(job)) => self.submit(*job, source, sender, fallback_id).await,
             Ok(Parsed::Cancel(cancel)) => {
                 let reason = cancel.reason.unwrap_or_else(|| "cancelled on request".to_owned());
-                self.cancel(&cancel.id, None, &reason, source, sender).await
+                self.cancel(&cancel.id, cancel.namespace.as_deref(), &reason, source, sender).await
             }
             // A sender allowed no namespace: say so rather than what the parse says
             // about an empty list.
@@ -261,7 +261,14 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     /// `setting_up`). Safe to repeat: the pod name is fixed per attempt.
     pub async fn start_attempt(&self, record: &JobRecord, job: &Job) -> Result<Outcome> {
         let oom_kills = record.history.iter().filter(|t| t.to == JobState::Failed && t.reason == OOM_KILLED).count();
-        let pod = build_pod(&job.with_memory_after(oom_kills), record.attempt, &self.pods);
+        let attempt_job = job.with_memory_after(oom_kills);
+        // Every attempt runs under the guardrails in force now, not those of the day the
+        // job was accepted: an operator who narrows them stops retries too.
+        if let Err(rejection) = recheck(&attempt_job, &self.guardrails) {
+            let message = format!("attempt {} was not started: {rejection}", record.attempt);
+            return self.fail_attempt(record, FailureClass::NoLongerAllowed, "NoLongerAllowed", &message).await;
+        }
+        let pod = build_pod(&attempt_job, record.attempt, &self.pods);
         let name = pod_name(&job.id, record.attempt);
         let created = match self.cluster.create_pod(&pod).await {
             Ok(PodCreated::New(pod)) => *pod,

@@ -26,7 +26,7 @@ use podbridge::record::Source;
 use podbridge::store::JobStore;
 use podbridge::submit::{Outcome, Submitter};
 use podbridge::tenancy::Sender;
-use podbridge::validate::{Problem, Rejection, id_from_event_id, is_valid_job_id};
+use podbridge::validate::{Problem, Rejection, check_reason, id_from_event_id, is_valid_job_id};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -193,6 +193,9 @@ pub fn parse(input: &Value) -> std::result::Result<Input, BadInput> {
                         request.job_id.chars().take(80).collect::<String>()
                     ),
                 ));
+            }
+            if let Some(why) = request.reason.as_deref().and_then(check_reason) {
+                return Err(BadInput::new(None, "detail.reason", why));
             }
             Ok(request)
         };

@@ -1,16 +1,23 @@
 //! Thousands of random and hostile messages through parsing, validation and the pod
 //! builder: none panics; every invalid one becomes a `rejected` record whose reason names
-//! the field; every valid one becomes a pod with a valid name and labels. Pure: the
-//! records go to the in-memory store, and no pod is ever sent anywhere.
+//! the field; every valid one becomes a pod with a valid name and labels. Jobs at and
+//! just past every cap: the largest legal one is stored in less than
+//! `MAX_STORED_SPEC_BYTES`. Pure: the records go to the in-memory store, and no pod is
+//! ever sent anywhere.
 
+use podbridge::FailureClass;
 use podbridge::cluster::{Cluster, PodCreated, PodEvents, PodList};
+use podbridge::job::{
+    JobSpec, MAX_COMMAND_ENTRIES, MAX_COMMAND_TOTAL_BYTES, MAX_ENV_ENTRIES, MAX_ENV_TOTAL_BYTES, MAX_EXIT_CODES,
+    MAX_LABELS, MAX_MESSAGE_BYTES, MAX_NODE_SELECTOR_TERMS, MAX_STORED_SPEC_BYTES, MAX_TOLERATIONS,
+};
 use podbridge::pod::{PodSettings, build_pod};
 use podbridge::record::Source;
 use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::memory::MemoryJobStore;
 use podbridge::submit::{Outcome, Submitter};
-use podbridge::validate::{Guardrails, Parsed, is_valid_job_id, parse_message};
+use podbridge::validate::{Guardrails, MAX_PROBLEMS, Parsed, is_valid_job_id, parse_message, validate};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -161,6 +168,7 @@ proptest! {
             Ok(Parsed::Cancel(_)) => {}
             Err(rejection) => {
                 prop_assert!(!rejection.problems.is_empty());
+                prop_assert!(rejection.problems.len() <= MAX_PROBLEMS + 1);
                 for problem in &rejection.problems {
                     let root = problem.field.split(['.', '[']).next().unwrap_or_default();
                     prop_assert!(FIELD_ROOTS.contains(&root), "a problem names no field: {problem}");
@@ -184,6 +192,173 @@ proptest! {
                 prop_assert_eq!(record.state, JobState::Rejected);
                 let reason = record.message.unwrap_or_default();
                 prop_assert!(reason.starts_with(&format!("{first_field}: ")), "{reason}");
+            }
+        }
+    }
+}
+
+/// A 253-byte DNS subdomain, distinct for each `i`.
+fn long_domain(i: usize) -> String {
+    let head = format!("d{i:03}");
+    let label = "a".repeat(61);
+    // 4 + 1 + (61 + 1) * 3 = 191; a last label of 62 makes 253.
+    let domain = format!("{head}.{label}.{label}.{label}.{}", "b".repeat(62));
+    assert_eq!(domain.len(), 253);
+    domain
+}
+
+/// A 317-byte label key: a 253-byte prefix, `/`, a 63-byte name.
+fn long_key(i: usize) -> String {
+    format!("{}/{}", long_domain(i), "n".repeat(63))
+}
+
+/// Guardrails that allow everything the largest job uses.
+fn permissive() -> Guardrails {
+    Guardrails {
+        namespaces: vec!["n".repeat(63)],
+        image_prefixes: vec!["*".into()],
+        service_accounts: vec![long_domain(400)],
+        allow_secret_refs: true,
+        priority_classes: vec![long_domain(300)],
+        toleration_keys: (0..MAX_TOLERATIONS).map(|i| long_key(100 + i)).collect(),
+        node_selector_keys: (0..MAX_NODE_SELECTOR_TERMS).map(|i| long_key(200 + i)).collect(),
+        label_prefixes: (0..MAX_LABELS).map(long_domain).collect(),
+        ..Guardrails::default()
+    }
+}
+
+/// The largest job the caps allow, every string of it made of the character that
+/// costs most as JSON (`"`, stored as `\"`).
+fn largest_job() -> serde_json::Value {
+    let quote_run = |n: usize| "\"".repeat(n);
+    let per_entry = MAX_COMMAND_TOTAL_BYTES / (2 * MAX_COMMAND_ENTRIES);
+    let entries = |_| -> Vec<String> { (0..MAX_COMMAND_ENTRIES).map(|_| quote_run(per_entry)).collect() };
+    let name = |i: usize| format!("V{i}");
+    let names_bytes: usize = (0..MAX_ENV_ENTRIES).map(|i| name(i).len()).sum();
+    let value_bytes = (MAX_ENV_TOTAL_BYTES - names_bytes) / MAX_ENV_ENTRIES;
+    let env: Vec<serde_json::Value> =
+        (0..MAX_ENV_ENTRIES).map(|i| json!({ "name": name(i), "value": quote_run(value_bytes) })).collect();
+    // 512 bytes: a 247-byte name, a 128-byte tag and a SHA-512 digest.
+    let image = format!("registry.example.com/{}:{}@sha512:{}", "a".repeat(226), "t".repeat(128), "f".repeat(128));
+    assert_eq!(image.len(), 512);
+    let labels: Map<String, Value> = (0..MAX_LABELS).map(|i| (long_key(i), json!("v".repeat(63)))).collect();
+    let selector: Map<String, Value> =
+        (0..MAX_NODE_SELECTOR_TERMS).map(|i| (long_key(200 + i), json!("v".repeat(63)))).collect();
+    let tolerations: Vec<Value> = (0..MAX_TOLERATIONS)
+        .map(|i| {
+            json!({ "key": long_key(100 + i), "operator": "Equal", "value": "v".repeat(63), "effect": "NoExecute",
+                    "tolerationSeconds": i64::MIN })
+        })
+        .collect();
+    json!({
+        "id": "I".repeat(63),
+        "namespace": "n".repeat(63),
+        "image": image,
+        "command": entries(()),
+        "args": entries(()),
+        "env": env,
+        "resources": { "cpu": "4", "memory": "16Gi", "cpuLimit": "4", "memoryLimit": "16Gi" },
+        "timeoutSeconds": 86_400,
+        "retry": {
+            "maxAttempts": 10, "backoffSeconds": 86_400, "maxBackoffSeconds": 86_400,
+            "on": FailureClass::ALL, "exitCodes": (256 - MAX_EXIT_CODES as i32..256).collect::<Vec<i32>>(),
+            "oomMemoryFactor": 3.75
+        },
+        "labels": labels,
+        "nodeSelector": selector,
+        "tolerations": tolerations,
+        "priorityClassName": long_domain(300),
+        "serviceAccountName": long_domain(400),
+        "keepPodSeconds": 604_800
+    })
+}
+
+#[test]
+fn the_largest_legal_job_is_stored_in_less_than_the_stated_size() {
+    let spec: JobSpec = serde_json::from_value(largest_job()).unwrap();
+    let job = validate(spec, "sqs-x", &permissive()).unwrap_or_else(|r| panic!("the largest job is legal: {r}"));
+    let stored = serde_json::to_vec(&job).unwrap();
+    assert!(
+        stored.len() < MAX_STORED_SPEC_BYTES,
+        "the largest legal job is stored in {} bytes; the stated bound is {MAX_STORED_SPEC_BYTES}",
+        stored.len()
+    );
+    // It is also a message that fits on the queue.
+    let body = serde_json::to_vec(&json!({ "version": 1, "job": largest_job() })).unwrap();
+    assert!(body.len() <= MAX_MESSAGE_BYTES, "{} bytes", body.len());
+    assert!(matches!(parse_message(&body, "sqs-x", &permissive()), Ok(Parsed::Job(_))));
+    println!("largest legal job: message {} bytes, stored spec {} bytes", body.len(), stored.len());
+}
+
+/// Text of exactly `len` characters of a kind that costs one, two or more bytes as
+/// JSON, or more as UTF-8.
+fn text_of(len: usize) -> impl Strategy<Value = String> {
+    prop::sample::select(vec!['x', '"', '\\', '\n', 'é', '名', '🚀', '\u{1}'])
+        .prop_map(move |c| c.to_string().repeat(len))
+}
+
+/// A list of `n` texts, `n` and the length each around its cap.
+fn texts(cap: usize, len_cap: usize) -> impl Strategy<Value = Vec<String>> {
+    (prop_oneof![Just(cap), Just(cap + 1), 0..cap], prop_oneof![Just(len_cap), Just(len_cap + 1), 0..len_cap])
+        .prop_flat_map(|(n, len)| prop::collection::vec(text_of(len), n))
+}
+
+/// Jobs with every list at, below or just past its cap, and strings likewise.
+fn near_caps() -> impl Strategy<Value = Value> {
+    let per_entry = MAX_COMMAND_TOTAL_BYTES / MAX_COMMAND_ENTRIES;
+    (
+        texts(MAX_COMMAND_ENTRIES, per_entry),
+        texts(MAX_COMMAND_ENTRIES, per_entry),
+        texts(MAX_ENV_ENTRIES, MAX_ENV_TOTAL_BYTES / MAX_ENV_ENTRIES),
+        (0..=MAX_LABELS + 1, 0..=MAX_NODE_SELECTOR_TERMS + 1, 0..=MAX_TOLERATIONS + 1),
+        0..=MAX_EXIT_CODES + 1,
+    )
+        .prop_map(|(command, args, values, (labels, terms, tolerations), exit_codes)| {
+            let mut job = largest_job();
+            job["command"] = json!(command);
+            job["args"] = json!(args);
+            job["env"] = Value::Array(
+                values.iter().enumerate().map(|(i, v)| json!({ "name": format!("V{i}"), "value": v })).collect(),
+            );
+            let keep = |value: &mut Value, n: usize| {
+                if let Value::Object(map) = value {
+                    let keys: Vec<String> = map.keys().skip(n).cloned().collect();
+                    keys.iter().for_each(|k| drop(map.remove(k)));
+                    if n > map.len() {
+                        map.insert("extra.example.com/x".into(), json!("v"));
+                    }
+                }
+            };
+            keep(&mut job["labels"], labels);
+            keep(&mut job["nodeSelector"], terms);
+            let mut all = job["tolerations"].as_array().cloned().unwrap_or_default();
+            all.resize(tolerations, all[0].clone());
+            job["tolerations"] = Value::Array(all);
+            job["retry"]["exitCodes"] = json!(vec![200; exit_codes]);
+            job
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_job_near_the_caps_is_stored_small_or_rejected_naming_the_cap(spec in near_caps()) {
+        let spec: JobSpec = serde_json::from_value(spec).unwrap();
+        match validate(spec, "sqs-x", &permissive()) {
+            Ok(job) => {
+                let stored = serde_json::to_vec(&job).unwrap().len();
+                prop_assert!(stored < MAX_STORED_SPEC_BYTES, "stored in {stored} bytes");
+            }
+            Err(rejection) => {
+                prop_assert!(rejection.problems.len() <= MAX_PROBLEMS + 1);
+                for problem in &rejection.problems {
+                    prop_assert!(problem.field.starts_with("job"), "{problem}");
+                    prop_assert!(
+                        problem.message.contains("at most") || problem.message.contains("allowed"),
+                        "a problem says what is allowed: {problem}"
+                    );
+                }
             }
         }
     }

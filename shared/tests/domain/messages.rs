@@ -12,6 +12,10 @@ fn guardrails() -> Guardrails {
         image_prefixes: vec!["registry.example.com/".into()],
         service_accounts: vec!["report-writer".into()],
         allow_secret_refs: true,
+        priority_classes: vec!["batch-low".into()],
+        toleration_keys: vec!["batch-only".into()],
+        node_selector_keys: vec!["node.kubernetes.io/instance-type".into()],
+        label_prefixes: vec!["jobs.example.com/".into()],
         ..Guardrails::default()
     }
 }

@@ -269,12 +269,14 @@ async fn given_the_largest_message_and_the_longest_reasons_when_cancelled_and_re
  {
     let world = world(60).await;
     let operator = podbridge::tenancy::Sender::Operator;
-    // As large as the message format allows, close to the 64 KiB a message may be.
-    let args: Vec<String> = (0..30).map(|i| format!("{i:02}{}", "a".repeat(1_900))).collect();
+    // As large as the message format's caps allow for what this deployment permits:
+    // command and arguments, and the environment, each at their total's cap.
+    let args: Vec<String> = (0..8).map(|i| format!("{i}{}", "a".repeat(1_023))).collect();
+    let env: Vec<Value> = (0..64).map(|i| json!({ "name": format!("VAR_{i:02}"), "value": "v".repeat(120) })).collect();
     let body = json!({ "version": 1, "job": { "id": "huge", "image": "registry.example.com/batch/work:1",
-        "namespace": TEAM_B, "args": args } })
+        "namespace": TEAM_B, "args": args, "env": env } })
     .to_string();
-    assert!(body.len() > 55_000, "{}", body.len());
+    assert!(body.len() > 16_000, "{}", body.len());
     let outcome = world
         .submitter
         .handle_message(body.as_bytes(), podbridge::Source::Direct, &operator, "huge-fallback")
@@ -283,7 +285,7 @@ async fn given_the_largest_message_and_the_longest_reasons_when_cancelled_and_re
     assert!(matches!(outcome, podbridge::submit::Outcome::Dispatched { .. }), "{outcome:?}");
     let longest = "r".repeat(100_000);
 
-    for _ in 0..40 {
+    for _ in 0..50 {
         let cancelled = world.submitter.cancel("huge", None, &longest, podbridge::Source::Direct, &operator).await;
         assert!(matches!(cancelled, Ok(podbridge::submit::Outcome::Cancelled { .. })), "{cancelled:?}");
         let retried = world.submitter.retry("huge", None, &longest, &operator).await;
@@ -291,8 +293,43 @@ async fn given_the_largest_message_and_the_longest_reasons_when_cancelled_and_re
     }
 
     let record = world.record("huge").await.unwrap();
-    assert_eq!((record.state, record.attempt), (JobState::SettingUp, 41), "every change was written");
+    assert_eq!((record.state, record.attempt), (JobState::SettingUp, 51), "every change was written");
     assert!(record.history.iter().any(|t| t.reason == "HistoryTrimmed"), "the history was compacted to fit");
     assert_eq!(record.history.first().map(|t| t.to), Some(JobState::Queued), "its start is kept");
     assert!(record.message.as_deref().unwrap_or_default().len() <= podbridge::record::MAX_MESSAGE);
+}
+
+#[tokio::test]
+async fn given_a_job_accepted_yesterday_when_the_operator_narrows_the_guardrails_then_its_retry_runs_no_pod() {
+    let world = world(3).await;
+    let operator = podbridge::tenancy::Sender::Operator;
+    world.victim("old-image").await;
+    world.submitter.cancel("old-image", None, "stop", podbridge::Source::Direct, &operator).await.unwrap();
+    // Today the deployment admits only another registry, and less CPU than the job asked.
+    let today = Guardrails {
+        image_prefixes: vec!["registry.example.com/approved/".into()],
+        max_cpu_millis: 100,
+        default_cpu_millis: 100,
+        ..guardrails()
+    };
+    let submitter = Submitter::new(
+        world.submitter.store().clone(),
+        world.submitter.cluster().clone(),
+        today,
+        PodSettings::default(),
+        Duration::from_secs(86_400),
+    );
+
+    let outcome = submitter.retry("old-image", None, "try again", &operator).await.unwrap();
+
+    assert!(matches!(outcome, podbridge::submit::Outcome::Failed { .. }), "{outcome:?}");
+    let record = world.record("old-image").await.unwrap();
+    assert_eq!((record.state, record.attempt), (JobState::Failed, 2));
+    assert_eq!(record.failure_class.as_deref(), Some("no_longer_allowed"));
+    let message = record.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("job.image") && message.contains("job.resources.cpu"),
+        "names what is no longer allowed: {message}"
+    );
+    assert_eq!(world.pods_created_for("old-image"), ["old-image-1"], "no pod for the refused attempt");
 }

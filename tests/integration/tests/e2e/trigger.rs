@@ -290,7 +290,12 @@ async fn given_a_failed_job_when_a_retry_job_event_arrives_then_attempt_two_runs
     assert_eq!((record.attempt, record.state), (2, JobState::SettingUp));
     let attempts: Vec<(u32, JobState)> = record.history.iter().map(|t| (t.attempt, t.to)).collect();
     assert!(attempts.contains(&(1, JobState::Failed)) && attempts.contains(&(2, JobState::Queued)), "{attempts:?}");
-    assert!(record.history.iter().any(|t| t.message == "fixed the input"));
+    let asked = record.history.iter().find(|t| t.reason == "RetryRequested").expect("the retry is in the history");
+    assert!(
+        asked.message.starts_with("fixed the input (asked by event source"),
+        "the reason and who asked: {}",
+        asked.message
+    );
     assert_eq!(world.pods_created_for(&job_id), [format!("{job_id}-1"), format!("{job_id}-2")]);
 }
 
