@@ -219,6 +219,18 @@ fn ended(facts: &PodFacts<'_>, terminated: &ContainerStateTerminated) -> PodView
             ),
         );
     }
+    // The kubelet lost the container (a node or runtime restart) and wrote its end
+    // itself (`pkg/kubelet/kubelet_pods.go`, reason `ContainerStatusUnknown`, exit 137):
+    // the job did not end it.
+    if terminated.reason.as_deref() == Some("ContainerStatusUnknown") {
+        let message = terminated.message.clone().unwrap_or_else(|| "the container could not be located".to_owned());
+        return killed(FailureClass::NodeLost, "ContainerStatusUnknown", &message);
+    }
+    // A pod-level reason podbridge does not know, beside a container that ended: the
+    // API's words under a class that says so, never silently an exit code.
+    if !facts.reason.is_empty() {
+        return failed(FailureClass::Unknown, &facts.reason, &facts.message);
+    }
     if is_start_failure(terminated) {
         let reason = terminated.reason.as_deref().unwrap_or("StartError");
         let message = terminated.message.clone().unwrap_or_else(|| "the container could not be started".to_owned());

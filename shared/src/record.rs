@@ -18,6 +18,12 @@ pub const MAX_TERMINATION_MESSAGE: usize = 4096;
 /// history entries kept from its start and from its end.
 pub const HISTORY_KEPT_FIRST: usize = 2;
 pub const HISTORY_KEPT_LAST: usize = 24;
+/// Reasons of history entries that are counted (`RetryRequested`: retries on request,
+/// bounded per job; `OOMKilled`: each gives the next attempt more memory), so that
+/// compacting a history never drops one.
+pub const COUNTED_REASONS: [&str; 2] = ["RetryRequested", "OOMKilled"];
+/// The longest message a counted entry keeps once its history is compacted.
+const KEPT_MESSAGE: usize = 256;
 
 /// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
 pub fn cut(text: &str, max: usize) -> String {
@@ -140,7 +146,19 @@ impl JobRecord {
         let mut record = self.clone();
         let len = record.history.len();
         if len > HISTORY_KEPT_FIRST + HISTORY_KEPT_LAST + 1 {
-            let dropped: Vec<Transition> = record.history.drain(HISTORY_KEPT_FIRST..len - HISTORY_KEPT_LAST).collect();
+            let middle: Vec<Transition> = record.history.drain(HISTORY_KEPT_FIRST..len - HISTORY_KEPT_LAST).collect();
+            // Entries that are counted (retries on request against their bound, OOM kills
+            // for the next attempt's memory) are kept wherever they are.
+            // Their messages are cut short, so however many there are, they stay small.
+            let (mut counted, dropped): (Vec<Transition>, Vec<Transition>) =
+                middle.into_iter().partition(|t| COUNTED_REASONS.contains(&t.reason.as_str()));
+            for entry in &mut counted {
+                entry.message = cut(&entry.message, KEPT_MESSAGE);
+            }
+            if dropped.is_empty() {
+                record.history.splice(HISTORY_KEPT_FIRST..HISTORY_KEPT_FIRST, counted);
+                return record;
+            }
             let (first, last) = (&dropped[0], &dropped[dropped.len() - 1]);
             let summary = Transition {
                 at: first.at,
@@ -155,7 +173,8 @@ impl JobRecord {
                     last.at
                 ),
             };
-            record.history.insert(HISTORY_KEPT_FIRST, summary);
+            let kept = std::iter::once(summary).chain(counted);
+            record.history.splice(HISTORY_KEPT_FIRST..HISTORY_KEPT_FIRST, kept);
         }
         record
     }
@@ -279,23 +298,28 @@ mod tests {
     #[test]
     fn a_compacted_record_keeps_its_first_and_last_entries_and_says_what_it_dropped() {
         let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
-        let mut record = JobRecord::new("j", JobState::Queued, Source::Direct, t(0), "Submitted", "queued");
-        for attempt in 1..=20 {
-            let mut cancel =
-                StateChange::new(JobState::Queued, attempt, JobState::Cancelled, t(attempt.into()), "Cancelled", "x");
-            cancel.expires_at = Some(1);
-            record.apply(&cancel);
-            let mut retry = StateChange::new(
-                JobState::Cancelled,
-                attempt,
-                JobState::Queued,
-                t(attempt.into()),
-                "RetryRequested",
-                "y",
-            );
-            retry.new_attempt = Some(attempt + 1);
-            record.apply(&retry);
-        }
+        let history = |counted_every: u32| {
+            let mut record = JobRecord::new("j", JobState::Queued, Source::Direct, t(0), "Submitted", "queued");
+            for attempt in 1..=20 {
+                let mut cancel = StateChange::new(
+                    JobState::Queued,
+                    attempt,
+                    JobState::Cancelled,
+                    t(attempt.into()),
+                    "Cancelled",
+                    "x",
+                );
+                cancel.expires_at = Some(1);
+                record.apply(&cancel);
+                let reason = if attempt % counted_every == 0 { "RetryRequested" } else { "Retrying" };
+                let mut retry =
+                    StateChange::new(JobState::Cancelled, attempt, JobState::Queued, t(attempt.into()), reason, "y");
+                retry.new_attempt = Some(attempt + 1);
+                record.apply(&retry);
+            }
+            record
+        };
+        let record = history(100);
         assert_eq!(record.history.len(), 41);
         let compacted = record.compacted();
         assert_eq!(compacted.history.len(), HISTORY_KEPT_FIRST + 1 + HISTORY_KEPT_LAST);
@@ -309,6 +333,11 @@ mod tests {
             assert_eq!(pair[1].from, Some(pair[0].to), "{pair:?}");
         }
         assert_eq!((compacted.state, compacted.attempt), (record.state, record.attempt));
+        // Counted entries survive, so bounds and memory increases still see them.
+        let counted = history(5);
+        let count = |r: &JobRecord| r.history.iter().filter(|t| t.reason == "RetryRequested").count();
+        assert_eq!(count(&counted.compacted()), count(&counted));
+        assert_eq!(count(&counted), 4);
         let short = JobRecord::new("s", JobState::Queued, Source::Direct, t(0), "Submitted", "queued");
         assert_eq!(short.compacted(), short);
     }

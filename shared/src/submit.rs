@@ -243,13 +243,34 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             }
             // A cancel that came before its job, from a sender of another namespace:
             // it does not apply to this job, which takes the id.
-            Created::Exists(existing) if is_tombstone(&existing) && existing.namespace != record.namespace => {
+            Created::Exists(existing)
+                if is_tombstone(&existing)
+                    && existing.namespace.is_some()
+                    && existing.namespace != record.namespace =>
+            {
                 match self.store.replace_tombstone(&record, &existing).await? {
                     Created::New => self.start_attempt(&record, &job).await,
                     Created::Exists(now) => {
                         Ok(Outcome::AlreadyRecorded { job_id: now.job_id.clone(), state: now.state })
                     }
                 }
+            }
+            // Another namespace's job has this id (ids are one space for the whole
+            // deployment): say so, under the message's own id, rather than drop the job.
+            Created::Exists(existing)
+                if existing.namespace.is_some()
+                    && existing.namespace != record.namespace
+                    && existing.spec.is_some() =>
+            {
+                let problem = Problem {
+                    field: "job.id".to_owned(),
+                    message: format!(
+                        "{:?} is already the id of a job in another namespace; ids are unique across the \
+                         deployment, choose another",
+                        job.id
+                    ),
+                };
+                self.reject(Rejection { job_id: None, problems: vec![problem] }, record.source, fallback_id).await
             }
             Created::Exists(existing) => {
                 Ok(Outcome::AlreadyRecorded { job_id: existing.job_id.clone(), state: existing.state })
@@ -264,13 +285,25 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         let attempt_job = job.with_memory_after(oom_kills);
         // Every attempt runs under the guardrails in force now, not those of the day the
         // job was accepted: an operator who narrows them stops retries too.
-        if let Err(rejection) = recheck(&attempt_job, &self.guardrails) {
-            let message = format!("attempt {} was not started: {rejection}", record.attempt);
-            return self.fail_attempt(record, FailureClass::NoLongerAllowed, "NoLongerAllowed", &message).await;
-        }
         let pod = build_pod(&attempt_job, record.attempt, &self.pods);
         let name = pod_name(&job.id, record.attempt);
-        let created = match self.cluster.create_pod(&pod).await {
+        let adopted = match recheck(&attempt_job, &self.guardrails) {
+            Ok(()) => None,
+            // An attempt whose pod already runs (a redelivery after a crash) is followed,
+            // not refused: only a pod not yet created is held to today's rules.
+            Err(rejection) => match self.cluster.get_pod(&job.namespace, &name).await? {
+                Some(running) if is_attempt_pod(&running, &job.id, record.attempt) => Some(running),
+                _ => {
+                    let message = format!("attempt {} was not started: {rejection}", record.attempt);
+                    return self.fail_attempt(record, FailureClass::NoLongerAllowed, "NoLongerAllowed", &message).await;
+                }
+            },
+        };
+        let created = match adopted {
+            Some(running) => Ok(PodCreated::Exists(Box::new(running))),
+            None => self.cluster.create_pod(&pod).await,
+        };
+        let created = match created {
             Ok(PodCreated::New(pod)) => *pod,
             Ok(PodCreated::Exists(existing)) if is_attempt_pod(&existing, &job.id, record.attempt) => *existing,
             Ok(PodCreated::Exists(_)) => {
@@ -353,11 +386,17 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     /// Records an invalid message as a `rejected` job, under its own id when it has a
     /// usable one that is free, else under `fallback_id` (derived from the message id).
     pub async fn reject(&self, rejection: Rejection, source: Source, fallback_id: &str) -> Result<Outcome> {
-        let reason = rejection.to_string();
         let now = Timestamp::now();
-        // A rejection never takes an id a schedule's tick will use.
+        // A rejection never takes an id a schedule's tick will use, and with senders
+        // told apart never the id a message claims: a team could otherwise keep another
+        // team's job from ever running by sending a bad message under its id first.
         let tick = matches!(source, Source::Schedule { .. });
-        let own = rejection.job_id.clone().filter(|id| tick || !is_tick_id(id));
+        let scoped = self.tenancy.is_scoped() && !tick;
+        let own = rejection.job_id.clone().filter(|id| (tick || !is_tick_id(id)) && !scoped);
+        let reason = match (&rejection.job_id, &own) {
+            (Some(claimed), None) => format!("job {claimed}: {rejection}"),
+            _ => rejection.to_string(),
+        };
         let mut ids = vec![own.unwrap_or_else(|| fallback_id.to_owned())];
         if ids[0] != fallback_id {
             ids.push(fallback_id.to_owned());
@@ -406,14 +445,19 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                          a cancel cannot reserve one"
                     ));
                 }
-                let Some(namespace) =
-                    namespace.map(str::to_owned).or_else(|| self.namespaces_for(sender).first().cloned())
-                else {
-                    return refused(self.no_namespace(sender).message);
+                // With one team, a cancel that names no namespace holds for the id in
+                // every namespace, as it always has.
+                let namespace = match namespace {
+                    Some(namespace) => Some(namespace.to_owned()),
+                    None if !self.tenancy.is_scoped() => None,
+                    None => match self.namespaces_for(sender).first() {
+                        Some(first) => Some(first.clone()),
+                        None => return refused(self.no_namespace(sender).message),
+                    },
                 };
                 let mut tombstone =
                     JobRecord::new(job_id, JobState::Cancelled, source.clone(), now, "Cancelled", reason);
-                tombstone.namespace = Some(namespace);
+                tombstone.namespace = namespace;
                 tombstone.expires_at = self.expires_at(now);
                 match self.store.create(&tombstone).await? {
                     Created::New => return Ok(Outcome::Cancelled { job_id: job_id.to_owned() }),
@@ -504,7 +548,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                 self.max_manual_retries
             ));
         }
-        let reason = format!("{reason} (asked by {sender})");
+        let reason = format!("asked by {sender}: {reason}");
         let reason = reason.as_str();
         let job = stored_job(&record)?;
         let next = record.attempt + 1;
@@ -526,7 +570,11 @@ pub const RETRY_REQUESTED: &str = "RetryRequested";
 
 /// Whether `record` is what a cancel left for a job that had not arrived yet.
 fn is_tombstone(record: &JobRecord) -> bool {
-    record.state == JobState::Cancelled && record.spec.is_none() && record.history.len() == 1
+    record.state == JobState::Cancelled
+        && record.spec.is_none()
+        && record.history.len() == 1
+        && record.reason.as_deref() == Some("Cancelled")
+        && !matches!(record.source, Source::Schedule { .. })
 }
 
 /// The job a record was created from.

@@ -211,31 +211,37 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         report.read_ms = lap();
 
         let namespaces: BTreeSet<String> = records.iter().filter_map(|r| r.namespace.clone()).collect();
-        let mut pods: HashMap<(String, String), Pod> = HashMap::new();
+        // Keyed by namespace too: a pod only speaks for a job in the job's own namespace
+        // (anyone who may create pods elsewhere can copy podbridge's labels).
+        let mut pods: HashMap<(String, String, String), Pod> = HashMap::new();
         for namespace in namespaces {
             let listed = self.submitter.cluster().list_managed_pods(&namespace, self.page_size).await?;
             report.kube_list_requests += listed.requests;
             report.pods_listed += listed.pods.len();
-            report.resource_versions.insert(namespace, listed.resource_version);
             for pod in listed.pods {
                 let labels = pod.metadata.labels.clone().unwrap_or_default();
                 if let (Some(job), Some(attempt)) = (labels.get(JOB_ID_LABEL), labels.get(ATTEMPT_LABEL)) {
-                    pods.insert((job.clone(), attempt.clone()), pod);
+                    pods.insert((namespace.clone(), job.clone(), attempt.clone()), pod);
                 }
             }
+            report.resource_versions.insert(namespace, listed.resource_version);
         }
 
         report.list_ms = lap();
 
         // Pods no active job attempt claims: finished jobs' pods, earlier attempts, orphans.
-        let active: BTreeSet<(String, String)> =
-            records.iter().map(|r| (r.job_id.clone(), r.attempt.to_string())).collect();
+        let active: BTreeSet<(String, String, String)> = records
+            .iter()
+            .map(|r| (r.namespace.clone().unwrap_or_default(), r.job_id.clone(), r.attempt.to_string()))
+            .collect();
         let unclaimed: Vec<Pod> =
             pods.iter().filter(|(key, _)| !active.contains(*key)).map(|(_, pod)| pod.clone()).collect();
 
         let results = futures::stream::iter(records)
             .map(|record| {
-                let pod = pods.remove(&(record.job_id.clone(), record.attempt.to_string()));
+                let key =
+                    (record.namespace.clone().unwrap_or_default(), record.job_id.clone(), record.attempt.to_string());
+                let pod = pods.remove(&key).filter(|pod| is_attempt_pod_of(pod, &record));
                 async move {
                     let job_id = record.job_id.clone();
                     match self.reconcile_job(record, pod.as_ref().map(observe), now).await {
@@ -396,7 +402,13 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let (Some(job_id), Some(attempt)) = (labels.get(JOB_ID_LABEL), labels.get(ATTEMPT_LABEL)) else { return };
         let record = match self.submitter.store().get(job_id).await {
-            Ok(Some(record)) if record.state.is_active() && record.attempt.to_string() == *attempt => record,
+            Ok(Some(record))
+                if record.state.is_active()
+                    && record.attempt.to_string() == *attempt
+                    && is_attempt_pod_of(&pod, &record) =>
+            {
+                record
+            }
             Ok(_) => return,
             Err(e) => {
                 warn!(job_id = %job_id, error = %error_chain(&e), "cannot read the job of a changed pod; the next pass will");
@@ -501,6 +513,10 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             .as_ref()
             .and_then(|r| stored_job(r).ok())
             .map_or(Duration::ZERO, |job| Duration::from_secs(job.keep_pod_seconds));
+        // Already being deleted: deleting it again every pass would change nothing.
+        if pod.metadata.deletion_timestamp.is_some() {
+            return Ok(false);
+        }
         let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let ended = matches!(phase, Some("Succeeded" | "Failed"));
@@ -524,6 +540,14 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         let name = record.pod_name.clone().unwrap_or_else(|| pod_name(job_id, record.attempt));
         self.submitter.cluster().delete_pod(&namespace, &name, None).await
     }
+}
+
+/// Whether `pod` is the pod of `record`'s current attempt where podbridge put it: in
+/// the job's namespace, under the attempt's name. Labels alone prove nothing: anyone
+/// who may create pods in some namespace can copy them.
+fn is_attempt_pod_of(pod: &Pod, record: &JobRecord) -> bool {
+    let name = record.pod_name.clone().unwrap_or_else(|| pod_name(&record.job_id, record.attempt));
+    pod.metadata.namespace == record.namespace && pod.metadata.name.as_deref() == Some(name.as_str())
 }
 
 /// The pass's own figures as CloudWatch metrics (printed as EMF lines by the caller):

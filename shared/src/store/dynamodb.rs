@@ -429,7 +429,6 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
 // ---------------------------------------------------------------------------------
 // Errors
 
-/// Wraps an SDK error, deciding once whether the call is worth repeating.
 /// What the conditional update of a change answered.
 enum Updated {
     Done(Changed),
@@ -444,6 +443,7 @@ fn is_item_too_large<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
         && service.err().message().is_some_and(|m| m.contains("exceeded the maximum allowed size"))
 }
 
+/// Wraps an SDK error, deciding once whether the call is worth repeating.
 fn store_error<E>(operation: &'static str, err: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

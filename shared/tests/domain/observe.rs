@@ -201,6 +201,21 @@ fn what_clusters_report_is_classified_by_who_caused_it() {
         "NodeLost",
         "Node ip-10-0-1-23.ec2.internal which was running pod report-1 is unresponsive",
     );
+    // The kubelet lost the container and wrote its end itself: not the job's exit.
+    check(
+        "container-status-unknown",
+        FailureClass::NodeLost,
+        None,
+        "ContainerStatusUnknown",
+        "The container could not be located when the pod was terminated",
+    );
+    check(
+        "unknown-reason-after-exit",
+        FailureClass::Unknown,
+        Some(137),
+        "VendorQuotaExceeded",
+        "the node's vendor agent stopped the pod: quota exceeded",
+    );
     // What podbridge cannot read keeps the API's words, under a class that says so.
     check(
         "unknown-failure",

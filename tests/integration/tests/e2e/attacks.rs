@@ -11,13 +11,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube_sim::{KubeSim, SimConfig, Timings};
 use podbridge::JobRecord;
+use podbridge::Source;
 use podbridge::cluster::KubeCluster;
 use podbridge::pod::PodSettings;
 use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::submit::Outcome;
 use podbridge::submit::Submitter;
-use podbridge::tenancy::Tenancy;
+use podbridge::tenancy::{Sender, Tenancy};
 use podbridge::validate::Guardrails;
 use podbridge_tests::sqs::{Queues, create_queues, deliver, depth, send_all};
 use podbridge_tests::{Stack, own_cluster, unique_name};
@@ -92,14 +94,15 @@ fn cancel(id: &str) -> String {
 impl World {
     /// Sends `bodies` on `queue` and lets dispatch handle them until the queue is empty;
     /// asserts nothing was left behind or dead-lettered.
-    async fn send(&self, queue: &Queues, bodies: &[String]) {
-        send_all(&self.sqs, &queue.url, bodies).await;
+    async fn send(&self, queue: &Queues, bodies: &[String]) -> Vec<String> {
+        let ids = send_all(&self.sqs, &queue.url, bodies).await;
         let delivery =
             deliver(&self.sqs, queue, Duration::from_secs(20), |event| dispatch::handle(&self.submitter, event, 10))
                 .await;
         assert_eq!(delivery.failures, 0, "every message handled at once: {delivery:?}");
         assert_eq!(depth(&self.sqs, &queue.url).await, 0, "the queue is empty");
         assert_eq!(depth(&self.sqs, &queue.dlq_url).await, 0, "nothing dead-lettered");
+        ids
     }
 
     async fn record(&self, job_id: &str) -> Option<JobRecord> {
@@ -145,10 +148,81 @@ impl World {
 async fn given_another_teams_job_when_a_cancel_comes_through_my_queue_then_it_is_refused_and_the_job_runs_on() {
     let world = world(3).await;
     let victim = world.victim("payroll").await;
+    let team_a = Sender::Queue { sender_id: None, queue_arn: Some(world.team_a.arn.clone()) };
 
+    let outcome =
+        world.submitter.handle_message(cancel("payroll").as_bytes(), Source::Direct, &team_a, "m-1").await.unwrap();
     world.send(&world.team_a, &[cancel("payroll")]).await;
 
+    let Outcome::Refused { reason, .. } = outcome else { panic!("refused: {outcome:?}") };
+    assert!(reason.contains("may not act on jobs in namespace \"team-b\"; it may use: team-a"), "{reason}");
     world.assert_untouched(&victim).await;
+}
+
+#[tokio::test]
+async fn given_a_bad_message_claiming_another_teams_id_when_it_comes_first_then_that_teams_job_still_runs() {
+    let world = world(3).await;
+    let squat = json!({ "version": 1, "job": { "id": "quarterly", "image": "docker.io/evil/x:1" } }).to_string();
+
+    let ids = world.send(&world.team_a, &[squat]).await;
+    world.victim("quarterly").await;
+
+    let fallback = podbridge::validate::id_from_message_id(&ids[0]);
+    let rejected = world.record(&fallback).await.expect("the rejection is recorded under its message's id");
+    assert_eq!(rejected.state, JobState::Rejected);
+    assert!(rejected.message.as_deref().unwrap_or_default().starts_with("job quarterly: "), "{:?}", rejected.message);
+    assert_eq!(world.pods_created_for("quarterly"), ["quarterly-1"]);
+}
+
+#[tokio::test]
+async fn given_two_teams_choosing_one_id_when_both_submit_then_the_second_is_told_not_dropped() {
+    let world = world(3).await;
+    world.send(&world.team_a, &[job("nightly-report", None)]).await;
+
+    let ids = world.send(&world.team_b, &[job("nightly-report", None)]).await;
+
+    let first = world.record("nightly-report").await.unwrap();
+    assert_eq!(first.namespace.as_deref(), Some(TEAM_A), "the first job keeps its id");
+    let told = world.record(&podbridge::validate::id_from_message_id(&ids[0])).await.expect("recorded, not dropped");
+    assert_eq!(told.state, JobState::Rejected);
+    assert!(told.message.as_deref().unwrap_or_default().contains("already the id of a job in another namespace"));
+}
+
+#[tokio::test]
+async fn given_a_pod_that_copies_a_jobs_labels_in_another_namespace_when_reconciled_then_the_job_ignores_it() {
+    let world = world(3).await;
+    let victim = world.victim("salaries").await;
+    // Team A, allowed to create pods in its own namespace, imitates the victim's pod.
+    let mut fake: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "salaries-1", "labels": {
+            "app.kubernetes.io/managed-by": "podbridge", "podbridge.dev/job-id": "salaries", "podbridge.dev/attempt": "1" },
+            "annotations": { "kube-sim/behavior": "run=10ms,exit=1" } },
+        "spec": { "restartPolicy": "Never", "containers": [{ "name": "job", "image": "registry.example.com/x:1" }] }
+    }))
+    .unwrap();
+    fake.metadata.namespace = Some(TEAM_A.into());
+    let pods: Api<Pod> = Api::namespaced(world.submitter.cluster().client().clone(), TEAM_A);
+    pods.create(&Default::default(), &fake).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reconciler = reconcile::Reconciler::new(
+        world.submitter.clone(),
+        podbridge::reconcile::Thresholds::default(),
+        Duration::from_secs(60),
+        4,
+    );
+
+    for _ in 0..3 {
+        reconciler.pass(jiff::Timestamp::now()).await.unwrap();
+    }
+    let mut versions =
+        std::collections::BTreeMap::from([(TEAM_A.to_owned(), String::new()), (TEAM_B.to_owned(), String::new())]);
+    reconciler.follow(&mut versions, Duration::from_secs(1)).await;
+
+    let after = world.record("salaries").await.unwrap();
+    assert_eq!(after.state, JobState::Executing, "followed from its own pod only: {:?}", after.history);
+    assert_eq!(after.failure_class, None);
+    let pod = world.pod(TEAM_B, victim.pod_name.as_deref().unwrap()).await.expect("the real pod");
+    assert!(pod.metadata.deletion_timestamp.is_none());
 }
 
 #[tokio::test]
@@ -172,9 +246,11 @@ async fn given_another_teams_job_when_cancel_and_retry_events_come_from_a_foreig
 async fn given_my_queue_when_i_submit_into_another_teams_namespace_then_rejected_and_no_pod_there() {
     let world = world(3).await;
 
-    world.send(&world.team_a, &[job("intruder", Some(TEAM_B)), job("mine", None)]).await;
+    let ids = world.send(&world.team_a, &[job("intruder", Some(TEAM_B)), job("mine", None)]).await;
 
-    let intruder = world.record("intruder").await.expect("the rejection is recorded");
+    assert!(world.record("intruder").await.is_none(), "a rejection never takes the id it claims");
+    let fallback = podbridge::validate::id_from_message_id(&ids[0]);
+    let intruder = world.record(&fallback).await.expect("the rejection is recorded under its message's id");
     assert_eq!(intruder.state, JobState::Rejected);
     let message = intruder.message.clone().unwrap_or_default();
     assert!(
@@ -295,6 +371,8 @@ async fn given_the_largest_message_and_the_longest_reasons_when_cancelled_and_re
     let record = world.record("huge").await.unwrap();
     assert_eq!((record.state, record.attempt), (JobState::SettingUp, 51), "every change was written");
     assert!(record.history.iter().any(|t| t.reason == "HistoryTrimmed"), "the history was compacted to fit");
+    let asked = record.history.iter().filter(|t| t.reason == "RetryRequested").count();
+    assert_eq!(asked, 50, "every retry on request is still counted against the bound");
     assert_eq!(record.history.first().map(|t| t.to), Some(JobState::Queued), "its start is kept");
     assert!(record.message.as_deref().unwrap_or_default().len() <= podbridge::record::MAX_MESSAGE);
 }
