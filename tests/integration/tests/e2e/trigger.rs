@@ -292,7 +292,7 @@ async fn given_a_failed_job_when_a_retry_job_event_arrives_then_attempt_two_runs
     assert!(attempts.contains(&(1, JobState::Failed)) && attempts.contains(&(2, JobState::Queued)), "{attempts:?}");
     let asked = record.history.iter().find(|t| t.reason == "RetryRequested").expect("the retry is in the history");
     assert!(
-        asked.message.starts_with("fixed the input (asked by event source"),
+        asked.message.starts_with("asked by event source") && asked.message.ends_with(": fixed the input"),
         "the reason and who asked: {}",
         asked.message
     );
