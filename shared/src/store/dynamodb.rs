@@ -138,27 +138,44 @@ impl DynamoJobStore {
         &self.table
     }
 
-    /// The conditional put of a new record, as it answered.
-    async fn put_new(&self, record: &JobRecord) -> Result<Created> {
-        let result = self
+    /// A conditional put of `record` under `condition` (with its placeholders), as it
+    /// answered; `Exists` carries what stood in its place. A repeated request whose first
+    /// try was applied counts as written ([`is_own_create`]).
+    async fn put_if(
+        &self,
+        record: &JobRecord,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+        operation: &'static str,
+    ) -> Result<Created> {
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(encode(record)))
-            .condition_expression("attribute_not_exists(job_id)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::New),
+            .condition_expression(condition)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (placeholder, name) in names {
+            put = put.expression_attribute_names(*placeholder, *name);
+        }
+        for (placeholder, value) in values {
+            put = put.expression_attribute_values(placeholder, value);
+        }
+        let created = match put.send().await {
+            Ok(_) => Created::New,
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
-                    Some(item) => Ok(Created::Exists(Box::new(decode(&record.job_id, item)?))),
-                    None => self.existing(&record.job_id).await,
+                    Some(item) => Created::Exists(Box::new(decode(&record.job_id, item)?)),
+                    None => self.existing(&record.job_id).await?,
                 },
-                _ => Err(store_error("create job", err)),
+                _ => return Err(store_error(operation, err)),
             },
-        }
+        };
+        Ok(match created {
+            Created::Exists(existing) if is_own_create(&existing, record) => Created::New,
+            created => created,
+        })
     }
 
     /// Reads the current item after a conditional put failed without returning it.
@@ -253,46 +270,18 @@ impl DynamoJobStore {
 
 impl JobStore for DynamoJobStore {
     async fn create(&self, record: &JobRecord) -> Result<Created> {
-        match self.put_new(record).await? {
-            Created::Exists(existing) if is_own_create(&existing, record) => Ok(Created::New),
-            created => Ok(created),
-        }
+        self.put_if(record, "attribute_not_exists(job_id)", &[], Vec::new(), "create job").await
     }
 
     async fn replace_tombstone(&self, record: &JobRecord, tombstone: &JobRecord) -> Result<Created> {
         // Only the tombstone that was read: still cancelled, never submitted, and the
         // same write (its creation time is taken to the nanosecond).
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(encode(record)))
-            .condition_expression(
-                "attribute_not_exists(job_id) OR (#state = :cancelled AND attribute_not_exists(spec) AND created_at = :created)",
-            )
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":cancelled", AttributeValue::S(JobState::Cancelled.as_str().to_owned()))
-            .expression_attribute_values(":created", AttributeValue::S(timestamp_text(tombstone.created_at)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::New),
-            Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
-                    Some(item) => {
-                        let existing = decode(&record.job_id, item)?;
-                        // A repeated request whose first try was applied.
-                        if is_own_create(&existing, record) {
-                            return Ok(Created::New);
-                        }
-                        Ok(Created::Exists(Box::new(existing)))
-                    }
-                    None => self.existing(&record.job_id).await,
-                },
-                _ => Err(store_error("replace a cancel recorded before its job", err)),
-            },
-        }
+        let condition = "attribute_not_exists(job_id) OR (#state = :cancelled AND attribute_not_exists(spec) AND created_at = :created)";
+        let values = vec![
+            (":cancelled", s(JobState::Cancelled.as_str())),
+            (":created", s(timestamp_text(tombstone.created_at))),
+        ];
+        self.put_if(record, condition, &[("#state", "state")], values, "replace a cancel recorded before its job").await
     }
 
     async fn get(&self, job_id: &str) -> Result<Option<JobRecord>> {
