@@ -9,8 +9,8 @@
 
 use std::process::ExitCode;
 
-use podbridge::record::JobRecord;
 use podbridge::store::JobStore;
+use podbridge_core::record::JobRecord;
 use serde_json::{Value, json};
 
 use crate::connect::{self, Aws, Target};
@@ -107,9 +107,9 @@ fn expect(job_id: &str, record: Option<&JobRecord>) -> String {
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
-    use podbridge::record::Source;
-    use podbridge::state::JobState;
-    use podbridge::validate::{Guardrails, Parsed, parse_message};
+    use podbridge_core::record::Source;
+    use podbridge_core::state::JobState;
+    use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 
     use super::*;
 

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use jiff::Timestamp;
-use podbridge::record::{JobRecord, Source};
 use podbridge::store::JobStore;
-use podbridge::submit::stored_job;
+use podbridge_core::record::{JobRecord, Source};
 
 use crate::EXIT_NOT_FOUND;
 use crate::connect::{self, Target};
@@ -91,7 +90,7 @@ pub fn describe(record: &JobRecord, now: Timestamp) -> String {
         let node = record.node.as_ref().map(|node| format!(" on {node}")).unwrap_or_default();
         field("Pod", format!("{pod}{node}"));
     }
-    if let Ok(job) = stored_job(record) {
+    if let Ok(job) = record.stored_job() {
         field("Image", job.image.clone());
         let command: Vec<&str> = job.command.iter().chain(&job.args).map(String::as_str).collect();
         if !command.is_empty() {
@@ -156,8 +155,8 @@ fn source(source: &Source) -> String {
 
 #[cfg(test)]
 mod tests {
-    use podbridge::record::StateChange;
-    use podbridge::state::JobState;
+    use podbridge_core::record::StateChange;
+    use podbridge_core::state::JobState;
 
     use super::*;
 
@@ -193,7 +192,7 @@ mod tests {
             "Error",
             "the container exited with code 3",
         );
-        failed.failure_class = Some("exit_code".into());
+        failed.failure_class = Some(podbridge_core::FailureClass::ExitCode);
         failed.exit_code = Some(3);
         failed.node = Some("node-1".into());
         failed.termination_message = Some("step 2 of 3\nno such table: sales\n".into());

@@ -14,10 +14,11 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::Timestamp;
-use podbridge::record::JobRecord;
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::DynamoJobStore;
+use podbridge_core::FailureClass;
+use podbridge_core::record::JobRecord;
+use podbridge_core::state::JobState;
 use serde::Serialize;
 
 use crate::connect::{self, Aws, Target};
@@ -89,7 +90,7 @@ pub struct Row {
     pub job_id: String,
     pub state: JobState,
     pub attempt: u32,
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     pub namespace: Option<String>,
     pub pod_name: Option<String>,
     pub created_at: Timestamp,
@@ -168,7 +169,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 row.job_id.clone(),
                 row.state.to_string(),
                 row.attempt.to_string(),
-                row.failure_class.clone().unwrap_or_else(|| "-".to_owned()),
+                row.failure_class.map_or("-", FailureClass::as_str).to_owned(),
                 output::age(now.duration_since(row.created_at)),
                 row.pod_name.clone().unwrap_or_else(|| "-".to_owned()),
             ]);
@@ -286,7 +287,7 @@ fn row_from_item(item: &HashMap<String, AttributeValue>) -> anyhow::Result<Row> 
     Ok(Row {
         state: field("state")?.parse().with_context(|| format!("job {job_id}: its state"))?,
         attempt,
-        failure_class: text("failure_class"),
+        failure_class: text("failure_class").and_then(|c| c.parse().ok()),
         namespace: text("namespace"),
         pod_name: text("pod_name"),
         created_at: time("created_at")?,
@@ -349,7 +350,7 @@ mod tests {
         ]);
         let row = row_from_item(&item).unwrap();
         assert_eq!((row.state, row.attempt), (JobState::Failed, 2));
-        assert_eq!(row.failure_class.as_deref(), Some("oom_killed"));
+        assert_eq!(row.failure_class, Some(FailureClass::OomKilled));
         assert_eq!(row.pod_name.as_deref(), Some("report-1-2"));
         let mut broken = item.clone();
         broken.remove("state");

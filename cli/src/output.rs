@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
-use podbridge::record::Transition;
-use podbridge::validate::is_valid_job_id;
+use podbridge_core::record::Transition;
+use podbridge_core::validate::is_valid_job_id;
 
 /// Parses a job id argument (clap value parser): a wrong id is a wrong command line.
 pub fn job_id(text: &str) -> Result<String, String> {
@@ -115,7 +115,7 @@ pub fn not_found(job_id: &str, table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podbridge::state::JobState;
+    use podbridge_core::state::JobState;
 
     #[test]
     fn durations_parse_in_friendly_units_and_days_are_24_hours() {

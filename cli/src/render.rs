@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Pod;
-use podbridge::pod::build_pod;
-use podbridge::validate::{Parsed, Rejection, id_from_message_id, parse_message};
+use podbridge_core::pod::build_pod;
+use podbridge_core::validate::{Parsed, Rejection, id_from_message_id, parse_message};
 
 use crate::EXIT_REJECTED;
 use crate::settings::{Local, Overrides};

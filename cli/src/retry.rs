@@ -12,9 +12,9 @@
 use std::process::ExitCode;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use podbridge::record::JobRecord;
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
+use podbridge_core::record::JobRecord;
+use podbridge_core::state::JobState;
 use serde_json::{Value, json};
 use trigger::RETRY_JOB;
 
@@ -161,7 +161,7 @@ async fn put(aws: &Aws, bus: &str, detail: &Value) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
-    use podbridge::record::Source;
+    use podbridge_core::record::Source;
 
     use super::*;
 

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use podbridge::config::Settings;
-use podbridge::pod::PodSettings;
-use podbridge::validate::Guardrails;
+use podbridge_core::pod::PodSettings;
+use podbridge_core::validate::Guardrails;
 
 /// Values for the variables a deployment must set and a local command may go without.
 const LOCAL_FALLBACKS: [(&str, &str); 2] =

@@ -19,11 +19,11 @@ use podbridge::error::error_chain;
 use podbridge::events::EventBridgeSink;
 use podbridge::journal::Journal;
 use podbridge::metrics::Metrics;
-use podbridge::record::Source;
 use podbridge::store::dynamodb::DynamoJobStore;
 use podbridge::submit::{Outcome, Submitter};
-use podbridge::tenancy::Sender;
-use podbridge::validate::{id_from_message_id, is_valid_job_id};
+use podbridge_core::record::Source;
+use podbridge_core::tenancy::Sender;
+use podbridge_core::validate::{id_from_message_id, is_valid_job_id};
 use serde_json::Value;
 
 use crate::EXIT_REJECTED;

@@ -13,12 +13,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use podbridge::failure::FailureClass;
-use podbridge::reconcile::should_retry;
-use podbridge::record::JobRecord;
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
-use podbridge::submit::stored_job;
+use podbridge_core::failure::FailureClass;
+use podbridge_core::reconcile::should_retry;
+use podbridge_core::record::JobRecord;
+use podbridge_core::state::JobState;
 
 use crate::connect::{self, Target};
 use crate::output::{self, age};
@@ -114,9 +113,7 @@ fn verdict(record: &JobRecord, failed_since: Option<Instant>, now: Instant) -> V
 /// Whether the job's retry rules give this failed attempt another: the reconciler's
 /// own decision, on the record's spec, attempt, class and exit code.
 fn retry_follows(record: &JobRecord) -> bool {
-    let (Ok(job), Some(class)) =
-        (stored_job(record), record.failure_class.as_deref().and_then(|c| c.parse::<FailureClass>().ok()))
-    else {
+    let (Ok(job), Some(class)) = (record.stored_job(), record.failure_class) else {
         return false;
     };
     should_retry(&job, record.attempt, class, record.exit_code)
@@ -142,7 +139,7 @@ fn outcome(record: &JobRecord) -> String {
             format!("job {id} succeeded at attempt {} ({took} after it was recorded)", record.attempt)
         }
         JobState::Failed => {
-            let class = record.failure_class.as_deref().unwrap_or("unknown class");
+            let class = record.failure_class.map_or("unknown class", FailureClass::as_str);
             let code = record.exit_code.map(|code| format!(", exit code {code}")).unwrap_or_default();
             format!("job {id} failed at attempt {} ({class}{code}): {message}", record.attempt)
         }
@@ -310,8 +307,8 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use podbridge::record::{Source, StateChange};
-    use podbridge::validate::{Guardrails, Parsed, parse_message};
+    use podbridge_core::record::{Source, StateChange};
+    use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 
     use super::*;
 
@@ -329,7 +326,7 @@ mod tests {
 
     fn fail(record: &mut JobRecord, class: &str) {
         let mut change = StateChange::new(record.state, record.attempt, JobState::Failed, Timestamp::now(), "E", "m");
-        change.failure_class = Some(class.into());
+        change.failure_class = Some(class.parse().unwrap());
         change.exit_code = Some(3);
         record.apply(&change);
     }
@@ -365,7 +362,7 @@ mod tests {
 
         let mut last = record();
         let mut retry = StateChange::new(JobState::Queued, 1, JobState::Failed, Timestamp::now(), "E", "m");
-        retry.failure_class = Some("exit_code".into());
+        retry.failure_class = Some(FailureClass::ExitCode);
         last.apply(&retry);
         let mut again = StateChange::new(JobState::Failed, 1, JobState::Queued, Timestamp::now(), "Retrying", "m");
         again.new_attempt = Some(2);

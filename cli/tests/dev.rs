@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::DynamoJobStore;
+use podbridge_core::state::JobState;
 use podbridge_tests::{Stack, eventually, unique_name};
 use serde_json::json;
 

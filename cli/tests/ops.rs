@@ -13,11 +13,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use podbridge::record::{JobRecord, Source, StateChange};
-use podbridge::state::JobState;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::store::{Changed, Created, JobStore};
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::record::{JobRecord, Source, StateChange};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 use podbridge_tests::events::Subscription;
 use podbridge_tests::{Stack, unique_name};
 use serde_json::{Value, json};
@@ -250,7 +250,7 @@ async fn given_a_failed_job_when_got_then_its_state_attempt_class_and_history_sh
     world.job_in(&id, "batch", &[JobState::SettingUp, JobState::Executing]).await;
     world
         .change(&id, JobState::Executing, JobState::Failed, |c| {
-            c.failure_class = Some("exit_code".into());
+            c.failure_class = Some(podbridge_core::FailureClass::ExitCode);
             c.exit_code = Some(3);
             c.node = Some("node-2".into());
             c.termination_message = Some("loading sales\nno such table: sales".into());
@@ -438,7 +438,7 @@ async fn given_a_job_that_ends_badly_when_watched_then_the_exit_code_says_how() 
         watch.line_with("queued → setting_up");
         world
             .change(&id, JobState::SettingUp, to, |c| {
-                c.failure_class = (to == JobState::Failed).then(|| "image_pull".to_owned());
+                c.failure_class = (to == JobState::Failed).then_some(podbridge_core::FailureClass::ImagePull);
             })
             .await;
         assert_eq!(watch.exit_code(), Some(code), "{to}: {:#?}", watch.seen);
@@ -484,7 +484,11 @@ async fn given_a_failed_job_when_retried_then_a_retry_job_event_the_trigger_read
     let env = [world.env(), vec![("PODBRIDGE_EVENT_BUS", inbox.bus.clone())]].concat();
     let id = unique_name("flaky");
     world.job_in(&id, "batch", &[JobState::SettingUp]).await;
-    world.change(&id, JobState::SettingUp, JobState::Failed, |c| c.failure_class = Some("image_pull".into())).await;
+    world
+        .change(&id, JobState::SettingUp, JobState::Failed, |c| {
+            c.failure_class = Some(podbridge_core::FailureClass::ImagePull)
+        })
+        .await;
 
     let stdout = exits(&podbridge(&["retry", &id, "--reason", "the registry is back"], &env, b""), 0);
     assert!(stdout.contains("starts attempt 2"), "{stdout}");

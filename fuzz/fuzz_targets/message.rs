@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use podbridge::pod::{PodSettings, build_pod};
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::pod::{PodSettings, build_pod};
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 
 fuzz_target!(|data: &[u8]| {
     let guardrails = Guardrails {

@@ -78,7 +78,7 @@ pub trait Cluster: Send + Sync {
 
 /// The label selector of every pod podbridge manages.
 fn managed_selector() -> String {
-    format!("{}={}", crate::pod::MANAGED_BY.0, crate::pod::MANAGED_BY.1)
+    format!("{}={}", podbridge_core::pod::MANAGED_BY.0, podbridge_core::pod::MANAGED_BY.1)
 }
 
 /// The cluster through a `kube::Client`, every call bounded by a deadline.

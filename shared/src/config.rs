@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::pod::PodSettings;
-use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
-use crate::tenancy::Tenancy;
-use crate::validate::image::ImagePrefix;
-use crate::validate::names::{QUALIFIED_NAME_RULE, is_dns_subdomain, is_qualified_name};
-use crate::validate::{Guardrails, MIN_CPU_MILLIS, MIN_MEMORY_BYTES, RESERVED_LABEL_PREFIX, SYSTEM_PRIORITY_PREFIX};
+use podbridge_core::pod::PodSettings;
+use podbridge_core::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+use podbridge_core::tenancy::Tenancy;
+use podbridge_core::validate::image::ImagePrefix;
+use podbridge_core::validate::names::{QUALIFIED_NAME_RULE, is_dns_subdomain, is_qualified_name};
+use podbridge_core::validate::{
+    Guardrails, MIN_CPU_MILLIS, MIN_MEMORY_BYTES, RESERVED_LABEL_PREFIX, SYSTEM_PRIORITY_PREFIX,
+};
 
 /// Settings shared by the functions that submit jobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,7 +269,7 @@ mod tests {
 
     #[test]
     fn senders_are_scoped_only_when_rules_are_given() {
-        use crate::tenancy::Sender;
+        use podbridge_core::tenancy::Sender;
         let s = settings(&MINIMAL).unwrap();
         assert!(!s.tenancy.is_scoped());
         assert_eq!(s.max_manual_retries, crate::submit::DEFAULT_MAX_MANUAL_RETRIES);

@@ -47,6 +47,12 @@ pub enum Error {
     Config(String),
 }
 
+impl From<podbridge_core::record::CorruptRecord> for Error {
+    fn from(corrupt: podbridge_core::record::CorruptRecord) -> Self {
+        Self::CorruptRecord { job_id: corrupt.job_id, message: corrupt.message }
+    }
+}
+
 impl Error {
     /// Whether the same operation may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {

@@ -22,8 +22,9 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::record::JobRecord;
-use crate::state::JobState;
+use podbridge_core::FailureClass;
+use podbridge_core::record::JobRecord;
+use podbridge_core::state::JobState;
 
 /// The `source` of every event podbridge publishes.
 pub const SOURCE: &str = "podbridge";
@@ -70,7 +71,7 @@ pub struct JobStateChange {
     /// `None` when the job was just recorded (its first state).
     pub previous_state: Option<JobState>,
     /// Why the attempt failed (`failed` only).
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     /// The transition's machine-readable reason (`PodCreated`, `ImagePullBackOff`, ...).
     pub reason: String,
     /// What a person should read, cut to 8 KiB.
@@ -97,7 +98,7 @@ impl JobStateChange {
             attempt: record.attempt,
             state: record.state,
             previous_state: last.and_then(|t| t.from),
-            failure_class: record.failure_class.clone(),
+            failure_class: record.failure_class,
             reason: last.map(|t| t.reason.clone()).or_else(|| record.reason.clone()).unwrap_or_default(),
             message: truncate(message, MESSAGE_LIMIT).to_owned(),
             exit_code: record.exit_code,
@@ -303,7 +304,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::record::{Source, StateChange};
+    use podbridge_core::record::{Source, StateChange};
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
@@ -343,7 +344,7 @@ mod tests {
             "the container exited with 3",
         );
         change.exit_code = Some(3);
-        change.failure_class = Some("exit_code".into());
+        change.failure_class = Some(FailureClass::ExitCode);
         record.apply(&change);
         record
     }

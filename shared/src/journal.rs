@@ -15,11 +15,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::Result;
 use crate::events::{EventSink, JobStateChange, PublishReport};
-use crate::failure::FailureClass;
 use crate::metrics::{Counter, Metrics};
-use crate::record::{JobRecord, StateChange};
-use crate::state::JobState;
 use crate::store::{ActivePage, Changed, Created, JobStore};
+use podbridge_core::record::{JobRecord, StateChange};
+use podbridge_core::state::JobState;
 
 /// A job store whose writes are announced as events on `sink` and counted in `metrics`.
 #[derive(Debug)]
@@ -87,10 +86,7 @@ fn counter_for(record: &JobRecord) -> Option<Counter> {
         JobState::SettingUp => Some(Counter::Dispatched),
         JobState::Executing => Some(Counter::Started),
         JobState::Succeeded => Some(Counter::Succeeded),
-        JobState::Failed => {
-            let class = record.failure_class.as_deref().and_then(|c| c.parse::<FailureClass>().ok());
-            class.map(Counter::Failed)
-        }
+        JobState::Failed => record.failure_class.map(Counter::Failed),
         JobState::Rejected => Some(Counter::Rejected),
         JobState::Cancelled => Some(Counter::Cancelled),
         JobState::Queued if from.is_some_and(|f| f.is_terminal()) => Some(Counter::Retries),
@@ -138,8 +134,9 @@ mod tests {
 
     use super::*;
     use crate::events::MemorySink;
-    use crate::record::Source;
     use crate::store::memory::MemoryJobStore;
+    use podbridge_core::FailureClass;
+    use podbridge_core::record::Source;
 
     fn journal() -> Journal<MemoryJobStore, MemorySink> {
         Journal::new(MemoryJobStore::default(), MemorySink::new(), Metrics::new("podbridge", "test"))
@@ -200,16 +197,16 @@ mod tests {
         let at = Timestamp::now();
         let mut record = queued("a");
         assert_eq!(counter_for(&record), None);
-        let mut step = |from, to, class: Option<&str>| {
+        let mut step = |from, to, class: Option<FailureClass>| {
             let mut change = StateChange::new(from, record.attempt, to, at, "Test", "");
-            change.failure_class = class.map(str::to_owned);
+            change.failure_class = class;
             record.apply(&change);
             counter_for(&record)
         };
         assert_eq!(step(JobState::Queued, JobState::SettingUp, None), Some(Counter::Dispatched));
         assert_eq!(step(JobState::SettingUp, JobState::Executing, None), Some(Counter::Started));
         assert_eq!(
-            step(JobState::Executing, JobState::Failed, Some("oom_killed")),
+            step(JobState::Executing, JobState::Failed, Some(FailureClass::OomKilled)),
             Some(Counter::Failed(FailureClass::OomKilled))
         );
         assert_eq!(step(JobState::Failed, JobState::Queued, None), Some(Counter::Retries));

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::failure::FailureClass;
-use crate::state::JobState;
+use podbridge_core::failure::FailureClass;
+use podbridge_core::state::JobState;
 
 /// EMF takes at most 100 values for one metric in one document; more go to the next.
 const MAX_VALUES: usize = 100;

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use crate::error::Result;
-use crate::record::{JobRecord, StateChange};
+use podbridge_core::record::{JobRecord, StateChange};
 
 pub mod dynamodb;
 pub mod memory;
@@ -112,8 +112,8 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::record::Source;
-    use crate::state::JobState::*;
+    use podbridge_core::record::Source;
+    use podbridge_core::state::JobState::*;
 
     fn at(nanos: i32) -> Timestamp {
         Timestamp::new(1_800_000_000, nanos).unwrap()

@@ -13,14 +13,14 @@ use tracing::warn;
 
 use crate::cluster::{Cluster, PodCreated};
 use crate::error::{Error, Result};
-use crate::failure::FailureClass;
-use crate::observe::OOM_KILLED;
-use crate::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, PodSettings, build_pod, pod_name};
-use crate::record::{JobRecord, Source, StateChange};
-use crate::state::JobState;
 use crate::store::{Changed, Created, JobStore};
-use crate::tenancy::{Sender, Tenancy, is_tick_id};
-use crate::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message, recheck};
+use podbridge_core::failure::FailureClass;
+use podbridge_core::observe::OOM_KILLED;
+use podbridge_core::pod::{PodSettings, attempt_of, build_pod, pod_name};
+use podbridge_core::record::{JobRecord, Source, StateChange};
+use podbridge_core::state::JobState;
+use podbridge_core::tenancy::{Sender, Tenancy, is_tick_id};
+use podbridge_core::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message, recheck};
 
 /// What became of a message. Every outcome means the message may be deleted: the job
 /// is durably recorded (or was already). The caller logs outcomes; this module logs
@@ -238,7 +238,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             // The same id again: redelivery (maybe after a crash mid-way), or a client
             // reusing its idempotency key. The stored job is the one that runs.
             Created::Exists(existing) if existing.state == JobState::Queued => {
-                let stored = stored_job(&existing)?;
+                let stored = existing.stored_job()?;
                 self.start_attempt(&existing, &stored).await
             }
             // A cancel that came before its job, from a sender of another namespace:
@@ -292,7 +292,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             // An attempt whose pod already runs (a redelivery after a crash) is followed,
             // not refused: only a pod not yet created is held to today's rules.
             Err(rejection) => match self.cluster.get_pod(&job.namespace, &name).await? {
-                Some(running) if is_attempt_pod(&running, &job.id, record.attempt) => Some(running),
+                Some(running) if attempt_of(&running) == Some((job.id.as_str(), record.attempt)) => Some(running),
                 _ => {
                     let message = format!("attempt {} was not started: {rejection}", record.attempt);
                     return self.fail_attempt(record, FailureClass::NoLongerAllowed, "NoLongerAllowed", &message).await;
@@ -305,7 +305,9 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         };
         let created = match created {
             Ok(PodCreated::New(pod)) => *pod,
-            Ok(PodCreated::Exists(existing)) if is_attempt_pod(&existing, &job.id, record.attempt) => *existing,
+            Ok(PodCreated::Exists(existing)) if attempt_of(&existing) == Some((job.id.as_str(), record.attempt)) => {
+                *existing
+            }
             Ok(PodCreated::Exists(_)) => {
                 let reason = format!(
                     "a pod named {name} that podbridge did not create for this job already exists in {}",
@@ -372,7 +374,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     ) -> Result<Outcome> {
         let now = Timestamp::now();
         let mut change = StateChange::new(JobState::Queued, record.attempt, JobState::Failed, now, reason, message);
-        change.failure_class = Some(class.as_str().to_owned());
+        change.failure_class = Some(class);
         change.expires_at = self.expires_at(now);
         match self.store.change(&record.job_id, &change).await? {
             Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
@@ -550,7 +552,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         }
         let reason = format!("asked by {sender}: {reason}");
         let reason = reason.as_str();
-        let job = stored_job(&record)?;
+        let job = record.stored_job()?;
         let next = record.attempt + 1;
         let mut change =
             StateChange::new(record.state, record.attempt, JobState::Queued, Timestamp::now(), RETRY_REQUESTED, reason);
@@ -575,21 +577,4 @@ fn is_tombstone(record: &JobRecord) -> bool {
         && record.history.len() == 1
         && record.reason.as_deref() == Some("Cancelled")
         && !matches!(record.source, Source::Schedule { .. })
-}
-
-/// The job a record was created from.
-pub fn stored_job(record: &JobRecord) -> Result<Job> {
-    let spec = record.spec.clone().ok_or_else(|| Error::CorruptRecord {
-        job_id: record.job_id.clone(),
-        message: "an active job has no spec".to_owned(),
-    })?;
-    serde_json::from_value(spec)
-        .map_err(|e| Error::CorruptRecord { job_id: record.job_id.clone(), message: format!("spec: {e}") })
-}
-
-/// Whether `pod` is the one podbridge creates for this job attempt.
-fn is_attempt_pod(pod: &Pod, job_id: &str, attempt: u32) -> bool {
-    let labels = pod.metadata.labels.as_ref();
-    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
-    label(JOB_ID_LABEL) == Some(job_id) && label(ATTEMPT_LABEL) == Some(attempt.to_string().as_str())
 }

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use podbridge::pod::{JOB_ID_LABEL, pod_name};
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::DynamoJobStore;
+use podbridge_core::pod::{JOB_ID_LABEL, pod_name};
+use podbridge_core::state::JobState;
 use podbridge_tests::latency_proxy::{LatencyProxy, Spikes};
 use podbridge_tests::sqs::{depth, peek_bodies, send_all};
 use podbridge_tests::{Stack, eventually, unique_name};

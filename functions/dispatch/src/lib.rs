@@ -11,11 +11,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use podbridge::cluster::Cluster;
 use podbridge::error::error_chain;
-use podbridge::record::Source;
 use podbridge::store::JobStore;
 use podbridge::submit::{Outcome, Submitter};
-use podbridge::tenancy::Sender;
-use podbridge::validate::id_from_message_id;
+use podbridge_core::record::Source;
+use podbridge_core::tenancy::Sender;
+use podbridge_core::validate::id_from_message_id;
 use tracing::{Instrument, error, info, info_span, warn};
 
 /// Handles one SQS batch; the response lists the records to be delivered again.

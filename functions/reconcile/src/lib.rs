@@ -1,7 +1,7 @@
 //! One reconcile pass: read every active job (a `Query` on the active-jobs index, page
 //! by page), list the managed pods of their namespaces (one paginated LIST each), join
 //! them by job id and attempt, decide about each job with the pure
-//! [`podbridge::reconcile::decide`], and carry out the decisions concurrently with
+//! [`podbridge_core::reconcile::decide`], and carry out the decisions concurrently with
 //! conditional writes. Overlapping passes are safe: a lost race is counted, not an
 //! error.
 //!
@@ -19,14 +19,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::{Cluster, PodEvent};
 use podbridge::error::{Result, error_chain};
-use podbridge::failure::FailureClass;
-use podbridge::observe::{Observed, PodView, explain_with_events, observe};
-use podbridge::pod::{ATTEMPT_LABEL, JOB_ID_LABEL, pod_name};
-use podbridge::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide, needs_events};
-use podbridge::record::{JobRecord, StateChange};
-use podbridge::state::JobState;
 use podbridge::store::{Changed, JobStore};
-use podbridge::submit::{Submitter, stored_job};
+use podbridge::submit::Submitter;
+use podbridge_core::failure::FailureClass;
+use podbridge_core::observe::{Observed, PodView, explain_with_events, observe};
+use podbridge_core::pod::{attempt_of, attempt_pod_name, is_pod_of};
+use podbridge_core::reconcile::{Cleanup, Decision, Thresholds, cleanup, decide, needs_events};
+use podbridge_core::record::{JobRecord, StateChange};
+use podbridge_core::state::JobState;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
@@ -213,15 +213,14 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         let namespaces: BTreeSet<String> = records.iter().filter_map(|r| r.namespace.clone()).collect();
         // Keyed by namespace too: a pod only speaks for a job in the job's own namespace
         // (anyone who may create pods elsewhere can copy podbridge's labels).
-        let mut pods: HashMap<(String, String, String), Pod> = HashMap::new();
+        let mut pods: HashMap<(String, String, u32), Pod> = HashMap::new();
         for namespace in namespaces {
             let listed = self.submitter.cluster().list_managed_pods(&namespace, self.page_size).await?;
             report.kube_list_requests += listed.requests;
             report.pods_listed += listed.pods.len();
             for pod in listed.pods {
-                let labels = pod.metadata.labels.clone().unwrap_or_default();
-                if let (Some(job), Some(attempt)) = (labels.get(JOB_ID_LABEL), labels.get(ATTEMPT_LABEL)) {
-                    pods.insert((namespace.clone(), job.clone(), attempt.clone()), pod);
+                if let Some((job, attempt)) = attempt_of(&pod) {
+                    pods.insert((namespace.clone(), job.to_owned(), attempt), pod);
                 }
             }
             report.resource_versions.insert(namespace, listed.resource_version);
@@ -230,18 +229,15 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         report.list_ms = lap();
 
         // Pods no active job attempt claims: finished jobs' pods, earlier attempts, orphans.
-        let active: BTreeSet<(String, String, String)> = records
-            .iter()
-            .map(|r| (r.namespace.clone().unwrap_or_default(), r.job_id.clone(), r.attempt.to_string()))
-            .collect();
+        let active: BTreeSet<(String, String, u32)> =
+            records.iter().map(|r| (r.namespace.clone().unwrap_or_default(), r.job_id.clone(), r.attempt)).collect();
         let unclaimed: Vec<Pod> =
             pods.iter().filter(|(key, _)| !active.contains(*key)).map(|(_, pod)| pod.clone()).collect();
 
         let results = futures::stream::iter(records)
             .map(|record| {
-                let key =
-                    (record.namespace.clone().unwrap_or_default(), record.job_id.clone(), record.attempt.to_string());
-                let pod = pods.remove(&key).filter(|pod| is_attempt_pod_of(pod, &record));
+                let key = (record.namespace.clone().unwrap_or_default(), record.job_id.clone(), record.attempt);
+                let pod = pods.remove(&key).filter(|pod| is_pod_of(pod, &record));
                 async move {
                     let job_id = record.job_id.clone();
                     match self.reconcile_job(record, pod.as_ref().map(observe), now).await {
@@ -399,16 +395,10 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
 
     /// Applies what `pod` says to its job, if the pod is the job's current attempt.
     async fn follow_pod(&self, pod: Pod, report: &mut FollowReport) {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let (Some(job_id), Some(attempt)) = (labels.get(JOB_ID_LABEL), labels.get(ATTEMPT_LABEL)) else { return };
-        let record = match self.submitter.store().get(job_id).await {
-            Ok(Some(record))
-                if record.state.is_active()
-                    && record.attempt.to_string() == *attempt
-                    && is_attempt_pod_of(&pod, &record) =>
-            {
-                record
-            }
+        let Some((job_id, _)) = attempt_of(&pod) else { return };
+        let job_id = job_id.to_owned();
+        let record = match self.submitter.store().get(&job_id).await {
+            Ok(Some(record)) if record.state.is_active() && is_pod_of(&pod, &record) => record,
             Ok(_) => return,
             Err(e) => {
                 warn!(job_id = %job_id, error = %error_chain(&e), "cannot read the job of a changed pod; the next pass will");
@@ -442,11 +432,11 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
 
     /// Decides about one job from what its pod says (`None`: no pod) and carries it out.
     async fn reconcile_job(&self, record: JobRecord, observed: Option<Observed>, now: Timestamp) -> Result<JobResult> {
-        let job = stored_job(&record)?;
+        let job = record.stored_job()?;
         let mut result = JobResult::default();
         let observed = match observed {
             Some(observed) if needs_events(&record, &observed, now, &self.thresholds) => {
-                Some(self.explain(&record, &job.id, observed).await?)
+                Some(self.explain(&record, observed).await?)
             }
             other => other,
         };
@@ -468,7 +458,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                 // Only once the record says the attempt is over: a pod podbridge deletes
                 // is then never mistaken for one deleted by someone else.
                 if delete_pod && all_written {
-                    result.pod_deleted = self.delete_pod(&record, &job.id).await?;
+                    result.pod_deleted = self.delete_pod(&record).await?;
                 }
             }
         }
@@ -476,9 +466,9 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
     }
 
     /// Reads a starting pod's events into what it says (a volume that cannot be mounted).
-    async fn explain(&self, record: &JobRecord, job_id: &str, observed: Observed) -> Result<Observed> {
+    async fn explain(&self, record: &JobRecord, observed: Observed) -> Result<Observed> {
         let namespace = record.namespace.clone().unwrap_or_default();
-        let name = record.pod_name.clone().unwrap_or_else(|| pod_name(job_id, record.attempt));
+        let name = attempt_pod_name(record);
         let events = self.submitter.cluster().pod_events(&namespace, &name).await?;
         Ok(explain_with_events(observed, &events))
     }
@@ -490,7 +480,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                 info!(job_id, attempt = record.attempt, state = %record.state, reason = %change.reason, "{}", change.message);
                 result.writes += 1;
                 result.recorded = Some(record.state);
-                if let Some(class) = change.failure_class.as_deref().and_then(|c| c.parse().ok()) {
+                if let Some(class) = change.failure_class {
                     result.failure_class = Some(class);
                     result.stale = stuck_in(class, &change.reason);
                 }
@@ -505,13 +495,12 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
 
     /// Deletes an unclaimed pod when its keep time (or the orphan grace) has passed.
     async fn clean_up(&self, pod: Pod, now: Timestamp) -> Result<bool> {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let job_id = labels.get(JOB_ID_LABEL).cloned().unwrap_or_default();
-        let attempt = labels.get(ATTEMPT_LABEL).and_then(|a| a.parse().ok()).unwrap_or(0);
+        // A managed pod without readable labels is nobody's: an orphan.
+        let (job_id, attempt) = attempt_of(&pod).map_or((String::new(), 0), |(job, attempt)| (job.to_owned(), attempt));
         let record = self.submitter.store().get(&job_id).await?;
         let keep = record
             .as_ref()
-            .and_then(|r| stored_job(r).ok())
+            .and_then(|r| r.stored_job().ok())
             .map_or(Duration::ZERO, |job| Duration::from_secs(job.keep_pod_seconds));
         // Already being deleted: deleting it again every pass would change nothing.
         if pod.metadata.deletion_timestamp.is_some() {
@@ -535,19 +524,11 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         }
     }
 
-    async fn delete_pod(&self, record: &JobRecord, job_id: &str) -> Result<bool> {
+    async fn delete_pod(&self, record: &JobRecord) -> Result<bool> {
         let namespace = record.namespace.clone().unwrap_or_default();
-        let name = record.pod_name.clone().unwrap_or_else(|| pod_name(job_id, record.attempt));
+        let name = attempt_pod_name(record);
         self.submitter.cluster().delete_pod(&namespace, &name, None).await
     }
-}
-
-/// Whether `pod` is the pod of `record`'s current attempt where podbridge put it: in
-/// the job's namespace, under the attempt's name. Labels alone prove nothing: anyone
-/// who may create pods in some namespace can copy them.
-fn is_attempt_pod_of(pod: &Pod, record: &JobRecord) -> bool {
-    let name = record.pod_name.clone().unwrap_or_else(|| pod_name(&record.job_id, record.attempt));
-    pod.metadata.namespace == record.namespace && pod.metadata.name.as_deref() == Some(name.as_str())
 }
 
 /// The pass's own figures as CloudWatch metrics (printed as EMF lines by the caller):

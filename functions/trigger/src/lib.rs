@@ -22,11 +22,11 @@
 use jiff::Timestamp;
 use podbridge::cluster::Cluster;
 use podbridge::error::Result;
-use podbridge::record::Source;
 use podbridge::store::JobStore;
 use podbridge::submit::{Outcome, Submitter};
-use podbridge::tenancy::Sender;
-use podbridge::validate::{Problem, Rejection, check_reason, id_from_event_id, is_valid_job_id};
+use podbridge_core::record::Source;
+use podbridge_core::tenancy::Sender;
+use podbridge_core::validate::{Problem, Rejection, check_reason, id_from_event_id, is_valid_job_id};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -351,7 +351,7 @@ async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, 
         object.insert("id".to_owned(), json!(job_id));
     }
     let body =
-        serde_json::to_vec(&json!({ "version": podbridge::job::MESSAGE_VERSION, "job": job })).unwrap_or_default();
+        serde_json::to_vec(&json!({ "version": podbridge_core::job::MESSAGE_VERSION, "job": job })).unwrap_or_default();
     Ok(submitter.handle_message(&body, source, &Sender::Schedule, &job_id).await?.into())
 }
 

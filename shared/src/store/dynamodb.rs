@@ -105,9 +105,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::record::{JobRecord, Source, StateChange, Transition};
-use crate::state::JobState;
 use crate::store::{ActivePage, Changed, Created, JobStore, is_own_change, is_own_create};
+use podbridge_core::record::{JobRecord, Source, StateChange, Transition};
+use podbridge_core::state::JobState;
 
 /// The name of the sparse index of active jobs.
 pub const ACTIVE_INDEX: &str = "active";
@@ -520,7 +520,7 @@ fn encode(record: &JobRecord) -> HashMap<String, AttributeValue> {
     optional("pod_name", record.pod_name.as_ref().map(s));
     optional("node", record.node.as_ref().map(s));
     optional("exit_code", record.exit_code.map(n));
-    optional("failure_class", record.failure_class.as_ref().map(s));
+    optional("failure_class", record.failure_class.map(|c| s(c.as_str())));
     optional("reason", record.reason.as_ref().map(s));
     optional("message", record.message.as_ref().map(s));
     optional("termination_message", record.termination_message.as_ref().map(s));
@@ -655,7 +655,7 @@ fn update_for(change: &StateChange) -> Update {
         ("pod_name", change.pod_name.as_ref().map(s)),
         ("node", change.node.as_ref().map(s)),
         ("exit_code", change.exit_code.map(n)),
-        ("failure_class", change.failure_class.as_ref().map(s)),
+        ("failure_class", change.failure_class.map(|c| s(c.as_str()))),
         ("termination_message", change.termination_message.as_ref().map(s)),
     ];
     for (attribute, value) in fields {
@@ -709,7 +709,7 @@ fn decode_fields(item: &HashMap<String, AttributeValue>) -> Decoded<JobRecord> {
         updated_at: field.timestamp("updated_at")?,
         state_times: decode_state_times(&field.map_of("state_times")?)?,
         exit_code: field.optional_number("exit_code")?,
-        failure_class: field.optional_owned("failure_class")?,
+        failure_class: field.optional_parsed("failure_class")?,
         reason: field.optional_owned("reason")?,
         message: field.optional_owned("message")?,
         termination_message: field.optional_owned("termination_message")?,
@@ -771,7 +771,12 @@ impl<'a> Fields<'a> {
         self.string(name)?.parse().map_err(|err| format!("{}: {err}", self.at(name)))
     }
 
-    fn optional_state(&self, name: &str) -> Decoded<Option<JobState>> {
+    /// An optional string attribute holding one of the core's named values (a state, a
+    /// failure class).
+    fn optional_parsed<T: std::str::FromStr>(&self, name: &str) -> Decoded<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
         self.optional_string(name)?
             .map(|text| text.parse().map_err(|err| format!("{}: {err}", self.at(name))))
             .transpose()
@@ -833,7 +838,7 @@ fn decode_history(value: Option<&AttributeValue>) -> Decoded<Vec<Transition>> {
             let fields = Fields { map, path: &path };
             Ok(Transition {
                 at: fields.timestamp("at")?,
-                from: fields.optional_state("from")?,
+                from: fields.optional_parsed("from")?,
                 to: fields.state("to")?,
                 attempt: fields.number("attempt")?,
                 reason: fields.string("reason")?.to_owned(),
@@ -914,6 +919,7 @@ fn decode_token(token: &str) -> Result<HashMap<String, AttributeValue>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podbridge_core::FailureClass;
     use serde_json::json;
 
     fn at(second: i64, nanos: i32) -> Timestamp {
@@ -942,7 +948,7 @@ mod tests {
         change.pod_name = Some("job-1-a1".into());
         change.node = Some("node-1".into());
         change.exit_code = Some(-3);
-        change.failure_class = Some("non_zero_exit".into());
+        change.failure_class = Some(FailureClass::ExitCode);
         change.termination_message = Some("last\nlines".into());
         change.expires_at = Some(1_802_592_060);
         record.apply(&change);

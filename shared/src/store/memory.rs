@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
-use crate::record::{JobRecord, StateChange};
 use crate::store::{ActivePage, Changed, Created, JobStore};
+use podbridge_core::record::{JobRecord, StateChange};
 
 /// Job records in a map behind a mutex. Every operation is atomic, as a conditional
 /// write is in DynamoDB.
@@ -124,8 +124,8 @@ fn decode_token(token: &str) -> Result<(Timestamp, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Source;
-    use crate::state::JobState::{self, *};
+    use podbridge_core::record::Source;
+    use podbridge_core::state::JobState::{self, *};
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + second).unwrap()

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use podbridge::cluster::KubeCluster;
-use podbridge::pod::PodSettings;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
-use podbridge::validate::Guardrails;
+use podbridge_core::pod::PodSettings;
+use podbridge_core::validate::Guardrails;
 use podbridge_tests::{Stack, unique_name};
 use serde_json::json;
 

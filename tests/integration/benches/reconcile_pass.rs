@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube_sim::{NodeShape, SimConfig};
 use podbridge::cluster::KubeCluster;
-use podbridge::pod::PodSettings;
-use podbridge::reconcile::Thresholds;
-use podbridge::record::{JobRecord, Source};
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::pod::PodSettings;
+use podbridge_core::reconcile::Thresholds;
+use podbridge_core::record::{JobRecord, Source};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
 use serde_json::json;
@@ -74,7 +74,7 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
                     panic!("valid")
                 };
                 submitter
-                    .submit(*job, Source::Direct, &podbridge::tenancy::Sender::Operator, "x")
+                    .submit(*job, Source::Direct, &podbridge_core::tenancy::Sender::Operator, "x")
                     .await
                     .expect("dispatched");
             }

@@ -21,14 +21,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, WatchEvent, WatchParams};
 use kube_sim::{SimConfig, Timings};
 use podbridge::cluster::KubeCluster;
-use podbridge::pod::PodSettings;
-use podbridge::reconcile::Thresholds;
-use podbridge::record::Source;
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::pod::PodSettings;
+use podbridge_core::reconcile::Thresholds;
+use podbridge_core::record::Source;
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
 use serde_json::json;
@@ -75,7 +75,10 @@ async fn main() {
         let Ok(Parsed::Job(job)) = parse_message(body.to_string().as_bytes(), "x", &guardrails) else {
             panic!("valid")
         };
-        submitter.submit(*job, Source::Direct, &podbridge::tenancy::Sender::Operator, "x").await.expect("dispatched");
+        submitter
+            .submit(*job, Source::Direct, &podbridge_core::tenancy::Sender::Operator, "x")
+            .await
+            .expect("dispatched");
     }
     let reconciler = Reconciler::new(submitter, Thresholds::default(), ttl, 16);
 

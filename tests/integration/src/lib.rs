@@ -130,7 +130,7 @@ pub async fn own_cluster(config: kube_sim::SimConfig) -> (kube_sim::KubeSim, kub
 pub fn pods_created_for(sim: &kube_sim::KubeSim, job_id: &str) -> Vec<String> {
     sim.created_pods()
         .into_iter()
-        .filter(|p| p.labels.get(podbridge::pod::JOB_ID_LABEL).map(String::as_str) == Some(job_id))
+        .filter(|p| p.labels.get(podbridge_core::pod::JOB_ID_LABEL).map(String::as_str) == Some(job_id))
         .map(|p| p.name)
         .collect()
 }

@@ -21,14 +21,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube_sim::{ErrorFault, Faults, NodeShape, SimConfig, Timings};
 use podbridge::cluster::KubeCluster;
-use podbridge::pod::{PodSettings, pod_name};
-use podbridge::reconcile::Thresholds;
-use podbridge::record::{JobRecord, Source, StateChange};
-use podbridge::state::JobState;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::store::{Changed, Created, JobStore};
 use podbridge::submit::Submitter;
-use podbridge::validate::Guardrails;
+use podbridge_core::pod::{PodSettings, pod_name};
+use podbridge_core::reconcile::Thresholds;
+use podbridge_core::record::{JobRecord, Source, StateChange};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::Guardrails;
 use podbridge_tests::latency_proxy::{LatencyProxy, Spikes};
 use podbridge_tests::sqs::{create_queues, deliver, depth, peek_bodies, send_all};
 use podbridge_tests::{Stack, own_cluster, unique_name};
@@ -390,12 +390,12 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
             && record.attempt == 2
             && (record.node.as_deref().is_some_and(|n| lost_nodes.contains(n))
                 || lost_pods.contains(pod_name(id, record.attempt).as_str()))
-            && matches!(record.failure_class.as_deref(), Some("node_lost" | "pod_vanished"));
+            && matches!(record.failure_class.map(|c| c.as_str()), Some("node_lost" | "pod_vanished"));
         // A node lost under the first attempt is retried (`maxAttempts: 2`, and
         // `node_lost` and `pod_vanished` are retried by default).
         if record.state == JobState::Failed
             && record.attempt < 2
-            && matches!(record.failure_class.as_deref(), Some("node_lost" | "pod_vanished"))
+            && matches!(record.failure_class.map(|c| c.as_str()), Some("node_lost" | "pod_vanished"))
         {
             not_retried.push(format!("{id}: {:?} at attempt {}", record.failure_class, record.attempt));
             continue;

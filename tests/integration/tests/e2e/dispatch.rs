@@ -11,13 +11,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig, Timings};
 use podbridge::cluster::{Cluster, KubeCluster};
-use podbridge::pod::{PodSettings, build_pod};
-use podbridge::record::{JobRecord, Source};
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::pod::{PodSettings, build_pod};
+use podbridge_core::record::{JobRecord, Source};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 use podbridge_tests::sqs::{Queues, create_queues, deliver, depth, peek_bodies, send_all};
 use podbridge_tests::{Stack, own_cluster, unique_name};
 use serde_json::{Value, json};
@@ -175,8 +175,8 @@ async fn given_invalid_messages_when_dispatched_then_each_is_rejected_with_its_r
         // message id does.
         let body_id = serde_json::from_str::<Value>(body).ok().and_then(|v| v["job"]["id"].as_str().map(str::to_owned));
         let key = match body_id {
-            Some(id) if body.len() <= podbridge::job::MAX_MESSAGE_BYTES => id,
-            _ => podbridge::validate::id_from_message_id(message_id),
+            Some(id) if body.len() <= podbridge_core::job::MAX_MESSAGE_BYTES => id,
+            _ => podbridge_core::validate::id_from_message_id(message_id),
         };
         let record = world.record(&key).await;
         assert_eq!(record.state, JobState::Rejected, "{key}");
@@ -272,7 +272,7 @@ async fn given_a_pod_name_taken_by_someone_else_when_dispatched_then_the_job_fai
     assert!(response.batch_item_failures.is_empty(), "retrying cannot free the name");
     let record = world.record("taken").await;
     assert_eq!(record.state, JobState::Failed);
-    assert_eq!(record.failure_class.as_deref(), Some("api_rejected"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("api_rejected"));
     assert!(record.message.unwrap().contains("a pod named taken-1 that podbridge did not create"));
 }
 

@@ -8,7 +8,7 @@
 use anyhow::Context as _;
 use jiff::{SignedDuration, Timestamp};
 use podbridge::events::{EventBridgeSink, EventSink, JobStateChange, PublishReport};
-use podbridge::{JobRecord, JobState, Source, StateChange};
+use podbridge_core::{JobRecord, JobState, Source, StateChange};
 use podbridge_tests::events::Subscription;
 use podbridge_tests::{Stack, unique_name};
 use serde_json::{Value, json};
@@ -33,7 +33,7 @@ fn failed_job_events(job_id: &str, t0: Timestamp) -> Vec<JobStateChange> {
     let mut failed =
         StateChange::new(JobState::Executing, 1, JobState::Failed, t(9), "ExitCode", "the container exited with 3");
     failed.exit_code = Some(3);
-    failed.failure_class = Some("exit_code".into());
+    failed.failure_class = Some(podbridge_core::FailureClass::ExitCode);
     for change in [created, started, failed] {
         record.apply(&change);
         events.push(JobStateChange::from_record(&record));

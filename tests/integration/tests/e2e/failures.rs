@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
-use podbridge::state::JobState;
+use podbridge_core::state::JobState;
 use serde_json::json;
 
 use super::reconcile::{World, message, states, world};
@@ -20,7 +20,7 @@ fn two_attempts() -> serde_json::Value {
 
 impl World {
     /// Runs passes until the job has failed for good (its last attempt, or one not retried).
-    async fn reconcile_until_final_failure(&self, job_id: &str) -> podbridge::JobRecord {
+    async fn reconcile_until_final_failure(&self, job_id: &str) -> podbridge_core::JobRecord {
         for _ in 0..300 {
             self.pass().await;
             let record = self.record(job_id).await;
@@ -52,7 +52,7 @@ async fn given_a_node_that_refuses_the_pod_when_reconciled_then_node_rejected_an
 
     let record = world.reconcile_until_final_failure("refused").await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("node_rejected"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("node_rejected"));
     assert_eq!(record.reason.as_deref(), Some("OutOfcpu"));
     let message = record.message.clone().unwrap_or_default();
     assert!(message.starts_with("Pod was rejected: Node didn't have enough resource: cpu"), "{message}");
@@ -69,7 +69,7 @@ async fn given_a_command_the_runtime_cannot_start_when_reconciled_then_container
 
     let record = world.reconcile_until_final_failure("nostart").await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("container_config"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("container_config"));
     assert_eq!((record.reason.as_deref(), record.exit_code), (Some("StartError"), Some(128)));
     let message = record.message.clone().unwrap_or_default();
     assert!(message.contains("executable file not found in $PATH"), "the runtime's words: {message}");
@@ -84,7 +84,7 @@ async fn given_an_injected_init_container_that_fails_when_reconciled_then_it_is_
 
     let record = world.reconcile_until_final_failure("initfail").await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("init_container"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("init_container"));
     assert_eq!((record.reason.as_deref(), record.exit_code), (Some("Init:Error"), Some(3)));
     assert_eq!(record.message.as_deref(), Some("init container \"istio-init\" failed (Error) with exit code 3"));
     assert_eq!(world.pods_created_for("initfail"), ["initfail-1"]);
@@ -113,7 +113,7 @@ async fn given_a_sidecar_oom_killed_after_the_job_exited_0_when_reconciled_then_
 
     let record = world.reconcile_until("meshoom", JobState::Succeeded).await;
 
-    assert_eq!((record.exit_code, record.failure_class.as_deref()), (Some(0), None));
+    assert_eq!((record.exit_code, record.failure_class.map(|c| c.as_str())), (Some(0), None));
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn given_a_volume_that_cannot_be_mounted_when_stuck_then_container_config_
 
     let record = world.reconcile_until_final_failure("nomount").await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("container_config"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("container_config"));
     assert_eq!(record.reason.as_deref(), Some("FailedMount"));
     let message = record.message.clone().unwrap_or_default();
     assert!(message.starts_with("MountVolume.SetUp failed for volume"), "{message}");
@@ -141,7 +141,7 @@ async fn given_a_pod_deleted_from_outside_while_it_runs_then_pod_vanished_and_re
     // the same either way.
     let record = world.reconcile_until_final_failure("outside").await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("pod_vanished"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("pod_vanished"));
     assert_eq!(world.pods_created_for("outside"), ["outside-1", "outside-2"], "retried, one pod per attempt");
     assert!(record.history.iter().any(|t| t.reason == "Retrying"));
     world.assert_announced(&record).await;
@@ -172,7 +172,7 @@ async fn given_a_pod_stopped_by_a_deletion_seen_while_terminating_then_pod_vanis
     let pod = world.pod("seen-1").await.expect("still terminating");
     assert!(pod.metadata.deletion_timestamp.is_some());
     assert_eq!(record.state, JobState::Failed);
-    assert_eq!(record.failure_class.as_deref(), Some("pod_vanished"), "the same class as a pod found gone");
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("pod_vanished"), "the same class as a pod found gone");
     assert_eq!((record.reason.as_deref(), record.exit_code), (Some("PodDeleted"), None), "143 is the deletion's");
 }
 
@@ -183,7 +183,7 @@ async fn given_an_eviction_for_the_jobs_own_storage_limit_when_reconciled_then_s
 
     let record = world.reconcile_until_final_failure("disk").await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("storage_limit"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("storage_limit"));
     assert_eq!(record.reason.as_deref(), Some("Evicted"));
     let message = record.message.clone().unwrap_or_default();
     assert!(message.contains("exceeded its local ephemeral storage limit"), "{message}");
@@ -230,10 +230,13 @@ async fn given_older_clusters_wordings_written_to_the_status_when_reconciled_the
     let lost = world.reconcile_until("nodelost", JobState::Failed).await;
     let vendor = world.reconcile_until("vendor", JobState::Failed).await;
 
-    assert_eq!((shutdown.failure_class.as_deref(), shutdown.reason.as_deref()), (Some("evicted"), Some("Shutdown")));
-    assert_eq!((lost.failure_class.as_deref(), lost.reason.as_deref()), (Some("node_lost"), Some("NodeLost")));
     assert_eq!(
-        (vendor.failure_class.as_deref(), vendor.reason.as_deref(), vendor.message.as_deref()),
+        (shutdown.failure_class.map(|c| c.as_str()), shutdown.reason.as_deref()),
+        (Some("evicted"), Some("Shutdown"))
+    );
+    assert_eq!((lost.failure_class.map(|c| c.as_str()), lost.reason.as_deref()), (Some("node_lost"), Some("NodeLost")));
+    assert_eq!(
+        (vendor.failure_class.map(|c| c.as_str()), vendor.reason.as_deref(), vendor.message.as_deref()),
         (Some("unknown"), Some("VendorQuotaExceeded"), Some("quota exceeded")),
         "the API's own words, under a class that says podbridge could not read them"
     );

@@ -12,9 +12,10 @@ use anyhow::{Context as _, bail};
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ProjectionType, TimeToLiveStatus};
 use jiff::Timestamp;
+use podbridge::Error;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::store::{ActivePage, Changed, Created, JobStore};
-use podbridge::{Error, JobRecord, JobState, Source, StateChange};
+use podbridge_core::{JobRecord, JobState, Source, StateChange};
 use podbridge_tests::{Stack, eventually, unique_name};
 use serde_json::json;
 
@@ -156,7 +157,7 @@ async fn given_a_queued_job_when_it_is_set_up_runs_and_fails_then_the_record_hol
     executing.node = Some("node-a".into());
     let mut failed = change(Executing, 1, Failed, 65, "Error");
     failed.exit_code = Some(3);
-    failed.failure_class = Some("non_zero_exit".into());
+    failed.failure_class = Some(podbridge_core::FailureClass::ExitCode);
     failed.termination_message = Some("loading day 2027-01-15\nerror: input missing".into());
     failed.expires_at = Some(1_802_592_065);
     for step in [&setting_up, &executing, &failed] {
@@ -169,7 +170,7 @@ async fn given_a_queued_job_when_it_is_set_up_runs_and_fails_then_the_record_hol
     assert_eq!(record, expected);
     assert_eq!((record.state, record.attempt), (Failed, 1));
     assert_eq!(record.exit_code, Some(3));
-    assert_eq!(record.failure_class.as_deref(), Some("non_zero_exit"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("exit_code"));
     assert_eq!(record.termination_message.as_deref(), Some("loading day 2027-01-15\nerror: input missing"));
     assert_eq!((record.pod_name.as_deref(), record.node.as_deref()), (Some("job-1-a1"), Some("node-a")));
     assert_eq!((record.reason.as_deref(), record.updated_at, record.created_at), (Some("Error"), at(65), at(0)));
@@ -246,7 +247,7 @@ async fn given_an_executing_job_when_it_fails_then_it_leaves_the_active_index_wi
     table.apply("job-1", &executing).await?;
     let mut failed = change(Executing, 1, Failed, 3, "OOMKilled");
     failed.exit_code = Some(137);
-    failed.failure_class = Some("oom_killed".into());
+    failed.failure_class = Some(podbridge_core::FailureClass::OomKilled);
     failed.termination_message = Some("killed".into());
     failed.expires_at = Some(1_802_592_003);
     table.apply("job-1", &failed).await?;

@@ -22,10 +22,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig};
-use podbridge::record::JobRecord;
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge_core::record::JobRecord;
+use podbridge_core::state::JobState;
 use podbridge_tests::runtime_api::{
     FunctionProcess, Outcome, RuntimeApi, cargo_binary, fixture, lambda_environment, unique_job_ids,
 };
@@ -222,7 +222,7 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
     // A job dispatched just before the schedule fires, as the dispatch function leaves it;
     // it ends while the function follows the pods.
     let job_id = unique_name("scheduled");
-    let guardrails = podbridge::validate::Guardrails {
+    let guardrails = podbridge_core::validate::Guardrails {
         namespaces: vec![NAMESPACE.into()],
         image_prefixes: vec!["registry.example.com/".into()],
         ..Default::default()
@@ -240,8 +240,8 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
     let outcome = submitter
         .handle_message(
             body.to_string().as_bytes(),
-            podbridge::Source::Direct,
-            &podbridge::tenancy::Sender::Operator,
+            podbridge_core::Source::Direct,
+            &podbridge_core::tenancy::Sender::Operator,
             "x",
         )
         .await;

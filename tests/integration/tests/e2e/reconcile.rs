@@ -15,14 +15,14 @@ use podbridge::cluster::KubeCluster;
 use podbridge::events::EventBridgeSink;
 use podbridge::journal::Journal;
 use podbridge::metrics::Metrics;
-use podbridge::pod::PodSettings;
-use podbridge::reconcile::Thresholds;
-use podbridge::record::{JobRecord, Source};
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::submit::Submitter;
-use podbridge::validate::Guardrails;
+use podbridge_core::pod::PodSettings;
+use podbridge_core::reconcile::Thresholds;
+use podbridge_core::record::{JobRecord, Source};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::Guardrails;
 use podbridge_tests::events::Subscription;
 use podbridge_tests::{Stack, own_cluster, unique_name};
 use reconcile::Reconciler;
@@ -202,7 +202,7 @@ async fn given_a_non_zero_exit_when_reconciled_then_failed_with_the_code_and_the
 
     let record = world.reconcile_until("exit3", JobState::Failed).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("exit_code"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("exit_code"));
     assert_eq!(record.exit_code, Some(3));
     let tail = record.termination_message.clone().unwrap_or_default();
     assert!(tail.ends_with("kube-sim: line 2 of 2\nkube-sim: exiting with code 3"), "{tail:?}");
@@ -215,7 +215,7 @@ async fn given_an_oom_when_reconciled_then_failed_as_oom_killed() {
     let world = world().await;
     world.submit(&message("oom", "run=50ms,oom", json!({}))).await;
     let record = world.reconcile_until("oom", JobState::Failed).await;
-    assert_eq!((record.failure_class.as_deref(), record.exit_code), (Some("oom_killed"), Some(137)));
+    assert_eq!((record.failure_class.map(|c| c.as_str()), record.exit_code), (Some("oom_killed"), Some(137)));
     world.assert_announced(&record).await;
 }
 
@@ -226,7 +226,7 @@ async fn given_an_image_that_cannot_be_pulled_when_reconciled_then_failed_and_th
 
     let record = world.reconcile_until("nopull", JobState::Failed).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("image_pull"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("image_pull"));
     let message = record.message.clone().unwrap_or_default();
     assert!(message.contains("busybox") || message.contains("registry.example.com/batch/work:1"), "{message}");
     let pod = world.pods().get_opt("nopull-1").await.unwrap();
@@ -249,7 +249,7 @@ async fn given_an_eviction_when_reconciled_then_the_job_is_retried_until_its_att
     let record = if record.attempt < 2 { world.reconcile_until_attempt("evicted", 2).await } else { record };
 
     assert_eq!(record.attempt, 2);
-    assert_eq!(record.failure_class.as_deref(), Some("evicted"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("evicted"));
     assert_eq!(world.pods_created_for("evicted"), ["evicted-1", "evicted-2"], "one pod per attempt");
     let attempts: Vec<u32> = record.history.iter().map(|t| t.attempt).collect();
     assert!(attempts.contains(&1) && attempts.contains(&2), "history keeps both attempts: {attempts:?}");
@@ -266,7 +266,7 @@ async fn given_a_pod_deleted_behind_podbridges_back_when_reconciled_then_failed_
 
     let record = world.reconcile_until("gone", JobState::Failed).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("pod_vanished"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("pod_vanished"));
     world.assert_announced(&record).await;
 }
 
@@ -276,8 +276,8 @@ async fn given_a_job_recorded_but_never_dispatched_when_reconciled_then_its_pod_
     // What a dispatcher that died right after recording the job left behind.
     let body = message("stale", "run=forever", json!({}));
     let guardrails = world.reconciler.submitter().guardrails().clone();
-    let podbridge::validate::Parsed::Job(job) =
-        podbridge::validate::parse_message(body.as_bytes(), "x", &guardrails).unwrap()
+    let podbridge_core::validate::Parsed::Job(job) =
+        podbridge_core::validate::parse_message(body.as_bytes(), "x", &guardrails).unwrap()
     else {
         unreachable!()
     };
@@ -371,7 +371,7 @@ async fn given_a_pod_no_node_can_hold_when_reconciled_then_failed_as_unschedulab
 
     let record = world.reconcile_until("huge", JobState::Failed).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("unschedulable"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("unschedulable"));
     let message = record.message.clone().unwrap_or_default();
     assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
     world.assert_announced(&record).await;
@@ -384,7 +384,7 @@ async fn given_a_job_past_its_timeout_when_reconciled_then_failed_as_deadline_ex
 
     let record = world.reconcile_until("slow", JobState::Failed).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("deadline_exceeded"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("deadline_exceeded"));
     assert_eq!(record.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
     world.assert_announced(&record).await;
 }
@@ -396,7 +396,7 @@ async fn given_a_container_that_cannot_be_created_when_reconciled_then_failed_as
 
     let record = world.reconcile_until("noconfig", JobState::Failed).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("container_config"));
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("container_config"));
     assert_eq!(record.reason.as_deref(), Some("CreateContainerConfigError"));
     world.assert_announced(&record).await;
 }
@@ -411,7 +411,7 @@ async fn given_an_oom_kill_and_a_memory_factor_when_retried_then_the_next_attemp
 
     let record = world.reconcile_until_attempt("hungry", 2).await;
 
-    assert_eq!(record.failure_class.as_deref(), Some("oom_killed"), "the last attempt's cause is kept");
+    assert_eq!(record.failure_class.map(|c| c.as_str()), Some("oom_killed"), "the last attempt's cause is kept");
     assert_eq!(world.pods_created_for("hungry"), ["hungry-1", "hungry-2"]);
     let memory = |pod: Pod| {
         let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
@@ -495,7 +495,11 @@ async fn given_a_node_lost_under_a_running_job_when_followed_then_failed_as_node
         }
     }
 
-    assert_eq!((record.state, record.failure_class.as_deref()), (JobState::Failed, Some("node_lost")), "{record:#?}");
+    assert_eq!(
+        (record.state, record.failure_class.map(|c| c.as_str())),
+        (JobState::Failed, Some("node_lost")),
+        "{record:#?}"
+    );
     assert_eq!(record.reason.as_deref(), Some("DeletionByTaintManager"));
     world.assert_announced(&record).await;
 }
@@ -505,7 +509,7 @@ impl World {
     /// retry owed) but stopped before writing the retry, as a function timing out
     /// between its two writes would. Returns the failed record.
     async fn owe_retry(&self, job_id: &str) -> JobRecord {
-        use podbridge::record::StateChange;
+        use podbridge_core::record::StateChange;
         let retry = json!({ "maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0 });
         self.submit(&message(job_id, "run=forever", json!({ "retry": retry }))).await;
         let running = self.reconcile_until(job_id, JobState::Executing).await;
@@ -518,7 +522,7 @@ impl World {
             "PodVanished",
             "the pod was deleted by something other than podbridge",
         );
-        failed.failure_class = Some("pod_vanished".into());
+        failed.failure_class = Some(podbridge_core::FailureClass::PodVanished);
         failed.retry_pending = true;
         self.store().change(&running.job_id, &failed).await.expect("the failure is recorded");
         self.record(job_id).await
@@ -565,7 +569,7 @@ async fn given_a_failure_whose_retry_is_owed_when_the_job_is_cancelled_then_no_r
     let outcome = world
         .reconciler
         .submitter()
-        .cancel("called-off", None, "not needed", Source::Direct, &podbridge::tenancy::Sender::Operator)
+        .cancel("called-off", None, "not needed", Source::Direct, &podbridge_core::tenancy::Sender::Operator)
         .await
         .unwrap();
     world.pass().await;

@@ -186,7 +186,7 @@ pub fn decide(
                 delete_pod: bool| {
         let retry = should_retry(job, record.attempt, class, exit_code);
         let failed = steps.push(JobState::Failed, now, reason, message);
-        failed.failure_class = Some(class.as_str().to_owned());
+        failed.failure_class = Some(class);
         failed.exit_code = exit_code;
         failed.node.clone_from(&node);
         failed.termination_message = pod.and_then(|p| p.termination_message.clone());
@@ -201,7 +201,7 @@ pub fn decide(
     // The failure was recorded and its retry decided, but not written (the reconciler
     // stopped between the two writes): write it now, whatever the pod says.
     if record.retry_pending && record.state == JobState::Failed {
-        let class = record.failure_class.as_deref().unwrap_or("failed");
+        let class = record.failure_class.map_or("failed", FailureClass::as_str);
         return Decision::write(vec![retry_change(record.attempt, job, class, now)], false);
     }
     let setting_up_since = record.state_times.get(&JobState::SettingUp).copied();

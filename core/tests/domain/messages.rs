@@ -1,9 +1,9 @@
 //! Job messages from bytes to a runnable job: what is accepted, what every default
 //! becomes, and what a rejection says. Pure: no service needed.
 
-use podbridge::FailureClass;
-use podbridge::job::MAX_MESSAGE_BYTES;
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::FailureClass;
+use podbridge_core::job::MAX_MESSAGE_BYTES;
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 use serde_json::{Value, json};
 
 fn guardrails() -> Guardrails {

@@ -2,8 +2,8 @@
 //! into what podbridge acts on. Pure: no service needed.
 
 use k8s_openapi::api::core::v1::Pod;
-use podbridge::FailureClass;
-use podbridge::observe::{PodView, explain_with_events, observe};
+use podbridge_core::FailureClass;
+use podbridge_core::observe::{PodView, explain_with_events, observe};
 
 fn fixture(name: &str) -> Pod {
     let path = format!("{}/tests/fixtures/pods/{name}.json", env!("CARGO_MANIFEST_DIR"));

@@ -2,8 +2,8 @@
 //! the pod builder shows up here as a diff to review; regenerate the files with
 //! `UPDATE_GOLDEN=1 cargo test -p podbridge --test domain pod_golden`.
 
-use podbridge::pod::{PodSettings, build_pod};
-use podbridge::validate::{Guardrails, Parsed, parse_message};
+use podbridge_core::pod::{PodSettings, build_pod};
+use podbridge_core::validate::{Guardrails, Parsed, parse_message};
 
 fn guardrails() -> Guardrails {
     Guardrails {

@@ -5,19 +5,19 @@
 //! `MAX_STORED_SPEC_BYTES`. Pure: the records go to the in-memory store, and no pod is
 //! ever sent anywhere.
 
-use podbridge::FailureClass;
 use podbridge::cluster::{Cluster, PodCreated, PodEvents, PodList};
-use podbridge::job::{
-    JobSpec, MAX_COMMAND_ENTRIES, MAX_COMMAND_TOTAL_BYTES, MAX_ENV_ENTRIES, MAX_ENV_TOTAL_BYTES, MAX_EXIT_CODES,
-    MAX_LABELS, MAX_MESSAGE_BYTES, MAX_NODE_SELECTOR_TERMS, MAX_STORED_SPEC_BYTES, MAX_TOLERATIONS,
-};
-use podbridge::pod::{PodSettings, build_pod};
-use podbridge::record::Source;
-use podbridge::state::JobState;
 use podbridge::store::JobStore;
 use podbridge::store::memory::MemoryJobStore;
 use podbridge::submit::{Outcome, Submitter};
-use podbridge::validate::{Guardrails, MAX_PROBLEMS, Parsed, is_valid_job_id, parse_message, validate};
+use podbridge_core::FailureClass;
+use podbridge_core::job::{
+    JobSpec, MAX_COMMAND_ENTRIES, MAX_COMMAND_TOTAL_BYTES, MAX_ENV_ENTRIES, MAX_ENV_TOTAL_BYTES, MAX_EXIT_CODES,
+    MAX_LABELS, MAX_MESSAGE_BYTES, MAX_NODE_SELECTOR_TERMS, MAX_STORED_SPEC_BYTES, MAX_TOLERATIONS,
+};
+use podbridge_core::pod::{PodSettings, build_pod};
+use podbridge_core::record::Source;
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, MAX_PROBLEMS, Parsed, is_valid_job_id, parse_message, validate};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

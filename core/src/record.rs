@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::failure::FailureClass;
 use crate::state::JobState;
+use crate::validate::Job;
 
 /// The longest `reason` a record keeps (in bytes); longer ones are cut.
 pub const MAX_REASON: usize = 128;
@@ -87,7 +89,7 @@ pub struct JobRecord {
     pub state_times: BTreeMap<JobState, Timestamp>,
     pub exit_code: Option<i32>,
     /// The failure class of a failed attempt (`image_pull`, `oom_killed`, ...).
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     /// Why the job is in its state (the last transition's reason).
     pub reason: Option<String>,
     /// What a person should read about the current state.
@@ -104,7 +106,23 @@ pub struct JobRecord {
     pub retry_pending: bool,
 }
 
+/// A record whose stored job cannot be read back: written by hand, or by a version
+/// of podbridge that stored a spec this one cannot read. Retrying cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the record of job {job_id:?} is unreadable: {message}")]
+pub struct CorruptRecord {
+    pub job_id: String,
+    pub message: String,
+}
+
 impl JobRecord {
+    /// The job this record was created from (its stored spec).
+    pub fn stored_job(&self) -> Result<Job, CorruptRecord> {
+        let corrupt = |message: String| CorruptRecord { job_id: self.job_id.clone(), message };
+        let spec = self.spec.clone().ok_or_else(|| corrupt("an active job has no spec".to_owned()))?;
+        serde_json::from_value(spec).map_err(|e| corrupt(format!("spec: {e}")))
+    }
+
     /// A new record in `state` (normally `queued`, or `rejected`).
     pub fn new(job_id: &str, state: JobState, source: Source, now: Timestamp, reason: &str, message: &str) -> Self {
         let (reason, message) = (&cut(reason, MAX_REASON), &cut(message, MAX_MESSAGE));
@@ -219,7 +237,7 @@ impl JobRecord {
             self.exit_code = change.exit_code;
         }
         if let Some(class) = &change.failure_class {
-            self.failure_class = Some(class.clone());
+            self.failure_class = Some(*class);
         }
         if let Some(text) = &change.termination_message {
             self.termination_message = Some(text.clone());
@@ -244,7 +262,7 @@ pub struct StateChange {
     pub pod_name: Option<String>,
     pub node: Option<String>,
     pub exit_code: Option<i32>,
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     pub termination_message: Option<String>,
     /// For terminal states: when the record may expire (seconds since the epoch).
     pub expires_at: Option<i64>,

@@ -3,7 +3,7 @@
 //! stale format. Regenerate it with
 //! `UPDATE_SCHEMA=1 cargo test -p podbridge --test domain schema`.
 
-use podbridge::job::message_schema;
+use podbridge_core::job::message_schema;
 
 const REGENERATE: &str = "UPDATE_SCHEMA=1 cargo test -p podbridge --test domain schema";
 

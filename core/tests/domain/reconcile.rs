@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
-use podbridge::observe::{Observed, observe};
-use podbridge::reconcile::{Decision, Thresholds, backoff, decide};
-use podbridge::record::{JobRecord, Source, StateChange};
-use podbridge::state::JobState;
-use podbridge::validate::{Guardrails, Job, Parsed, parse_message};
+use podbridge_core::FailureClass;
+use podbridge_core::observe::{Observed, observe};
+use podbridge_core::reconcile::{Decision, Thresholds, backoff, decide};
+use podbridge_core::record::{JobRecord, Source, StateChange};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, Job, Parsed, parse_message};
 
 const TTL: Duration = Duration::from_secs(86_400);
 
@@ -77,7 +78,7 @@ fn summary(decision: &Decision) -> (Option<JobState>, Option<String>, bool, bool
     let delete_pod = matches!(decision, Decision::Write { delete_pod: true, .. });
     let retried = writes(decision).iter().any(|c| c.new_attempt.is_some());
     let main = main_change(decision);
-    (main.map(|c| c.to), main.and_then(|c| c.failure_class.clone()), delete_pod, retried)
+    (main.map(|c| c.to), main.and_then(|c| c.failure_class).map(|c| c.as_str().to_owned()), delete_pod, retried)
 }
 
 #[test]
@@ -212,7 +213,7 @@ fn a_retry_waits_for_its_backoff() {
 
 #[test]
 fn unclaimed_pods_are_kept_for_their_keep_time_and_orphans_for_the_grace() {
-    use podbridge::reconcile::{Cleanup, cleanup};
+    use podbridge_core::reconcile::{Cleanup, cleanup};
     let t = Thresholds::default();
     let created = Some(at("2026-11-21T10:00:00Z"));
     let keep = Duration::from_secs(600);
@@ -328,8 +329,8 @@ fn a_short_job_first_seen_finished_is_recorded_as_having_executed() {
 
 #[test]
 fn a_pod_that_cannot_mount_its_volumes_reads_its_events_after_stuck_after_and_fails() {
-    use podbridge::observe::explain_with_events;
-    use podbridge::reconcile::needs_events;
+    use podbridge_core::observe::explain_with_events;
+    use podbridge_core::reconcile::needs_events;
     let t = Thresholds::default();
     let job = job(serde_json::json!({ "maxAttempts": 1 }));
     let setting_up = record(JobState::SettingUp, 1);
@@ -346,7 +347,7 @@ fn a_pod_that_cannot_mount_its_volumes_reads_its_events_after_stuck_after_and_fa
     let decision = decide(&setting_up, &job, Some(&explained), minutes_later(5), &t, TTL);
     let [failed] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(
-        (failed.failure_class.as_deref(), failed.reason.as_str(), failed.message.as_str()),
+        (failed.failure_class.map(FailureClass::as_str), failed.reason.as_str(), failed.message.as_str()),
         (
             Some("container_config"),
             "FailedMount",
@@ -358,7 +359,7 @@ fn a_pod_that_cannot_mount_its_volumes_reads_its_events_after_stuck_after_and_fa
 
 #[test]
 fn a_pod_still_running_after_its_attempt_ended_is_deleted_at_once() {
-    use podbridge::reconcile::{Cleanup, cleanup};
+    use podbridge_core::reconcile::{Cleanup, cleanup};
     let t = Thresholds::default();
     let created = Some(at("2026-11-21T10:00:00Z"));
     let keep = Duration::from_secs(600);

@@ -2,12 +2,12 @@
 //! the reason; the caps bound every list and string; a job recorded yesterday is held to
 //! the guardrails in force today. Pure: no service needed.
 
-use podbridge::job::{
+use podbridge_core::job::{
     MAX_ARG_BYTES, MAX_COMMAND_ENTRIES, MAX_ENV_ENTRIES, MAX_EXIT_CODES, MAX_LABELS, MAX_NODE_SELECTOR_TERMS,
     MAX_REASON_BYTES, MAX_RETRY_CLASSES, MAX_TOLERATIONS,
 };
-use podbridge::pod::{PodSettings, build_pod};
-use podbridge::validate::{Guardrails, Job, MAX_PROBLEMS, Parsed, parse_message, recheck};
+use podbridge_core::pod::{PodSettings, build_pod};
+use podbridge_core::validate::{Guardrails, Job, MAX_PROBLEMS, Parsed, parse_message, recheck};
 use serde_json::{Value, json};
 
 fn guardrails() -> Guardrails {

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use crate::quantity::{format_cpu, format_memory};
+use crate::record::JobRecord;
 use crate::validate::{EnvValue, Job};
 
 /// `app.kubernetes.io/managed-by: podbridge` on every pod podbridge creates.
@@ -80,6 +81,33 @@ pub fn pod_name(job_id: &str, attempt: u32) -> String {
     // Only an invalid id (no letter or digit at all) leaves nothing readable.
     let readable = if readable.is_empty() { "job" } else { readable };
     format!("{readable}--{hash}{suffix}")
+}
+
+/// The job attempt a managed pod says it runs, read from its labels: the job id and
+/// the attempt. `None` when either label is missing or the attempt is not a number.
+///
+/// This is the one reader of the labels [`build_pod`] writes. Labels alone prove
+/// nothing about who made a pod (anyone who may create pods somewhere can copy them):
+/// [`is_pod_of`] says whether a pod is where podbridge put the attempt.
+pub fn attempt_of(pod: &Pod) -> Option<(&str, u32)> {
+    let labels = pod.metadata.labels.as_ref()?;
+    let job_id = labels.get(JOB_ID_LABEL)?;
+    let attempt = labels.get(ATTEMPT_LABEL)?.parse().ok()?;
+    Some((job_id.as_str(), attempt))
+}
+
+/// The name of the pod of `record`'s current attempt: the one recorded, or the one
+/// [`pod_name`] gives before any is recorded.
+pub fn attempt_pod_name(record: &JobRecord) -> String {
+    record.pod_name.clone().unwrap_or_else(|| pod_name(&record.job_id, record.attempt))
+}
+
+/// Whether `pod` is the pod of `record`'s current attempt where podbridge put it: in
+/// the job's namespace, under the attempt's name, labelled with the job and attempt.
+pub fn is_pod_of(pod: &Pod, record: &JobRecord) -> bool {
+    pod.metadata.namespace == record.namespace
+        && pod.metadata.name.as_deref() == Some(attempt_pod_name(record).as_str())
+        && attempt_of(pod) == Some((record.job_id.as_str(), record.attempt))
 }
 
 /// The pod for `attempt` of `job`.

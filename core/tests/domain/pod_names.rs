@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use podbridge::pod::pod_name;
-use podbridge::validate::is_valid_job_id;
+use podbridge_core::pod::pod_name;
+use podbridge_core::validate::is_valid_job_id;
 use proptest::prelude::*;
 
 /// Attempts, the long ones included (they leave the least room for the id).
