@@ -1,20 +1,27 @@
 # Developer and CI entry points. CI runs `make test` and `make lint-infra` (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: chaos fuzz demo test test-unit lint fmt stack bench clean lint-infra sam-build
+.PHONY: chaos fuzz demo test test-unit lint check-core fmt stack bench clean lint-infra sam-build
 
 ## test: lint, then every test of the workspace against the local stack (moto + kube-sim)
 test: lint
 	tests/stack.sh run -- $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## test-unit: the domain crate's tests alone; needs no service
+## test-unit: the tests that need no service: the core's, and the services' on the in-memory store and cluster
 test-unit:
-	$(CARGO) test -p podbridge
+	$(CARGO) test -p podbridge-core -p podbridge
 
-## lint: formatting and clippy, warnings denied
-lint:
+## lint: formatting, clippy (warnings denied), and the core's freedom from IO
+lint: check-core
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## check-core: fails if an IO crate (async runtime, AWS SDK, HTTP or Kubernetes client) enters the core's dependencies
+IO_CRATES := tokio|mio|kube|kube-client|aws-config|aws-sdk-[a-z]+|aws-smithy-[a-z-]+|hyper|hyper-util|reqwest|tower|rustls|futures
+check-core:
+	@found=$$($(CARGO) tree -p podbridge-core -e normal --prefix none | cut -d' ' -f1 | sort -u | grep -Ex '$(IO_CRATES)' || true); \
+	if [ -n "$$found" ]; then echo "the core must do no IO, but depends on: $$found" >&2; exit 1; fi; \
+	echo "podbridge-core depends on no IO crate"
 
 ## fmt: format the workspace
 fmt:

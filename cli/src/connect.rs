@@ -168,10 +168,6 @@ impl Aws {
         DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table)
     }
 
-    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::new(&self.sdk)
-    }
-
     pub fn events(&self) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::new(&self.sdk)
     }

@@ -6,15 +6,16 @@
 //! in no index, so asking for them is a Scan of the table with a filter; `--help` says
 //! so, because on a large table that reads every item.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use aws_sdk_dynamodb::types::AttributeValue;
+use futures::StreamExt as _;
 use jiff::Timestamp;
-use podbridge::store::JobStore;
+use podbridge::store::active_pages;
 use podbridge::store::dynamodb::DynamoJobStore;
 use podbridge_core::FailureClass;
 use podbridge_core::record::JobRecord;
@@ -145,12 +146,13 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     // One row more than shown tells whether the list was cut.
     let wanted = args.limit as usize + 1;
+    let store = aws.store(table);
     let mut rows = Vec::new();
     if filter.states.iter().any(|s| s.is_active()) {
-        rows.extend(active_rows(&aws, &aws.store(table), &filter, wanted).await?);
+        rows.extend(active_rows(&aws, &store, &filter, wanted).await?);
     }
     if filter.states.iter().any(|s| s.is_terminal()) {
-        rows.extend(scanned_rows(&aws, table, &filter, wanted).await?);
+        rows.extend(ended_rows(&aws, &store, &filter, wanted).await?);
     }
     rows.sort_by(|a, b| (a.updated_at, &a.job_id).cmp(&(b.updated_at, &b.job_id)));
     let cut = rows.len() > args.limit as usize;
@@ -185,115 +187,30 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
 /// Matching active jobs from the active-jobs index, page by page, until `wanted` or the end.
 async fn active_rows(aws: &Aws, store: &DynamoJobStore, filter: &Filter, wanted: usize) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let page = store
-            .active(PAGE_SIZE, from.as_deref())
-            .await
+    let mut pages = pin!(active_pages(store, PAGE_SIZE));
+    while rows.len() < wanted
+        && let Some(page) = pages.next().await
+    {
+        let page = page
             .map_err(|error| aws.explain(&error, &format!("reading the active jobs of the table {}", store.table())))?;
         // The index also holds failures whose retry is owed; the scan lists those.
         rows.extend(
             page.jobs.into_iter().filter(|job| job.state.is_active()).map(Row::from).filter(|row| filter.matches(row)),
         );
-        from = page.next;
-        if rows.len() >= wanted || from.is_none() {
-            return Ok(rows);
-        }
     }
+    Ok(rows)
 }
 
-/// The attributes a row needs, as the job table stores them (docs/ARCHITECTURE.md, "The
-/// job table"); `#`-names because `state` and `namespace` are reserved words.
-const ROW_ATTRIBUTES: [(&str, &str); 8] = [
-    ("#id", "job_id"),
-    ("#state", "state"),
-    ("#attempt", "attempt"),
-    ("#class", "failure_class"),
-    ("#ns", "namespace"),
-    ("#pod", "pod_name"),
-    ("#created", "created_at"),
-    ("#updated", "updated_at"),
-];
-
-/// Matching ended jobs from a Scan of the table, filtered by DynamoDB, until `wanted`
-/// or the end of the table. Only the row's attributes are read back.
-async fn scanned_rows(aws: &Aws, table: &str, filter: &Filter, wanted: usize) -> anyhow::Result<Vec<Row>> {
-    let terminal: Vec<JobState> = filter.states.iter().copied().filter(|s| s.is_terminal()).collect();
-    let mut values = HashMap::new();
-    let placeholders: Vec<String> = terminal
-        .iter()
-        .enumerate()
-        .map(|(index, state)| {
-            let name = format!(":s{index}");
-            values.insert(name.clone(), AttributeValue::S(state.as_str().to_owned()));
-            name
-        })
-        .collect();
-    let mut conditions = vec![format!("#state IN ({})", placeholders.join(", "))];
-    if let Some(namespace) = &filter.namespace {
-        conditions.push("#ns = :ns".to_owned());
-        values.insert(":ns".to_owned(), AttributeValue::S(namespace.clone()));
-    }
-    if let Some(since) = filter.since {
-        // Stored times have nine fractional digits, so text order is time order.
-        conditions.push("#updated >= :since".to_owned());
-        values.insert(":since".to_owned(), AttributeValue::S(format!("{since:.9}")));
-    }
-    let client = aws.dynamodb();
-    let mut rows = Vec::new();
-    let mut start: Option<HashMap<String, AttributeValue>> = None;
-    loop {
-        let mut scan = client
-            .scan()
-            .table_name(table)
-            .filter_expression(conditions.join(" AND "))
-            .projection_expression(ROW_ATTRIBUTES.map(|(name, _)| name).join(", "))
-            .set_expression_attribute_values(Some(values.clone()))
-            .set_exclusive_start_key(start.take());
-        for (name, attribute) in ROW_ATTRIBUTES {
-            scan = scan.expression_attribute_names(name, attribute);
-        }
-        let output = scan
-            .send()
-            .await
-            .map_err(|error| aws.explain_sdk(&error, &format!("scanning the table {table} for ended jobs")))?;
-        for item in output.items() {
-            let row = row_from_item(item)?;
-            // DynamoDB filtered already; the same test keeps one meaning of a match.
-            if filter.matches(&row) {
-                rows.push(row);
-            }
-        }
-        start = output.last_evaluated_key;
-        if rows.len() >= wanted || start.is_none() {
-            return Ok(rows);
-        }
-    }
-}
-
-/// A row from a scanned item's attributes.
-fn row_from_item(item: &HashMap<String, AttributeValue>) -> anyhow::Result<Row> {
-    let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
-    let job_id = text("job_id").context("a scanned item has no job_id")?;
-    let field = |name: &str| text(name).with_context(|| format!("job {job_id}: no {name} in its item"));
-    let time = |name: &str| -> anyhow::Result<Timestamp> {
-        field(name)?.parse().with_context(|| format!("job {job_id}: {name} is not a time"))
-    };
-    let attempt = item
-        .get("attempt")
-        .and_then(|value| value.as_n().ok())
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("job {job_id}: no attempt number in its item"))?;
-    Ok(Row {
-        state: field("state")?.parse().with_context(|| format!("job {job_id}: its state"))?,
-        attempt,
-        failure_class: text("failure_class").and_then(|c| c.parse().ok()),
-        namespace: text("namespace"),
-        pod_name: text("pod_name"),
-        created_at: time("created_at")?,
-        updated_at: time("updated_at")?,
-        job_id,
-    })
+/// Matching ended jobs from a Scan of the table ([`DynamoJobStore::ended`]), until
+/// `wanted` or the end of the table.
+async fn ended_rows(aws: &Aws, store: &DynamoJobStore, filter: &Filter, wanted: usize) -> anyhow::Result<Vec<Row>> {
+    let states: Vec<JobState> = filter.states.iter().copied().collect();
+    let jobs = store
+        .ended(&states, filter.namespace.as_deref(), filter.since, wanted)
+        .await
+        .map_err(|error| aws.explain(&error, &format!("scanning the table {} for ended jobs", store.table())))?;
+    // DynamoDB filtered already; the same test keeps one meaning of a match.
+    Ok(jobs.into_iter().map(Row::from).filter(|row| filter.matches(row)).collect())
 }
 
 #[cfg(test)]
@@ -336,24 +253,25 @@ mod tests {
     }
 
     #[test]
-    fn a_scanned_item_becomes_a_row() {
-        let s = |v: &str| AttributeValue::S(v.into());
-        let item = HashMap::from([
-            ("job_id".to_owned(), s("report-1")),
-            ("state".to_owned(), s("failed")),
-            ("attempt".to_owned(), AttributeValue::N("2".into())),
-            ("failure_class".to_owned(), s("oom_killed")),
-            ("namespace".to_owned(), s("batch")),
-            ("pod_name".to_owned(), s("report-1-2")),
-            ("created_at".to_owned(), s("2026-11-21T02:00:00.000000000Z")),
-            ("updated_at".to_owned(), s("2026-11-21T02:03:09.500000000Z")),
-        ]);
-        let row = row_from_item(&item).unwrap();
-        assert_eq!((row.state, row.attempt), (JobState::Failed, 2));
+    fn a_record_becomes_the_row_list_shows() {
+        let created: Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
+        let mut record = JobRecord::new(
+            "report-1",
+            JobState::Failed,
+            podbridge_core::record::Source::Direct,
+            created,
+            "OOMKilled",
+            "over its memory limit",
+        );
+        record.attempt = 2;
+        record.failure_class = Some(FailureClass::OomKilled);
+        record.namespace = Some("batch".into());
+        record.pod_name = Some("report-1-2".into());
+        record.updated_at = "2026-11-21T02:03:09.5Z".parse().unwrap();
+        let row = Row::from(record);
+        assert_eq!((row.job_id.as_str(), row.state, row.attempt), ("report-1", JobState::Failed, 2));
         assert_eq!(row.failure_class, Some(FailureClass::OomKilled));
-        assert_eq!(row.pod_name.as_deref(), Some("report-1-2"));
-        let mut broken = item.clone();
-        broken.remove("state");
-        assert!(row_from_item(&broken).unwrap_err().to_string().contains("report-1: no state"));
+        assert_eq!((row.namespace.as_deref(), row.pod_name.as_deref()), (Some("batch"), Some("report-1-2")));
+        assert_eq!((row.created_at, row.updated_at.to_string()), (created, "2026-11-21T02:03:09.5Z".to_owned()));
     }
 }

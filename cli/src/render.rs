@@ -62,7 +62,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let local = Local::from_env(&args.guardrails).context("reading the PODBRIDGE_* guardrails")?;
     let body = read_message(&args.file)?;
     let fallback_id = id_from_message_id(&args.message_id);
-    let parsed = parse_message(&body, &fallback_id, &local.guardrails);
+    let parsed = parse_message(&body, &fallback_id, &local.settings.guardrails);
     // Guardrails play no part in a cancel, so the note would only be noise there.
     let is_cancel = matches!(parsed, Ok(Parsed::Cancel(_)));
     if let Some(note) = local.assumed_note().filter(|_| !is_cancel) {
@@ -96,7 +96,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             job.retry.max_attempts
         );
     }
-    let pod = build_pod(&job, args.attempt, &local.pods);
+    let pod = build_pod(&job, args.attempt, &local.settings.pods);
     let text = if args.json { to_json(&pod)? } else { serde_norway::to_string(&pod).context("writing YAML")? };
     std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)

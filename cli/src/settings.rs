@@ -10,18 +10,15 @@
 //! (say, any service account) would show pods the deployment would refuse.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use podbridge::config::Settings;
-use podbridge_core::pod::PodSettings;
-use podbridge_core::validate::Guardrails;
+use podbridge::settings::Settings;
 
 /// Values for the variables a deployment must set and a local command may go without.
 const LOCAL_FALLBACKS: [(&str, &str); 2] =
     [("PODBRIDGE_NAMESPACES", "podbridge-jobs"), ("PODBRIDGE_IMAGE_PREFIXES", "*")];
 
-/// The job table is required by the functions' settings, but no local command that
-/// uses [`Local`] touches it; this placeholder never leaves this module.
+/// The job table is required by the functions' settings; a local command that uses
+/// one fixes it (see [`Local::from_env_with`]), the others never touch this placeholder.
 const NO_TABLE: (&str, &str) = ("PODBRIDGE_TABLE", "unused-by-local-commands");
 
 /// Guardrail flags shared by the commands that validate messages. Each replaces its
@@ -67,15 +64,11 @@ impl Overrides {
     }
 }
 
-/// What a local command validates and builds pods with.
+/// The deployment's settings as a local command sees them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Local {
-    pub guardrails: Guardrails,
-    pub pods: PodSettings,
-    /// How long terminal records stay in the table (`PODBRIDGE_RECORD_TTL_DAYS`).
-    pub record_ttl: Duration,
-    /// The deadline of every Kubernetes API call (`PODBRIDGE_KUBE_TIMEOUT_SECONDS`).
-    pub kube_timeout: Duration,
+    /// The settings the functions would read, with the local fallbacks.
+    pub settings: Settings,
     /// The variables that had no value and got a local fallback, with that fallback.
     pub assumed: Vec<(&'static str, &'static str)>,
 }
@@ -83,28 +76,50 @@ pub struct Local {
 impl Local {
     /// Reads the settings from the process environment and `overrides`.
     pub fn from_env(overrides: &Overrides) -> podbridge::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok(), overrides)
+        Self::from_env_with(overrides, &[], &[])
     }
 
-    /// Reads the settings through `env` (the environment, or a map in tests): an
-    /// override wins, then the variable, then the local fallback.
-    pub fn from_lookup(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> podbridge::Result<Self> {
+    /// Reads the settings from the process environment and `overrides`, with `fixed`
+    /// variables that win over both (what the command itself knows: the table it was
+    /// pointed at, the local stack's bus and kubeconfig) and `defaults` for variables
+    /// that none of them set (`podbridge dev`'s local thresholds).
+    pub fn from_env_with(
+        overrides: &Overrides,
+        fixed: &[(&str, String)],
+        defaults: &[(&str, &str)],
+    ) -> podbridge::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok(), overrides, fixed, defaults)
+    }
+
+    /// Reads the settings through `env` (the environment, or a map in tests): a fixed
+    /// value wins, then an override, then the variable, then a default, then the local
+    /// fallback. A blank value counts as unset, as it does for the functions, so a
+    /// fixed blank value unsets a variable.
+    pub fn from_lookup(
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+        fixed: &[(&str, String)],
+        defaults: &[(&str, &str)],
+    ) -> podbridge::Result<Self> {
         let overrides = overrides.variables();
-        // Blank counts as unset, as it does for the functions.
-        let given = |name: &str| overrides.get(name).cloned().or_else(|| env(name)).filter(|v| !v.trim().is_empty());
+        let fixed = |name: &str| fixed.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        let given = |name: &str| match fixed(name) {
+            Some(value) => Some(value).filter(|v| !v.trim().is_empty()),
+            None => overrides.get(name).cloned().or_else(|| env(name)).filter(|v| !v.trim().is_empty()),
+        };
         let assumed: Vec<_> = LOCAL_FALLBACKS.into_iter().filter(|(name, _)| given(name).is_none()).collect();
         let settings = Settings::from_lookup(|name| {
             given(name).or_else(|| {
-                LOCAL_FALLBACKS.into_iter().chain([NO_TABLE]).find(|(n, _)| *n == name).map(|(_, v)| v.to_owned())
+                defaults
+                    .iter()
+                    .copied()
+                    .chain(LOCAL_FALLBACKS)
+                    .chain([NO_TABLE])
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_owned())
             })
         })?;
-        Ok(Self {
-            guardrails: settings.guardrails,
-            pods: settings.pods,
-            record_ttl: settings.record_ttl,
-            kube_timeout: settings.kube_timeout,
-            assumed,
-        })
+        Ok(Self { settings, assumed })
     }
 
     /// A one-line note on what was assumed, if anything was.
@@ -129,16 +144,20 @@ mod tests {
 
     fn local(env: &[(&str, &str)], overrides: &Overrides) -> podbridge::Result<Local> {
         let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Local::from_lookup(|name| map.get(name).cloned(), overrides)
+        Local::from_lookup(|name| map.get(name).cloned(), overrides, &[], &[])
     }
 
     #[test]
     fn an_empty_environment_gets_the_local_fallbacks_and_says_so() {
         let local = local(&[], &Overrides::default()).unwrap();
-        assert_eq!(local.guardrails.namespaces, ["podbridge-jobs"]);
-        assert_eq!(local.guardrails.image_prefixes, ["*"]);
-        assert_eq!(local.guardrails.service_accounts, Vec::<String>::new(), "the deployment default, not a fallback");
-        assert!(!local.guardrails.allow_secret_refs);
+        assert_eq!(local.settings.guardrails.namespaces, ["podbridge-jobs"]);
+        assert_eq!(local.settings.guardrails.image_prefixes, ["*"]);
+        assert_eq!(
+            local.settings.guardrails.service_accounts,
+            Vec::<String>::new(),
+            "the deployment default, not a fallback"
+        );
+        assert!(!local.settings.guardrails.allow_secret_refs);
         let note = local.assumed_note().unwrap();
         assert!(note.contains("PODBRIDGE_NAMESPACES=podbridge-jobs, PODBRIDGE_IMAGE_PREFIXES=*"), "{note}");
         assert!(!note.contains('\n'));
@@ -153,10 +172,10 @@ mod tests {
             ("PODBRIDGE_TERMINATION_GRACE_SECONDS", "120"),
         ];
         let local = local(&env, &Overrides::default()).unwrap();
-        assert_eq!(local.guardrails.namespaces, ["batch", "etl"]);
-        assert_eq!(local.guardrails.image_prefixes, ["registry.example.com/"]);
-        assert_eq!(local.guardrails.max_attempts, 5);
-        assert_eq!(local.pods.termination_grace_period_seconds, 120);
+        assert_eq!(local.settings.guardrails.namespaces, ["batch", "etl"]);
+        assert_eq!(local.settings.guardrails.image_prefixes, ["registry.example.com/"]);
+        assert_eq!(local.settings.guardrails.max_attempts, 5);
+        assert_eq!(local.settings.pods.termination_grace_period_seconds, 120);
         assert_eq!(local.assumed_note(), None);
     }
 
@@ -170,17 +189,17 @@ mod tests {
             allow_secret_refs: true,
         };
         let local = local(&env, &overrides).unwrap();
-        assert_eq!(local.guardrails.namespaces, ["etl"]);
-        assert_eq!(local.guardrails.image_prefixes, ["a/", "b/"]);
-        assert_eq!(local.guardrails.service_accounts, ["writer"]);
-        assert!(local.guardrails.allow_secret_refs);
+        assert_eq!(local.settings.guardrails.namespaces, ["etl"]);
+        assert_eq!(local.settings.guardrails.image_prefixes, ["a/", "b/"]);
+        assert_eq!(local.settings.guardrails.service_accounts, ["writer"]);
+        assert!(local.settings.guardrails.allow_secret_refs);
         assert!(local.assumed.is_empty());
     }
 
     #[test]
     fn a_blank_variable_is_unset_and_a_bad_one_is_an_error() {
         let local_blank = local(&[("PODBRIDGE_IMAGE_PREFIXES", " ")], &Overrides::default()).unwrap();
-        assert_eq!(local_blank.guardrails.image_prefixes, ["*"]);
+        assert_eq!(local_blank.settings.guardrails.image_prefixes, ["*"]);
         let error = local(&[("PODBRIDGE_MAX_MEMORY", "lots")], &Overrides::default()).unwrap_err().to_string();
         assert!(error.contains("PODBRIDGE_MAX_MEMORY"), "{error}");
     }

@@ -14,13 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use jiff::Timestamp;
 use podbridge::cluster::KubeCluster;
-use podbridge::eks::{ClientOptions, ClusterAccess};
 use podbridge::error::error_chain;
-use podbridge::events::EventBridgeSink;
-use podbridge::journal::Journal;
-use podbridge::metrics::Metrics;
-use podbridge::store::dynamodb::DynamoJobStore;
-use podbridge::submit::{Outcome, Submitter};
+use podbridge::services::{Outcome, Submitter};
+use podbridge::wiring::{Deployment, FunctionStore};
 use podbridge_core::record::Source;
 use podbridge_core::tenancy::Sender;
 use podbridge_core::validate::{id_from_message_id, is_valid_job_id};
@@ -185,25 +181,18 @@ async fn send(target: &Target, messages: &[Message]) -> anyhow::Result<ExitCode>
 /// Runs every message through the submission core, here.
 async fn direct(args: &Args, target: &Target, messages: &[Message]) -> anyhow::Result<ExitCode> {
     let table = target.table()?;
-    let local = Local::from_env(&args.guardrails).context("reading the PODBRIDGE_* guardrails")?;
+    let fixed = [("PODBRIDGE_TABLE", table.to_owned()), ("PODBRIDGE_EVENT_BUS", target.bus().to_owned())];
+    let local = Local::from_env_with(&args.guardrails, &fixed, &[]).context("reading the PODBRIDGE_* settings")?;
     if let Some(note) = local.assumed_note() {
         eprintln!("{note}");
     }
     let aws = target.connect().await?;
-    let access = ClusterAccess::from_env().context("--direct creates the pods itself, so it needs a cluster")?;
-    let options =
-        ClientOptions { read_timeout: local.kube_timeout, write_timeout: local.kube_timeout, ..Default::default() };
-    let kube = podbridge::eks::client(&access, aws.sdk(), &options)
-        .await
-        .map_err(|error| anyhow::anyhow!("connecting to the cluster: {}", error_chain(&error)))?;
-    // The functions' journal, so that these jobs announce their state changes too.
-    let store = Journal::new(
-        aws.store(table),
-        EventBridgeSink::new(aws.events(), target.bus()),
-        Metrics::new("podbridge", "cli"),
-    );
-    let cluster = KubeCluster::new(kube, local.kube_timeout);
-    let submitter = Submitter::new(store, cluster, local.guardrails, local.pods, local.record_ttl);
+    // The functions' own wiring: the journaled store, so that these jobs announce their
+    // state changes too, and the cluster of PODBRIDGE_CLUSTER_* or KUBECONFIG.
+    let deployment = Deployment::connect(local.settings, aws.sdk(), "cli").await.map_err(|error| {
+        anyhow::anyhow!("connecting to the cluster (--direct creates the pods itself): {}", error_chain(&error))
+    })?;
+    let submitter = deployment.submitter();
 
     let stamp = Timestamp::now().as_millisecond();
     let mut code = ExitCode::SUCCESS;
@@ -233,7 +222,7 @@ async fn direct(args: &Args, target: &Target, messages: &[Message]) -> anyhow::R
 }
 
 /// The submission core as `--direct` runs it: the functions' journaled store.
-type DirectSubmitter = Submitter<Journal<DynamoJobStore, EventBridgeSink>, KubeCluster>;
+type DirectSubmitter = Submitter<FunctionStore, KubeCluster>;
 
 /// Publishes the state changes written so far; a lost event is said, not an error.
 async fn announce(submitter: &DirectSubmitter, bus: &str) {

@@ -1,7 +1,9 @@
 //! `podbridge dev` as a user runs it: the built binary against the stack's moto (given
 //! with `--endpoint-url`) and a simulated cluster of its own. A job sent to the queue its
 //! `env` file names is dispatched by the dispatch handler, followed by the reconciler to
-//! `succeeded`, and announced; on SIGTERM it stops and removes its `env` file. And its
+//! `succeeded`, and announced; on SIGTERM it stops and removes its `env` file. A
+//! schedule's tick sent to the trigger's queue the `env` file names becomes its job, and
+//! a Cancel Job event put on the bus reaches the trigger through the bus's rule. And its
 //! event source mapping is Lambda's: a message whose dispatch keeps failing comes back
 //! after the visibility timeout and lands in the dead-letter queue after
 //! `maxReceiveCount` receives, its job recorded.
@@ -106,6 +108,51 @@ async fn given_the_local_stack_when_a_job_is_sent_to_its_queue_then_it_runs_to_t
     assert!(exited.success(), "podbridge dev exits cleanly: {exited}\n{log}");
     assert!(!env_file.exists(), "the env file is removed on exit");
     assert!(log.contains("dev-job") && log.contains("succeeded"), "the log shows the job's changes:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GIVEN the local stack, and a shell with its env file
+/// WHEN a schedule's tick is sent to the trigger's queue the env file names, and then a
+/// Cancel Job event for the tick's job is put on the bus it names
+/// THEN the tick's job (named after the schedule and the scheduled time) runs, and the
+/// event reaches the trigger through the bus's rule and cancels it
+#[tokio::test]
+async fn given_the_local_stack_when_a_tick_goes_to_the_trigger_queue_and_a_cancel_on_the_bus_then_both_are_handled() {
+    let stack = Stack::from_env().await;
+    let dir = std::env::temp_dir().join(unique_name("podbridge-dev"));
+    let (_running, env) = start_dev(&stack, &dir, &["--reconcile-every", "2"]).await;
+    assert_eq!(env["AWS_DEFAULT_REGION"], env["AWS_REGION"], "the AWS CLI and boto3 read AWS_DEFAULT_REGION");
+
+    let tick = json!({ "schedule": "ping", "scheduledTime": "2026-12-01T09:00:00Z",
+        "job": { "image": "registry.example.com/ping:1",
+                 "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=forever" }] } });
+    let sqs = stack.sqs();
+    sqs.send_message()
+        .queue_url(&env["PODBRIDGE_TRIGGER_QUEUE_URL"])
+        .message_body(tick.to_string())
+        .send()
+        .await
+        .unwrap();
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let job = "ping-20261201-090000";
+    eventually("the tick's job to run", Duration::from_secs(60), Duration::from_millis(200), || async {
+        store.get(job).await.ok().flatten().filter(|r| r.state == JobState::Executing)
+    })
+    .await;
+
+    let cancel = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(&env["PODBRIDGE_EVENT_BUS"])
+        .source("example.client")
+        .detail_type("Cancel Job")
+        .detail(json!({ "jobId": job, "reason": "enough pings" }).to_string())
+        .build();
+    let put = aws_sdk_eventbridge::Client::new(&stack.aws).put_events().entries(cancel).send().await.unwrap();
+    assert_eq!(put.failed_entry_count, 0, "{put:?}");
+    let record = eventually("the job to be cancelled", Duration::from_secs(60), Duration::from_millis(200), || async {
+        store.get(job).await.ok().flatten().filter(|r| r.state == JobState::Cancelled)
+    })
+    .await;
+    assert_eq!(record.message.as_deref(), Some("enough pings"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-/// The guardrails the golden pods in `shared/tests/golden/` were built with.
+/// The guardrails the golden pods in `core/tests/golden/` were built with.
 const DEPLOYMENT: [(&str, &str); 8] = [
     ("PODBRIDGE_NAMESPACES", "podbridge-jobs"),
     ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/"),
@@ -57,7 +57,7 @@ fn success(output: &Output) -> String {
 }
 
 fn golden(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(repo_file(&format!("shared/tests/golden/{name}"))).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(repo_file(&format!("core/tests/golden/{name}"))).unwrap()).unwrap()
 }
 
 #[test]

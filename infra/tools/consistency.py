@@ -6,7 +6,7 @@ or that dispatch answers with partial batch responses. This reads both sides and
 compares them:
 
 - every crate under functions/ is deployed, with its own binary, and every deployed
-  function sets exactly the PODBRIDGE_* variables its code (and shared/) reads;
+  function sets exactly the PODBRIDGE_* variables its code (and shared/ and core/) reads;
 - the job table has the keys, index, billing mode and TTL of `create_table`;
 - the alarms on the functions' metrics watch the namespace the functions are given and a
   metric the code prints, and the event permission names the source and detail-type the
@@ -18,10 +18,10 @@ compares them:
   for failed invocations; every dead-letter queue has an alarm;
 - reconcile's timeout leaves room for its pass besides following pods;
 - each function's Kubernetes access: the verbs its code uses (the KubeCluster requests of
-  the Cluster methods it reaches, itself or through the Submitter) are those of
-  RBAC_NEEDS, rbac.yaml binds the function's own group (<KubernetesGroup>-<function>) to a
-  Role granting exactly those, and the template's access entry maps the function's role
-  to that group;
+  the Cluster methods it reaches, itself or through the services, Submitter and Attempts)
+  are those of RBAC_NEEDS, rbac.yaml binds the function's own group
+  (<KubernetesGroup>-<function>) to a Role granting exactly those, and the template's
+  access entry maps the function's role to that group;
 - the stack's bus denies source podbridge and detail-type Job State Change to every
   principal but the roles that publish;
 - infra/team-queue.yaml delivers to dispatch as JobQueue does (the same visibility
@@ -59,6 +59,27 @@ ADMISSION_POLICY = ROOT / "infra/admission-policy.yaml"
 JOB_NAMESPACE = ROOT / "infra/job-namespace.yaml"
 DEPLOY_DOC = ROOT / "docs/DEPLOY.md"
 SAMCONFIG = ROOT / "samconfig.toml"
+
+# The Rust side. shared/ (crate podbridge) holds the adapters and services, core/
+# (podbridge-core) the pure domain; both are in every function.
+SHARED_SRC = ROOT / "shared/src"
+CORE_SRC = ROOT / "core/src"
+SETTINGS = SHARED_SRC / "settings.rs"  # every PODBRIDGE_* variable, read for every function
+POD_RS = CORE_SRC / "pod.rs"  # MANAGED_BY, the label of every managed pod
+# The cluster port: the Cluster trait (mod.rs) and its adapters. kube.rs (KubeCluster) is
+# the only code that builds Kubernetes API handles; memory.rs is an in-memory fake that
+# makes no Kubernetes requests.
+CLUSTER_DIR = SHARED_SRC / "cluster"
+CLUSTER_PORT = CLUSTER_DIR / "mod.rs"
+KUBE_ADAPTER = CLUSTER_DIR / "kube.rs"
+CLUSTER_ADAPTERS = {KUBE_ADAPTER, CLUSTER_DIR / "memory.rs"}
+# The services, the only shared code that calls the cluster, by the type each file
+# defines; the functions hold them by the type's name in lower case (`submitter`,
+# `attempts`, a field or an accessor).
+SERVICES = {
+    "Submitter": SHARED_SRC / "services/submit.rs",
+    "Attempts": SHARED_SRC / "services/attempts.rs",
+}
 
 # The Kubernetes access each function needs, in its job namespaces (docs/DEPLOY.md):
 # resource -> verbs. check_rbac derives the same from the code (the KubeCluster methods a
@@ -104,6 +125,16 @@ def rust_sources(directory: Path) -> str:
 def rust_file(path: Path) -> str:
     """One Rust file without its tests."""
     return path.read_text().split("#[cfg(test)]", 1)[0]
+
+
+def without_comment_lines(source: str) -> str:
+    """`source` without its comment lines (`//`, `///`, `//!`): what it says of other code
+    is not what it does."""
+    return re.sub(r"^[ \t]*//[^\n]*$", "", source, flags=re.M)
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
 
 
 def env_vars_read(source: str) -> set[str]:
@@ -168,6 +199,7 @@ def translated_template() -> tuple[dict, dict]:
 
 
 def check_functions(raw: dict, cfn: dict, shared_src: str) -> None:
+    """`shared_src`: the Rust source every function holds (shared/ and core/)."""
     shared_vars = env_vars_read(shared_src)
     deployed: dict[str, str] = {}
     for logical_id, resource in raw["Resources"].items():
@@ -195,7 +227,7 @@ def check_functions(raw: dict, cfn: dict, shared_src: str) -> None:
         for name in sorted(read - in_template):
             problem(f"{logical_id}: the code reads {name}, the template does not set it")
         for name in sorted(in_template - read):
-            problem(f"{logical_id}: the template sets {name}, which no code of {crate} or shared/ reads")
+            problem(f"{logical_id}: the template sets {name}, which no code of {crate}, shared/ or core/ reads")
 
     for crate_dir in sorted((ROOT / "functions").iterdir()):
         crate = crate_dir.relative_to(ROOT).as_posix()
@@ -221,7 +253,7 @@ def check_queue(raw: dict) -> None:
 
 
 def check_table(raw: dict) -> None:
-    source = (ROOT / "shared/src/store/dynamodb.rs").read_text()
+    source = (SHARED_SRC / "store/dynamodb.rs").read_text()
     match = re.search(r"pub async fn create_table\b.*?\n}\n", source, re.S)
     if not match:
         problem("shared/src/store/dynamodb.rs: create_table not found (update infra/tools/consistency.py)")
@@ -291,7 +323,7 @@ def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
             problem(f"MetricsNamespace: AllowedPattern {'refuses' if valid else 'allows'} {value!r}")
 
     dimension = rust_const(shared_src, "FUNCTION")
-    metric_names = set(re.findall(r'=> "(\w+)"', (ROOT / "shared/src/metrics.rs").read_text()))
+    metric_names = set(re.findall(r'=> "(\w+)"', (SHARED_SRC / "metrics.rs").read_text()))
     for logical_id, resource in raw["Resources"].items():
         props = resource["Properties"]
         if resource["Type"] != "AWS::CloudWatch::Alarm" or str(props["Namespace"]).startswith("AWS/"):
@@ -512,21 +544,25 @@ PASS_BUDGET = 30
 def check_reconcile_timeout(raw: dict) -> None:
     """Reconcile follows pods for PODBRIDGE_FOLLOW_SECONDS after its pass, until its margin
     before the deadline: its timeout must leave room for the pass."""
-    lib = (ROOT / "functions/reconcile/src/lib.rs").read_text()
-    main_rs = (ROOT / "functions/reconcile/src/main.rs").read_text()
-    follow = re.search(r'"PODBRIDGE_FOLLOW_SECONDS", Duration::from_secs\((\d+)\)', lib)
-    margin = re.search(r"const DEADLINE_MARGIN: Duration = Duration::from_secs\((\d+)\);", main_rs)
-    if not (follow and margin):
-        problem("functions/reconcile: the follow default or DEADLINE_MARGIN not found (update consistency.py)")
+    follow = re.search(r'"PODBRIDGE_FOLLOW_SECONDS", Duration::from_secs\((\d+)\)', rust_file(SETTINGS))
+    reconcile_src = ROOT / "functions/reconcile/src"
+    margins = set(re.findall(r"const DEADLINE_MARGIN: Duration = Duration::from_secs\((\d+)\);",
+                             rust_sources(reconcile_src)))
+    if not follow:
+        problem(f"{rel(SETTINGS)}: the PODBRIDGE_FOLLOW_SECONDS default not found (update consistency.py)")
+    if len(margins) != 1:
+        problem(f"{rel(reconcile_src)}: DEADLINE_MARGIN not found, or found twice (update consistency.py)")
+    if not (follow and len(margins) == 1):
         return
+    margin = int(margins.pop())
     parameters = raw["Parameters"]
 
     def fits(where: str, timeout: str, follow_seconds: str) -> None:
         follow_for = int(follow_seconds or follow.group(1))
-        if int(timeout) < follow_for + int(margin.group(1)) + PASS_BUDGET:
+        if int(timeout) < follow_for + margin + PASS_BUDGET:
             problem(
                 f"{where}: ReconcileTimeout {timeout} leaves less than {PASS_BUDGET} s for the pass besides "
-                f"FollowSeconds ({follow_for}) and the {margin.group(1)} s margin"
+                f"FollowSeconds ({follow_for}) and the {margin} s margin"
             )
 
     fits("template defaults", str(parameters["ReconcileTimeout"]["Default"]), parameters["FollowSeconds"]["Default"])
@@ -542,23 +578,32 @@ def check_reconcile_timeout(raw: dict) -> None:
 
 
 def rust_fns(source: str) -> dict[str, str]:
-    """Each `fn NAME` of `source` with its text, up to the next `fn`."""
+    """Each `fn NAME` of `source` with its text, up to the next `fn` (the texts of fns of
+    the same name, in different impl blocks, together)."""
     parts = re.split(r"\bfn (\w+)\b", source)
-    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+    fns: dict[str, str] = {}
+    for i in range(1, len(parts) - 1, 2):
+        fns[parts[i]] = fns.get(parts[i], "") + parts[i + 1]
+    return fns
 
 
 def cluster_requests() -> dict[str, set[tuple[str, str]]]:
-    """The Kubernetes requests of each `Cluster` method, as KubeCluster makes them:
-    (resource, verb) from each `self.call("VERB NOUN", api.METHOD(...))`."""
-    source = rust_file(ROOT / "shared/src/cluster.rs")
-    trait = re.search(r"pub trait Cluster\b.*?\n}\n", source, re.S)
+    """The Kubernetes requests of each `Cluster` method (shared/src/cluster/mod.rs), as
+    KubeCluster makes them (shared/src/cluster/kube.rs): (resource, verb) from each
+    `self.call("VERB NOUN", api.METHOD(...))`."""
+    port = rust_file(CLUSTER_PORT)
+    source = rust_file(KUBE_ADAPTER)
+    trait = re.search(r"pub trait Cluster\b.*?\n}\n", port, re.S)
     imp = re.search(r"impl Cluster for KubeCluster \{.*?\n}\n", source, re.S)
+    if not trait:
+        problem(f"{rel(CLUSTER_PORT)}: no Cluster trait (update consistency.py)")
+    if not imp:
+        problem(f"{rel(KUBE_ADAPTER)}: no KubeCluster impl of Cluster (update consistency.py)")
     if not (trait and imp):
-        problem("shared/src/cluster.rs: no Cluster trait or KubeCluster impl (update consistency.py)")
         return {}
-    kinds = set(re.findall(r"Api<(\w+)>", source))
+    kinds = set(re.findall(r"\bApi(?:::)?<(\w+)>", without_comment_lines(source)))
     if kinds - {"Pod", "Event"}:
-        problem(f"shared/src/cluster.rs uses Api<{sorted(kinds - {'Pod', 'Event'})}>: add its verbs to RBAC_NEEDS")
+        problem(f"{rel(KUBE_ADAPTER)} uses Api<{sorted(kinds - {'Pod', 'Event'})}>: add its verbs to RBAC_NEEDS")
     bodies = rust_fns(imp.group(0))
     requests: dict[str, set[tuple[str, str]]] = {}
     for method in re.findall(r"\bfn (\w+)", trait.group(0)):
@@ -580,30 +625,44 @@ def cluster_requests() -> dict[str, set[tuple[str, str]]]:
     return requests
 
 
-def function_rbac(crate_dir: Path, requests: dict[str, set[tuple[str, str]]]) -> dict[str, set[str]]:
-    """resource -> verbs a function's code uses: the Cluster methods it calls itself, and
-    those of the Submitter methods it calls (followed through Submitter's own calls)."""
-    submit = rust_file(ROOT / "shared/src/submit.rs")
-    methods = rust_fns(submit)
-    direct = {
-        name: {m for m in requests if re.search(rf"\bcluster(?:\(\))?\.{m}\(", body)}
-        | {f"self.{m}" for m in re.findall(r"\bself\.(\w+)\(", body) if m in methods}
-        for name, body in methods.items()
-    }
+def service_calls(requests: dict[str, set[tuple[str, str]]]) -> dict[tuple[str, str], set]:
+    """What each method of the services calls: (service, method) -> the Cluster methods
+    it calls on its cluster handle, and the (service, method)s it calls on itself or on
+    another service (`self.attempts.start(...)`, `self.attempts().delete_pod(...)`)."""
+    calls: dict[tuple[str, str], set] = {}
+    for service, path in SERVICES.items():
+        source = rust_file(path)
+        if not re.search(rf"\bpub struct {service}\b", source):
+            problem(f"{rel(path)}: no pub struct {service} (update SERVICES in consistency.py)")
+        methods = rust_fns(source)
+        for name, body in methods.items():
+            out: set = {m for m in requests if re.search(rf"\bcluster(?:\(\))?\.{m}\(", body)}
+            out |= {(service, m) for m in re.findall(r"\bself\.(\w+)\(", body) if m in methods}
+            for other in SERVICES:
+                out |= {(other, m) for m in re.findall(rf"\b{other.lower()}(?:\(\))?\.(\w+)\(", body)}
+            calls[(service, name)] = out
+    return calls
 
-    def reached(name: str, seen: set[str]) -> set[str]:
-        if name in seen:
+
+def function_rbac(crate_dir: Path, requests: dict[str, set[tuple[str, str]]],
+                  calls: dict[tuple[str, str], set]) -> dict[str, set[str]]:
+    """resource -> verbs a function's code uses: the Cluster methods it calls itself, and
+    those the services' methods it calls reach (followed through the services' own calls)."""
+
+    def reached(item: tuple[str, str], seen: set) -> set[str]:
+        if item in seen:
             return set()
-        seen.add(name)
+        seen.add(item)
         out = set()
-        for item in direct.get(name, set()):
-            out |= reached(item[5:], seen) if item.startswith("self.") else {item}
+        for callee in calls.get(item, set()):
+            out |= reached(callee, seen) if isinstance(callee, tuple) else {callee}
         return out
 
     source = rust_sources(crate_dir / "src")
     used = {m for m in requests if re.search(rf"\.{m}\(", source)}
-    for name in set(re.findall(r"\bsubmitter(?:\(\))?\.(\w+)\(", source)):
-        used |= reached(name, set())
+    for service in SERVICES:
+        for name in set(re.findall(rf"\b{service.lower()}(?:\(\))?\.(\w+)\(", source)):
+            used |= reached((service, name), set())
     verbs: dict[str, set[str]] = {}
     for method in used:
         for resource, verb in requests[method]:
@@ -615,20 +674,26 @@ def check_rbac(raw: dict) -> None:
     """Each function's Kubernetes group: the template maps its role to it, rbac.yaml binds
     it to a Role with exactly the verbs of RBAC_NEEDS, and the code uses exactly those."""
     requests = cluster_requests()
-    # Only the Submitter (shared/src/submit.rs) and the functions themselves call the
-    # cluster, and only cluster.rs builds Kubernetes API handles: else the derivation
-    # below misses requests.
-    for path in sorted((ROOT / "shared/src").rglob("*.rs")) + sorted((ROOT / "functions").glob("*/src/**/*.rs")):
-        if path.name == "cluster.rs" and path.parent == ROOT / "shared/src":
+    calls = service_calls(requests)
+    # Only the services (SERVICES: shared/src/services/submit.rs, attempts.rs) and the
+    # functions themselves call the cluster, and only shared/src/cluster/kube.rs builds
+    # Kubernetes API handles: else the derivation below misses requests. The cluster's
+    # adapters implement its methods rather than call them; the in-memory one
+    # (shared/src/cluster/memory.rs) must build no API handle either.
+    services = set(SERVICES.values())
+    paths = [p for d in (SHARED_SRC, CORE_SRC) for p in sorted(d.rglob("*.rs"))]
+    paths += sorted((ROOT / "functions").glob("*/src/**/*.rs"))
+    for path in paths:
+        text = without_comment_lines(rust_file(path))
+        where = rel(path)
+        if path != KUBE_ADAPTER and re.search(r"\bApi(?:<|::)", text):
+            problem(f"{where}: builds Kubernetes API handles outside {rel(KUBE_ADAPTER)} (update consistency.py)")
+        if path.is_relative_to(ROOT / "functions") or path in services | CLUSTER_ADAPTERS:
             continue
-        text = rust_file(path)
-        where = path.relative_to(ROOT)
-        if re.search(r"\bApi(?:<|::)", text):
-            problem(f"{where}: makes Kubernetes requests outside shared/src/cluster.rs (update consistency.py)")
-        if path.parent == ROOT / "shared/src" and path.name != "submit.rs":
-            for method in requests:
-                if re.search(rf"\.{method}\(", text):
-                    problem(f"{where}: calls Cluster::{method} outside the Submitter (update consistency.py)")
+        for method in requests:
+            if re.search(rf"\.{method}\(", text):
+                problem(f"{where}: calls Cluster::{method} outside the services "
+                        f"({', '.join(rel(p) for p in SERVICES.values())}) (update consistency.py)")
 
     prefix = raw["Parameters"]["KubernetesGroup"]["Default"]
     resources = raw["Resources"]
@@ -652,7 +717,7 @@ def check_rbac(raw: dict) -> None:
 
     for name, (logical_id, crate_dir) in sorted(functions.items()):
         need = RBAC_NEEDS.get(name, {})
-        used = function_rbac(crate_dir, requests)
+        used = function_rbac(crate_dir, requests, calls)
         if used != need:
             problem(
                 f"{crate_dir.relative_to(ROOT)} uses {sorted((r, sorted(v)) for r, v in used.items())} in the "
@@ -828,14 +893,15 @@ def check_cluster_manifests(raw: dict) -> None:
     job namespace enforces Pod Security restricted, and docs/DEPLOY.md shows both as they are."""
     policy_docs = [d for d in yaml.safe_load_all(ADMISSION_POLICY.read_text()) if d]
     namespace_docs = [d for d in yaml.safe_load_all(JOB_NAMESPACE.read_text()) if d]
-    pod_rs = rust_file(ROOT / "shared/src/pod.rs")
+    pod_rs = rust_file(POD_RS)
     label = re.search(r'pub const MANAGED_BY: \(&str, &str\) = \("([^"]+)", "([^"]+)"\);', pod_rs)
     prefix = raw["Parameters"]["KubernetesGroup"]["Default"]
     groups = {f"{prefix}-{name}" for name in RBAC_NEEDS}
     policy = next((d for d in policy_docs if d.get("kind") == "ValidatingAdmissionPolicy"), None)
     binding = next((d for d in policy_docs if d.get("kind") == "ValidatingAdmissionPolicyBinding"), None)
     if not (policy and binding and label):
-        problem("admission-policy.yaml: a ValidatingAdmissionPolicy and its binding, and MANAGED_BY in pod.rs, expected")
+        problem(f"admission-policy.yaml: a ValidatingAdmissionPolicy and its binding, and MANAGED_BY in {rel(POD_RS)}, "
+                "expected")
     else:
         conditions = " ".join(c["expression"] for c in policy["spec"].get("matchConditions", []))
         listed = re.search(r"g in \[([^\]]*)\]", conditions)
@@ -906,8 +972,9 @@ def check_samconfig(raw: dict) -> None:
 
 def main() -> int:
     raw, cfn = translated_template()
-    shared_src = rust_sources(ROOT / "shared/src")
-    check_functions(raw, cfn, shared_src)
+    shared_src = rust_sources(SHARED_SRC)
+    # Every function holds shared/ and core/: what either reads, every function reads.
+    check_functions(raw, cfn, shared_src + "\n" + rust_sources(CORE_SRC))
     check_queue(raw)
     check_table(raw)
     check_metrics_and_events(raw, cfn, shared_src)

@@ -258,56 +258,6 @@ pub enum ClusterAccess {
     },
 }
 
-impl ClusterAccess {
-    /// Reads the access from the process environment; see [`ClusterAccess::from_lookup`].
-    pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads `PODBRIDGE_CLUSTER_NAME`, `PODBRIDGE_CLUSTER_ENDPOINT` and `PODBRIDGE_CLUSTER_CA`
-    /// (base64 of the PEM, as `DescribeCluster` returns it) into [`ClusterAccess::Eks`];
-    /// without a cluster name, `KUBECONFIG` into [`ClusterAccess::Kubeconfig`]. Empty values
-    /// count as unset, since deployment templates often pass `""` for "not configured".
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let var = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
-        let (name, endpoint, ca) =
-            (var("PODBRIDGE_CLUSTER_NAME"), var("PODBRIDGE_CLUSTER_ENDPOINT"), var("PODBRIDGE_CLUSTER_CA"));
-        let Some(cluster_name) = name else {
-            if endpoint.is_some() || ca.is_some() {
-                return Err(Error::Config(
-                    "PODBRIDGE_CLUSTER_ENDPOINT or PODBRIDGE_CLUSTER_CA is set without PODBRIDGE_CLUSTER_NAME, \
-                     which EKS tokens need"
-                        .into(),
-                ));
-            }
-            let Some(kubeconfig) = var("KUBECONFIG") else {
-                return Err(Error::Config(
-                    "no cluster configured: set PODBRIDGE_CLUSTER_NAME (EKS, optionally with \
-                     PODBRIDGE_CLUSTER_ENDPOINT and PODBRIDGE_CLUSTER_CA) or KUBECONFIG"
-                        .into(),
-                ));
-            };
-            // A list of files is merged by kube itself, from KUBECONFIG.
-            let mut paths = std::env::split_paths(&kubeconfig);
-            let path = match (paths.next(), paths.next()) {
-                (Some(path), None) => Some(path),
-                _ => None,
-            };
-            return Ok(Self::Kubeconfig { path });
-        };
-        let ca_pem = ca
-            .map(|ca| {
-                let pem = STANDARD.decode(ca).map_err(|error| {
-                    Error::Config(format!("PODBRIDGE_CLUSTER_CA is not base64 (of the CA's PEM): {error}"))
-                })?;
-                pem_certificates(&pem).map_err(|error| Error::Config(format!("PODBRIDGE_CLUSTER_CA: {error}")))?;
-                Ok::<_, Error>(pem)
-            })
-            .transpose()?;
-        Ok(Self::Eks { cluster_name, endpoint, ca_pem })
-    }
-}
-
 /// Timeouts of the Kubernetes client. kube's own retries are always off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -441,7 +391,7 @@ async fn describe_cluster(sdk_config: &SdkConfig, cluster: &str) -> Result<(Stri
 }
 
 /// The DER bodies of the `CERTIFICATE` blocks of a PEM text, as kube's `root_cert` wants.
-fn pem_certificates(pem: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+pub(crate) fn pem_certificates(pem: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     let mut rest = std::str::from_utf8(pem).map_err(|_| "not PEM text".to_owned())?;

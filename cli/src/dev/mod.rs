@@ -8,9 +8,12 @@
 //! function: `dispatch::handle`, `trigger::handle` and `reconcile::Reconciler` are the
 //! code the Lambdas run.
 //!
-//! When everything is ready it writes `<dir>/env` (`export` lines for the CLI, the AWS
-//! endpoint and `KUBECONFIG`), prints the same lines, and runs until Ctrl-C (or
-//! SIGTERM), then stops what it started and removes `<dir>/env`.
+//! When everything is ready it writes `<dir>/env` (`export` lines for the CLI and any AWS
+//! client: the AWS endpoint, region and credentials, the table, the queues, the bus, and
+//! `KUBECONFIG`), prints the same lines, and runs until Ctrl-C (or SIGTERM), then stops
+//! what it started and removes `<dir>/env`.
+//!
+//! The reconciler runs with [`LOCAL_THRESHOLDS`] where their variables are not set.
 
 mod moto;
 mod poll;
@@ -23,21 +26,100 @@ use anyhow::Context as _;
 use aws_config::{BehaviorVersion, Region};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use podbridge::cluster::KubeCluster;
-use podbridge::events::EventBridgeSink;
-use podbridge::journal::Journal;
-use podbridge::metrics::Metrics;
-use podbridge::store::dynamodb::DynamoJobStore;
-use podbridge::submit::Submitter;
+use podbridge::services::Submitter;
+use podbridge::wiring::{Deployment, FunctionStore};
+use podbridge_core::reconcile::Thresholds;
 use reconcile::Reconciler;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::settings::{Local, Overrides};
 
-type Store = Journal<DynamoJobStore, EventBridgeSink>;
+/// One reconcile threshold `podbridge dev` shortens.
+struct LocalThreshold {
+    variable: &'static str,
+    /// The local default, as the variable would hold it.
+    seconds: &'static str,
+    /// What it limits, for `--help`.
+    meaning: &'static str,
+    /// The field of [`Thresholds`] it sets, for the deployment's default in `--help`.
+    field: fn(&Thresholds) -> Duration,
+}
+
+/// The reconcile thresholds `podbridge dev` uses unless their variables are set: short,
+/// so that on a laptop a stuck job fails in seconds rather than the deployment's minutes.
+/// The one place they are written down; `--help` lists them from here.
+const LOCAL_THRESHOLDS: [LocalThreshold; 6] = [
+    LocalThreshold {
+        variable: "PODBRIDGE_STUCK_AFTER_SECONDS",
+        seconds: "20",
+        meaning: "how long an image that cannot be pulled, or a container that cannot be created, waits \
+                  before its attempt fails",
+        field: |t| t.stuck_after,
+    },
+    LocalThreshold {
+        variable: "PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS",
+        seconds: "30",
+        meaning: "how long a pod the scheduler cannot place waits before its attempt fails",
+        field: |t| t.unschedulable_after,
+    },
+    LocalThreshold {
+        variable: "PODBRIDGE_START_LIMIT_SECONDS",
+        seconds: "60",
+        meaning: "how long a pod may take to start, whatever holds it up, before its attempt fails",
+        field: |t| t.start_limit,
+    },
+    LocalThreshold {
+        variable: "PODBRIDGE_DEADLINE_GRACE_SECONDS",
+        seconds: "5",
+        meaning: "how far past its timeoutSeconds a running job may go, if the kubelet has not stopped it, \
+                  before it fails",
+        field: |t| t.deadline_grace,
+    },
+    LocalThreshold {
+        variable: "PODBRIDGE_REDISPATCH_AFTER_SECONDS",
+        seconds: "15",
+        meaning: "how long a first attempt may stay queued without a pod (its dispatcher died) before the \
+                  reconciler dispatches it",
+        field: |t| t.redispatch_after,
+    },
+    LocalThreshold {
+        variable: "PODBRIDGE_ORPHAN_GRACE_SECONDS",
+        seconds: "30",
+        meaning: "how long a podbridge pod without a job record (an orphan) is left before it is deleted",
+        field: |t| t.orphan_grace,
+    },
+];
+
+/// The local thresholds as defaults for [`Local::from_env_with`]: each applies only
+/// where its variable is not set.
+fn local_threshold_defaults() -> Vec<(&'static str, &'static str)> {
+    LOCAL_THRESHOLDS.iter().map(|t| (t.variable, t.seconds)).collect()
+}
+
+/// The part of `--help` that lists the local thresholds, with the deployment's defaults.
+fn thresholds_help() -> String {
+    let deployed = Thresholds::default();
+    let mut help = String::from(
+        "Reconcile thresholds: podbridge dev shortens the deployment's, so that a stuck job fails in seconds \
+         rather than minutes. Each local default applies only when its variable is not set; a variable set in \
+         the environment wins.\n",
+    );
+    for threshold in &LOCAL_THRESHOLDS {
+        help.push_str(&format!(
+            "  {}={} (deployment default: {})\n      {}\n",
+            threshold.variable,
+            threshold.seconds,
+            (threshold.field)(&deployed).as_secs(),
+            threshold.meaning
+        ));
+    }
+    help
+}
 
 /// Runs the local stack until Ctrl-C.
 #[derive(Debug, clap::Args)]
+#[command(after_help = thresholds_help())]
 pub struct Args {
     /// The kubeconfig of a cluster to run jobs on (kind, minikube, EKS). Without it, a
     /// simulated cluster is started, whose kubeconfig is written to <DIR>/kubeconfig
@@ -47,7 +129,11 @@ pub struct Args {
     /// An AWS endpoint to use (a running moto server) instead of starting moto.
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
-    /// The moto server program [default: .venv/bin/moto_server if present, else moto_server on PATH].
+    /// The moto_server of a Python venv holding the moto release tests/requirements.txt
+    /// pins (checked; the launcher needs that release). Without it, the checkout's .venv
+    /// when `make test` or `make demo` installed the same requirements there, else a
+    /// venv of its own under $XDG_CACHE_HOME/podbridge (or ~/.cache/podbridge), installed
+    /// on first use with python3 (a minute or so). A moto_server on PATH is never used.
     #[arg(long, value_name = "PATH")]
     pub moto: Option<PathBuf>,
     /// Where the stack writes its env file, kubeconfig and moto's log.
@@ -109,8 +195,8 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let (_moto, endpoint) = match &args.endpoint_url {
         Some(endpoint) => (None, endpoint.clone()),
         None => {
-            let program = args.moto.clone().unwrap_or_else(moto::default_program);
-            let moto = moto::start(&program, &args.dir.join("moto.log")).await?;
+            let python = moto::python(args.moto.as_deref()).await?;
+            let moto = moto::start(&python, &args.dir.join("moto.log")).await?;
             let endpoint = moto.endpoint.clone();
             info!(endpoint = %endpoint, "moto server started");
             (Some(moto), endpoint)
@@ -141,7 +227,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let (_sim, kubeconfig) = match &args.kubeconfig {
         Some(path) => (None, path.clone()),
         None => {
-            let mut namespaces = local.guardrails.namespaces.clone();
+            let mut namespaces = local.settings.guardrails.namespaces.clone();
             namespaces.push("default".into());
             let config = kube_sim::SimConfig { namespaces, ..kube_sim::SimConfig::default() };
             let sim = kube_sim::KubeSim::start("127.0.0.1:0".parse()?, config).await?;
@@ -151,70 +237,70 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             (Some(sim), path)
         }
     };
-    let kube = kube_client(&kubeconfig).await?;
-
-    let store = Journal::new(
-        DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), created.table.clone()),
-        EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&sdk), created.bus.clone()),
-        Metrics::new("podbridge/dev", "dev"),
-    );
-    let ttl = Duration::from_secs(30 * 86_400);
-    let submitter = Submitter::new(
-        store,
-        KubeCluster::new(kube, Duration::from_secs(10)),
-        local.guardrails.clone(),
-        local.pods.clone(),
-        ttl,
-    );
-    let thresholds = reconcile::thresholds_from_lookup(|name| std::env::var(name).ok())?;
-    let reconciler = Reconciler::new(submitter, thresholds, ttl, 10).with_follow_window(Duration::from_secs(2));
+    // The functions' own settings and wiring, on the resources just created.
+    let fixed = [
+        ("PODBRIDGE_TABLE", created.table.clone()),
+        ("PODBRIDGE_EVENT_BUS", created.bus.clone()),
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        // The cluster is the kubeconfig's, never an EKS cluster of the environment.
+        ("PODBRIDGE_CLUSTER_NAME", String::new()),
+        ("PODBRIDGE_CLUSTER_ENDPOINT", String::new()),
+        ("PODBRIDGE_CLUSTER_CA", String::new()),
+    ];
+    let settings = Local::from_env_with(&args.guardrails, &fixed, &local_threshold_defaults())?.settings;
+    let deployment = Deployment::connect(settings, &sdk, "dev").await?;
+    let settings = &deployment.settings;
+    let submitter = deployment.submitter();
+    let reconciler =
+        Reconciler::new(deployment.attempts(), settings.reconcile.thresholds.clone(), settings.concurrency)
+            .with_follow_window(Duration::from_secs(2));
 
     let env_file = args.dir.join("env");
-    let exports = exports(&endpoint, &created, &kubeconfig, &sdk);
+    let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+    let exports = exports(&endpoint, &created, &kubeconfig, &region);
     write_atomically(&env_file, &exports)?;
     println!("{exports}");
     info!(env = %env_file.display(), "the local stack is ready; `source {}` in another shell to use the CLI", env_file.display());
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let namespaces = local.guardrails.namespaces.clone();
+    let namespaces = &settings.guardrails.namespaces;
     let every = Duration::from_secs(args.reconcile_every.max(1));
+    let store = &deployment.store;
     tokio::select! {
-        () = dispatch_loop(&reconciler, &sqs, &created.queue_url, args.batch_size) => {}
-        () = trigger_loop(&reconciler, &sqs, &created.trigger_queue_url) => {}
-        () = reconcile_loop(&reconciler, &namespaces, every) => {}
+        () = dispatch_loop(&submitter, &sqs, &created.queue_url, args.batch_size, settings.concurrency) => {}
+        () = trigger_loop(&submitter, &sqs, &created.trigger_queue_url) => {}
+        () = reconcile_loop(&reconciler, store, namespaces, every) => {}
         () = show_changes(&sqs, &created.changes_queue_url) => {}
         () = shutdown_signal() => info!("stopping"),
     }
     // What was recorded since the last flush is announced (and shown) before leaving.
     // The changes queue's short visibility timeout brings back a batch whose receive
     // was cut off by the signal.
-    flush(reconciler.submitter().store()).await;
+    flush(store).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), show_changes(&sqs, &created.changes_queue_url)).await;
     let _ = std::fs::remove_file(&env_file);
     Ok(())
 }
 
-async fn kube_client(path: &Path) -> anyhow::Result<kube::Client> {
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    // Retries happen through the queue and the reconciler, visibly, as in the functions.
-    config.default_retry = false;
-    Ok(kube::Client::try_from(config)?)
-}
-
-fn exports(endpoint: &str, created: &resources::Resources, kubeconfig: &Path, sdk: &aws_config::SdkConfig) -> String {
+/// The env file's `export` lines: what the CLI reads, and what any AWS client reads
+/// (the AWS CLI and boto3 take the region from `AWS_DEFAULT_REGION`, the SDKs from
+/// `AWS_REGION`, and all of them `AWS_ENDPOINT_URL`), so each works in a shell that
+/// sourced it.
+fn exports(endpoint: &str, created: &resources::Resources, kubeconfig: &Path, region: &str) -> String {
     let kubeconfig = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.to_path_buf());
-    let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
     [
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
-        ("AWS_REGION", region),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
         ("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "dev".into())),
         ("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "dev".into())),
         ("PODBRIDGE_TABLE", created.table.clone()),
         ("PODBRIDGE_QUEUE_URL", created.queue_url.clone()),
         ("PODBRIDGE_DLQ_URL", created.dlq_url.clone()),
         ("PODBRIDGE_EVENT_BUS", created.bus.clone()),
+        // Where the trigger's rule delivers, and what `dev` feeds the trigger from: a
+        // schedule's tick sent here is what a schedule would invoke the trigger with.
+        ("PODBRIDGE_TRIGGER_QUEUE_URL", created.trigger_queue_url.clone()),
         ("PODBRIDGE_TRIGGER_DLQ_URL", created.trigger_dlq_url.clone()),
         ("KUBECONFIG", kubeconfig.display().to_string()),
     ]
@@ -234,14 +320,14 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// The job queue, as the dispatch function's event source mapping.
 async fn dispatch_loop(
-    reconciler: &Reconciler<Store, KubeCluster>,
+    submitter: &Submitter<FunctionStore, KubeCluster>,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     batch: i32,
+    concurrency: usize,
 ) {
-    let submitter = reconciler.submitter();
     poll::forever(sqs, queue_url, batch, async |event: SqsEvent| {
-        let response = dispatch::handle(submitter, event, 10).await;
+        let response = dispatch::handle(submitter, event, concurrency).await;
         flush(submitter.store()).await;
         response
     })
@@ -251,8 +337,7 @@ async fn dispatch_loop(
 /// The trigger's rule delivers into a queue; each event is one invocation, as
 /// EventBridge invokes the function once per event. A failed invocation leaves the event
 /// to come back (EventBridge's retries), and to the dead-letter queue in the end.
-async fn trigger_loop(reconciler: &Reconciler<Store, KubeCluster>, sqs: &aws_sdk_sqs::Client, queue_url: &str) {
-    let submitter = reconciler.submitter();
+async fn trigger_loop(submitter: &Submitter<FunctionStore, KubeCluster>, sqs: &aws_sdk_sqs::Client, queue_url: &str) {
     poll::forever(sqs, queue_url, 1, async |event: SqsEvent| {
         let mut response = SqsBatchResponse::default();
         for record in event.records {
@@ -270,8 +355,12 @@ async fn trigger_loop(reconciler: &Reconciler<Store, KubeCluster>, sqs: &aws_sdk
 
 /// The reconcile schedule: each invocation passes over every active job, then follows
 /// the pods until the next.
-async fn reconcile_loop(reconciler: &Reconciler<Store, KubeCluster>, namespaces: &[String], every: Duration) {
-    let store = reconciler.submitter().store();
+async fn reconcile_loop(
+    reconciler: &Reconciler<FunctionStore, KubeCluster>,
+    store: &FunctionStore,
+    namespaces: &[String],
+    every: Duration,
+) {
     loop {
         let until = tokio::time::Instant::now() + every;
         if let Err(e) = reconciler.run(namespaces, until, async |_| flush(store).await).await {
@@ -281,7 +370,7 @@ async fn reconcile_loop(reconciler: &Reconciler<Store, KubeCluster>, namespaces:
     }
 }
 
-async fn flush(store: &Store) {
+async fn flush(store: &FunctionStore) {
     store.flush().await;
     // The metrics are for CloudWatch; locally they would only drown the log.
     let _ = store.metrics().flush_to(&mut std::io::sink());
@@ -326,4 +415,86 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The settings `podbridge dev` reads from `env`, with its local thresholds.
+    fn thresholds(env: &[(&str, &str)]) -> Thresholds {
+        let map: HashMap<&str, &str> = env.iter().copied().collect();
+        let local = Local::from_lookup(
+            |name| map.get(name).map(|v| (*v).to_owned()),
+            &Overrides::default(),
+            &[],
+            &local_threshold_defaults(),
+        )
+        .unwrap();
+        local.settings.reconcile.thresholds
+    }
+
+    #[test]
+    fn each_local_threshold_applies_unless_its_variable_is_set() {
+        let local = thresholds(&[]);
+        let deployed = Thresholds::default();
+        for threshold in &LOCAL_THRESHOLDS {
+            let seconds: u64 = threshold.seconds.parse().unwrap();
+            assert_eq!((threshold.field)(&local), Duration::from_secs(seconds), "{}", threshold.variable);
+            assert!((threshold.field)(&local) < (threshold.field)(&deployed), "{} is shorter", threshold.variable);
+            // The variable wins, and a blank one counts as unset.
+            let set = thresholds(&[(threshold.variable, "7")]);
+            assert_eq!((threshold.field)(&set), Duration::from_secs(7), "{}", threshold.variable);
+            let blank = thresholds(&[(threshold.variable, " ")]);
+            assert_eq!((threshold.field)(&blank), Duration::from_secs(seconds), "{}", threshold.variable);
+        }
+    }
+
+    #[test]
+    fn the_help_states_each_local_threshold_and_the_deployments() {
+        let help = thresholds_help();
+        for threshold in &LOCAL_THRESHOLDS {
+            let deployed = (threshold.field)(&Thresholds::default()).as_secs();
+            let line = format!("  {}={} (deployment default: {deployed})\n", threshold.variable, threshold.seconds);
+            assert!(help.contains(&line), "{line:?} in\n{help}");
+        }
+    }
+
+    #[test]
+    fn the_readme_states_each_local_threshold_as_it_is() {
+        let readme = include_str!("../../../README.md");
+        for threshold in &LOCAL_THRESHOLDS {
+            let deployed = (threshold.field)(&Thresholds::default()).as_secs();
+            let row = format!("| `{}` | {} | {deployed} |", threshold.variable, threshold.seconds);
+            assert!(readme.contains(&row), "README.md has no row starting {row:?}");
+        }
+    }
+
+    #[test]
+    fn the_env_file_serves_any_aws_client_and_names_the_trigger_queue() {
+        let created = resources::Resources {
+            table: "t".into(),
+            queue_url: "http://q/jobs".into(),
+            dlq_url: "http://q/jobs-dlq".into(),
+            bus: "bus".into(),
+            trigger_queue_url: "http://q/trigger".into(),
+            trigger_dlq_url: "http://q/trigger-dlq".into(),
+            changes_queue_url: "http://q/changes".into(),
+        };
+        let text = exports("http://127.0.0.1:5000", &created, Path::new("/nowhere/kubeconfig"), "eu-west-1");
+        let lines: Vec<&str> = text.lines().collect();
+        for line in [
+            "export AWS_ENDPOINT_URL='http://127.0.0.1:5000'",
+            "export AWS_REGION='eu-west-1'",
+            "export AWS_DEFAULT_REGION='eu-west-1'",
+            "export PODBRIDGE_QUEUE_URL='http://q/jobs'",
+            "export PODBRIDGE_TRIGGER_QUEUE_URL='http://q/trigger'",
+            "export PODBRIDGE_TRIGGER_DLQ_URL='http://q/trigger-dlq'",
+            "export KUBECONFIG='/nowhere/kubeconfig'",
+        ] {
+            assert!(lines.contains(&line), "{line} in\n{text}");
+        }
+    }
 }

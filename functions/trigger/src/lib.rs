@@ -19,11 +19,12 @@
 //! retries a failed invocation (up to twice) and then sends the event to the function's
 //! dead-letter queue.
 
+use futures::TryStreamExt as _;
 use jiff::Timestamp;
 use podbridge::cluster::Cluster;
 use podbridge::error::Result;
-use podbridge::store::JobStore;
-use podbridge::submit::{Outcome, Submitter};
+use podbridge::services::{Outcome, Submitter};
+use podbridge::store::{JobStore, active_pages};
 use podbridge_core::record::Source;
 use podbridge_core::tenancy::Sender;
 use podbridge_core::validate::{Problem, Rejection, check_reason, id_from_event_id, is_valid_job_id};
@@ -357,21 +358,13 @@ async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, 
 
 /// The ids of the schedule's active jobs, read from the active-jobs index.
 async fn active_jobs_of(store: &impl JobStore, schedule: &str) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let page = store.active(500, from.as_deref()).await?;
-        ids.extend(
-            page.jobs
-                .into_iter()
-                .filter(|r| matches!(&r.source, Source::Schedule { schedule: s, .. } if s == schedule))
-                .map(|r| r.job_id),
-        );
-        match page.next {
-            Some(next) => from = Some(next),
-            None => return Ok(ids),
-        }
-    }
+    let pages: Vec<_> = active_pages(store, 500).try_collect().await?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|page| page.jobs)
+        .filter(|r| matches!(&r.source, Source::Schedule { schedule: s, .. } if s == schedule))
+        .map(|r| r.job_id)
+        .collect())
 }
 
 #[cfg(test)]

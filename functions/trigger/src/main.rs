@@ -4,20 +4,20 @@
 //! event to the function's dead-letter queue.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use podbridge::setup::{init_json_logs, submitter_from_env};
+use podbridge::wiring::{Deployment, init_json_logs};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_json_logs();
-    let (_settings, submitter) = submitter_from_env("trigger").await?;
+    let deployment = Deployment::from_env("trigger").await?;
+    let submitter = deployment.submitter();
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let submitter = &submitter;
+        let (submitter, deployment) = (&submitter, &deployment);
         async move {
             let handled = trigger::handle(submitter, &event.payload).await;
             // Whatever was recorded is announced, even when the event must come back.
-            submitter.store().flush().await;
-            submitter.store().metrics().flush();
+            deployment.flush().await;
             Ok::<_, lambda_runtime::Error>(handled?)
         }
     }))

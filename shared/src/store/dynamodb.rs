@@ -138,6 +138,77 @@ impl DynamoJobStore {
         &self.table
     }
 
+    /// The jobs in the ended states among `states`, only those of `namespace` and only
+    /// those whose state changed at or after `since` when given, in no particular order.
+    ///
+    /// Ended jobs are in no index, so this is a `Scan` of the table with a filter:
+    /// DynamoDB reads (and bills) every item it passes, matching or not. It reads page
+    /// after page until at least `enough` jobs have matched or the table ends, and
+    /// returns every match of the pages it read (so possibly more than `enough`). The
+    /// active states among `states` are left out: [`JobStore::active`] reads those jobs
+    /// from the index.
+    pub async fn ended(
+        &self,
+        states: &[JobState],
+        namespace: Option<&str>,
+        since: Option<Timestamp>,
+        enough: usize,
+    ) -> Result<Vec<JobRecord>> {
+        let mut ended: Vec<JobState> = states.iter().copied().filter(|state| state.is_terminal()).collect();
+        ended.sort();
+        ended.dedup();
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `#`-names throughout: `state` and `namespace` are DynamoDB reserved words.
+        let mut names = HashMap::from([("#state".to_owned(), "state".to_owned())]);
+        let mut values = HashMap::new();
+        let placeholders: Vec<String> = ended
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                let placeholder = format!(":state{index}");
+                values.insert(placeholder.clone(), s(state.as_str()));
+                placeholder
+            })
+            .collect();
+        let mut conditions = vec![format!("#state IN ({})", placeholders.join(", "))];
+        if let Some(namespace) = namespace {
+            names.insert("#namespace".to_owned(), "namespace".to_owned());
+            values.insert(":namespace".to_owned(), s(namespace));
+            conditions.push("#namespace = :namespace".to_owned());
+        }
+        if let Some(since) = since {
+            // Stored times have nine fractional digits, so text order is time order.
+            names.insert("#updated_at".to_owned(), "updated_at".to_owned());
+            values.insert(":since".to_owned(), s(timestamp_text(since)));
+            conditions.push("#updated_at >= :since".to_owned());
+        }
+        let filter = conditions.join(" AND ");
+        let mut jobs = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(&filter)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| store_error("scan for ended jobs", err))?;
+            for item in output.items() {
+                jobs.push(decode(string_attr(item, "job_id").unwrap_or("<no job_id>"), item)?);
+            }
+            start = output.last_evaluated_key;
+            if jobs.len() >= enough || start.is_none() {
+                return Ok(jobs);
+            }
+        }
+    }
+
     /// A conditional put of `record` under `condition` (with its placeholders), as it
     /// answered; `Exists` carries what stood in its place. A repeated request whose first
     /// try was applied counts as written ([`is_own_create`]).
@@ -1114,5 +1185,127 @@ mod tests {
         check(None, 500, true);
         check(None, 429, true);
         check(None, 403, false);
+    }
+
+    /// GIVEN a table whose matching ended jobs come back in two Scan pages
+    /// WHEN `ended` asks for some states, a namespace and a time
+    /// THEN it sends one filter naming them (the time as stored), follows the pages only
+    /// while fewer than `enough` jobs matched, and reads each item back into its record.
+    #[tokio::test]
+    async fn ended_jobs_are_scanned_with_one_filter_page_by_page_and_read_back() {
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+
+        /// A value as DynamoDB's JSON protocol writes it.
+        fn wire(value: &AttributeValue) -> serde_json::Value {
+            let map = |map: &HashMap<String, AttributeValue>| {
+                map.iter().map(|(name, value)| (name.clone(), wire(value))).collect::<serde_json::Map<_, _>>()
+            };
+            match value {
+                AttributeValue::S(text) => json!({ "S": text }),
+                AttributeValue::N(number) => json!({ "N": number }),
+                AttributeValue::M(entries) => json!({ "M": map(entries) }),
+                AttributeValue::L(list) => json!({ "L": list.iter().map(wire).collect::<Vec<_>>() }),
+                other => panic!("a job item holds no {other:?}"),
+            }
+        }
+        let item = |record: &JobRecord| wire(&AttributeValue::M(encode(record)))["M"].clone();
+
+        let failed = full_record();
+        let mut cancelled =
+            JobRecord::new("job-2", JobState::Cancelled, Source::Direct, at(1_800_000_100, 0), "Cancelled", "asked");
+        cancelled.namespace = Some("batch".into());
+        let next = json!({ "job_id": { "S": "job-1" } });
+        let first_page = json!({ "Items": [item(&failed)], "Count": 1, "ScannedCount": 40, "LastEvaluatedKey": next });
+        let last_page = json!({ "Items": [item(&cancelled)], "Count": 1, "ScannedCount": 12 });
+
+        // DynamoDB on a loopback port: the first page without a start key, the last with
+        // one; every request kept.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let kept = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (kept, first_page, last_page) = (Arc::clone(&kept), first_page.clone(), last_page.clone());
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    loop {
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':')
+                                && name.eq_ignore_ascii_case("content-length")
+                            {
+                                length = value.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let page = if request.get("ExclusiveStartKey").is_some() { &last_page } else { &first_page };
+                        kept.lock().unwrap().push(request);
+                        let page = page.to_string();
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0";
+                        let answer = format!("{head}\r\ncontent-length: {}\r\n\r\n{page}", page.len());
+                        stream.get_mut().write_all(answer.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("id", "secret", None, None, "test"))
+            .build();
+        let store = DynamoJobStore::new(Client::from_conf(config), "jobs");
+        let states = [JobState::Queued, JobState::Failed, JobState::Cancelled, JobState::Failed];
+        let since = at(1_800_000_000, 5);
+
+        let jobs = store.ended(&states, Some("batch"), Some(since), 10).await.unwrap();
+        assert_eq!(jobs, [failed.clone(), cancelled]);
+        let sent = requests.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2, "{sent:#?}");
+        let scan = &sent[0];
+        assert_eq!(scan["TableName"], "jobs");
+        assert_eq!(
+            scan["FilterExpression"],
+            "#state IN (:state0, :state1) AND #namespace = :namespace AND #updated_at >= :since"
+        );
+        assert_eq!(
+            scan["ExpressionAttributeNames"],
+            json!({ "#state": "state", "#namespace": "namespace", "#updated_at": "updated_at" })
+        );
+        assert_eq!(
+            scan["ExpressionAttributeValues"],
+            json!({
+                ":state0": { "S": "failed" }, ":state1": { "S": "cancelled" },
+                ":namespace": { "S": "batch" }, ":since": { "S": "2027-01-15T08:00:00.000000005Z" },
+            }),
+            "only the ended states, each once; the time with nine digits"
+        );
+        assert_eq!(scan.get("ExclusiveStartKey"), None);
+        assert_eq!(sent[1]["ExclusiveStartKey"], next, "the next page starts where DynamoDB stopped");
+        assert_eq!(sent[1]["FilterExpression"], scan["FilterExpression"]);
+
+        requests.lock().unwrap().clear();
+        let jobs = store.ended(&[JobState::Failed], None, None, 1).await.unwrap();
+        assert_eq!(jobs, [failed], "enough after the first page");
+        let sent = requests.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "{sent:#?}");
+        assert_eq!(sent[0]["FilterExpression"], "#state IN (:state0)");
+        assert_eq!(sent[0]["ExpressionAttributeNames"], json!({ "#state": "state" }));
+
+        requests.lock().unwrap().clear();
+        let active = [JobState::Queued, JobState::SettingUp, JobState::Executing];
+        assert_eq!(store.ended(&active, None, None, 10).await.unwrap(), []);
+        assert!(requests.lock().unwrap().is_empty(), "no ended state asked for: no Scan");
     }
 }

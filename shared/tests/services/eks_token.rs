@@ -227,8 +227,14 @@ async fn token_source_without_credentials_is_an_auth_error() {
 
 const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nAAECAw==\n-----END CERTIFICATE-----\n";
 
+/// The cluster access the settings read from `vars` (with the settings every function
+/// needs besides), or the error that names what is wrong.
 fn from_vars(vars: &[(&str, &str)]) -> podbridge::Result<ClusterAccess> {
-    ClusterAccess::from_lookup(|name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string()))
+    let required = [("PODBRIDGE_TABLE", "jobs"), ("PODBRIDGE_NAMESPACES", "batch"), ("PODBRIDGE_IMAGE_PREFIXES", "*")];
+    let settings = podbridge::settings::Settings::from_lookup(|name| {
+        vars.iter().chain(&required).find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+    })?;
+    settings.cluster_access().cloned()
 }
 
 #[test]

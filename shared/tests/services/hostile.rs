@@ -6,9 +6,9 @@
 //! ever sent anywhere.
 
 use podbridge::cluster::{Cluster, PodCreated, PodEvents, PodList};
+use podbridge::services::{Outcome, Submitter};
 use podbridge::store::JobStore;
 use podbridge::store::memory::MemoryJobStore;
-use podbridge::submit::{Outcome, Submitter};
 use podbridge_core::FailureClass;
 use podbridge_core::job::{
     JobSpec, MAX_COMMAND_ENTRIES, MAX_COMMAND_TOTAL_BYTES, MAX_ENV_ENTRIES, MAX_ENV_TOTAL_BYTES, MAX_EXIT_CODES,

@@ -20,12 +20,7 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use podbridge::cluster::KubeCluster;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Submitter;
-use podbridge_core::pod::PodSettings;
-use podbridge_core::validate::Guardrails;
-use podbridge_tests::{Stack, unique_name};
+use podbridge_tests::{World, unique_name};
 use serde_json::json;
 
 fn event(prefix: &str, count: usize) -> SqsEvent {
@@ -73,32 +68,28 @@ async fn main() {
     // Debug-build smoke figures must never read like benchmark results.
     let tag = if benchmarking { "BENCH" } else { "smoke:" };
     let (runs, cpu_batches) = if benchmarking { (7, 100) } else { (1, 2) };
-    let stack = Stack::from_env().await;
-    let table = unique_name("bench");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let store = DynamoJobStore::new(stack.dynamodb(), table);
-    let cluster = KubeCluster::new(stack.kube.clone(), Duration::from_secs(10));
-    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
-    let submitter = Submitter::new(store, cluster, guardrails, PodSettings::default(), Duration::from_secs(3600));
+    // The stack's kube-sim: a separate process, as a real API server is.
+    let world = World::builder().name("bench").kube_timeout(Duration::from_secs(10)).build().await;
+    let submitter = &world.submitter;
     let run = unique_name("b");
 
     // Warm the connections (TLS, DNS, pools) as a warm Lambda container has them.
-    dispatch::handle(&submitter, event(&format!("{run}-warm"), 10), 10).await;
+    dispatch::handle(submitter, event(&format!("{run}-warm"), 10), 10).await;
 
-    set_latency(&stack.kube, 20).await;
+    set_latency(&world.kube, 20).await;
     let mut singles = Vec::new();
     let mut batches = Vec::new();
     for r in 0..runs {
         let started = Instant::now();
-        let response = dispatch::handle(&submitter, event(&format!("{run}-one{r}"), 1), 10).await;
+        let response = dispatch::handle(submitter, event(&format!("{run}-one{r}"), 1), 10).await;
         singles.push(started.elapsed());
         assert!(response.batch_item_failures.is_empty());
         let started = Instant::now();
-        let response = dispatch::handle(&submitter, event(&format!("{run}-ten{r}"), 10), 10).await;
+        let response = dispatch::handle(submitter, event(&format!("{run}-ten{r}"), 10), 10).await;
         batches.push(started.elapsed());
         assert!(response.batch_item_failures.is_empty());
     }
-    set_latency(&stack.kube, 0).await;
+    set_latency(&world.kube, 0).await;
     let floor = median(singles);
     let batch = median(batches);
     println!("{tag} dispatch_floor_ms {:.1} ms", floor.as_secs_f64() * 1000.0);
@@ -107,9 +98,9 @@ async fn main() {
 
     // What bounds the batch: the two services alone, 10 calls at once, with the same
     // 20 ms on Kubernetes requests.
-    set_latency(&stack.kube, 20).await;
-    let dynamodb = stack.dynamodb();
-    let table_name = submitter.store().table().to_owned();
+    set_latency(&world.kube, 20).await;
+    let dynamodb = world.stack.dynamodb();
+    let table_name = world.table.clone();
     let puts = |tag: &str| {
         let dynamodb = dynamodb.clone();
         let table_name = table_name.clone();
@@ -125,7 +116,7 @@ async fn main() {
     let started = Instant::now();
     puts(&format!("{run}-probe")).await;
     println!("{tag} moto_10_concurrent_puts_ms {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(stack.kube.clone(), "podbridge-jobs");
+    let pods = world.pods();
     let started = Instant::now();
     futures::future::join_all((0..10).map(|i| {
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
@@ -138,11 +129,11 @@ async fn main() {
     }))
     .await;
     println!("{tag} kube_sim_10_concurrent_creates_ms {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
-    set_latency(&stack.kube, 0).await;
+    set_latency(&world.kube, 0).await;
 
     let before = cpu_time();
     for b in 0..cpu_batches {
-        let response = dispatch::handle(&submitter, event(&format!("{run}-cpu{b}"), 10), 10).await;
+        let response = dispatch::handle(submitter, event(&format!("{run}-cpu{b}"), 10), 10).await;
         assert!(response.batch_item_failures.is_empty());
     }
     let jobs = cpu_batches * 10;
@@ -150,14 +141,14 @@ async fn main() {
     println!("{tag} dispatch_cpu_per_job_ms {:.3} ms", cpu.as_secs_f64() * 1000.0 / jobs as f64);
 
     let spike_messages = std::env::var("SPIKE_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000);
-    spike(&stack, &submitter, if benchmarking { spike_messages } else { 50 }, tag).await;
+    spike(&world, if benchmarking { spike_messages } else { 50 }, tag).await;
 }
 
 /// A spike of `count` messages through the queue, drained by ten concurrent pollers.
-async fn spike(stack: &Stack, submitter: &Submitter<DynamoJobStore, KubeCluster>, count: usize, tag: &str) {
+async fn spike(world: &World, count: usize, tag: &str) {
     use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-    let sqs = stack.sqs();
-    let queues = podbridge_tests::sqs::create_queues(&sqs, &unique_name("spike"), 5, 30).await;
+    let sqs = &world.sqs;
+    let queues = world.new_queues("spike", 5, 30).await;
     let run = unique_name("s");
     let bodies: Vec<String> = (0..count)
         .map(|i| {
@@ -176,11 +167,7 @@ async fn spike(stack: &Stack, submitter: &Submitter<DynamoJobStore, KubeCluster>
     }
     let before = cpu_time();
     let started = Instant::now();
-    let pollers = (0..10).map(|_| {
-        podbridge_tests::sqs::deliver(&sqs, &queues, Duration::from_secs(1800), |event| {
-            dispatch::handle(submitter, event, 10)
-        })
-    });
+    let pollers = (0..10).map(|_| world.deliver(&queues, Duration::from_secs(1800)));
     let deliveries = futures::future::join_all(pollers).await;
     let wall = started.elapsed();
     let cpu = cpu_time().saturating_sub(before);

@@ -19,20 +19,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube_sim::{NodeShape, SimConfig};
-use podbridge::cluster::KubeCluster;
 use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Submitter;
-use podbridge_core::pod::PodSettings;
-use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::{JobRecord, Source};
 use podbridge_core::state::JobState;
-use podbridge_core::validate::{Guardrails, Parsed, parse_message};
-use podbridge_tests::{Stack, own_cluster, unique_name};
-use reconcile::Reconciler;
+use podbridge_core::validate::{Parsed, parse_message};
+use podbridge_tests::{World, unique_name};
 use serde_json::json;
 
-async fn measure(stack: &Stack, jobs: usize, tag: &str) {
+async fn measure(jobs: usize, tag: &str) {
     // A cluster big enough to run every job at once (the stack's has three small nodes),
     // in this process: its CPU shares the two cores with the reconciler's.
     let sim_config = SimConfig {
@@ -40,31 +34,22 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
         node_shape: NodeShape { cpu_millis: 1_000_000, memory_bytes: 1 << 44, max_pods: 1_000_000 },
         ..SimConfig::default()
     };
-    let (_sim, kube) = own_cluster(sim_config).await;
-    let table = unique_name("reconcile");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let store = DynamoJobStore::new(stack.dynamodb(), table);
-    let cluster = KubeCluster::new(kube.clone(), Duration::from_secs(30));
-    // A namespace of its own, so pods of other runs in the stack are not this run's
+    // A namespace of its own, so pods of other runs in the cluster are not this run's
     // unclaimed pods (each of which a pass would look up).
-    let namespace = unique_name("ns");
-    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(kube.clone());
-    let object = serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
-    namespaces.create(&Default::default(), &object).await.expect("namespace");
-    let guardrails = Guardrails {
-        namespaces: vec![namespace],
-        image_prefixes: vec!["registry.example.com/".into()],
-        ..Guardrails::default()
-    };
-    let ttl = Duration::from_secs(3600);
-    let submitter = Submitter::new(store, cluster, guardrails.clone(), PodSettings::default(), ttl);
+    let world = World::builder()
+        .name("reconcile")
+        .own_cluster(sim_config)
+        .fresh_namespace()
+        .kube_timeout(Duration::from_secs(30))
+        .reconcile_concurrency(16)
+        .build()
+        .await;
+    let (submitter, guardrails) = (&world.submitter, world.submitter.guardrails());
     let run = unique_name("r");
 
     // N jobs recorded and dispatched, their pods running for good.
     futures::stream::iter(0..jobs)
         .for_each_concurrent(16, |i| {
-            let submitter = &submitter;
-            let guardrails = &guardrails;
             let run = &run;
             async move {
                 let id = format!("{run}-{i}");
@@ -80,7 +65,7 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
             }
         })
         .await;
-    let reconciler = Reconciler::new(submitter, Thresholds::default(), ttl, 16);
+    let reconciler = &world.reconciler;
     // The first pass records every pod as running; the next is the steady state.
     for _ in 0..30 {
         let report = reconciler.pass(jiff::Timestamp::now()).await.expect("pass");
@@ -93,7 +78,7 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
     let report = reconciler.pass(jiff::Timestamp::now()).await.expect("pass");
     let wall = started.elapsed();
     assert_eq!(report.active_jobs, jobs);
-    let executing = reconciler.submitter().store().get(&format!("{run}-0")).await.unwrap().map(|r: JobRecord| r.state);
+    let executing = world.store.get(&format!("{run}-0")).await.unwrap().map(|r: JobRecord| r.state);
     assert_eq!(executing, Some(JobState::Executing));
     println!("{tag} reconcile_{jobs}_k8s_requests {} requests", report.kube_list_requests);
     println!("{tag} reconcile_{jobs}_ddb_requests {} requests", report.store_pages);
@@ -108,7 +93,6 @@ async fn measure(stack: &Stack, jobs: usize, tag: &str) {
 async fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let tag = if benchmarking { "BENCH" } else { "smoke:" };
-    let stack = Stack::from_env().await;
     let asked: Option<Vec<usize>> = std::env::var("RECONCILE_JOBS").ok().map(|sizes| {
         sizes.split(',').map(|n| n.trim().parse().expect("RECONCILE_JOBS: numbers, comma-separated")).collect()
     });
@@ -118,6 +102,6 @@ async fn main() {
         (false, _) => vec![20],
     };
     for jobs in sizes {
-        measure(&stack, jobs, tag).await;
+        measure(jobs, tag).await;
     }
 }

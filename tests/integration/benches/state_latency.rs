@@ -17,20 +17,13 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, WatchEvent, WatchParams};
+use kube::api::{WatchEvent, WatchParams};
 use kube_sim::{SimConfig, Timings};
-use podbridge::cluster::KubeCluster;
 use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Submitter;
-use podbridge_core::pod::PodSettings;
-use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::Source;
 use podbridge_core::state::JobState;
 use podbridge_core::validate::{Guardrails, Parsed, parse_message};
-use podbridge_tests::{Stack, own_cluster, unique_name};
-use reconcile::Reconciler;
+use podbridge_tests::{World, unique_name};
 use serde_json::json;
 
 const NAMESPACE: &str = "podbridge-jobs";
@@ -40,8 +33,6 @@ async fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let tag = if benchmarking { "BENCH" } else { "smoke:" };
     let jobs = if benchmarking { 60 } else { 4 };
-    let stack = Stack::from_env().await;
-
     let config = SimConfig {
         namespaces: vec![NAMESPACE.into()],
         timings: Timings {
@@ -51,19 +42,21 @@ async fn main() {
         },
         ..SimConfig::default()
     };
-    let (_sim, kube) = own_cluster(config).await;
-    let table = unique_name("latency");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let store = DynamoJobStore::new(stack.dynamodb(), table);
     let guardrails = Guardrails {
         namespaces: vec![NAMESPACE.into()],
         image_prefixes: vec!["registry.example.com/".into()],
         default_cpu_millis: 10,
         ..Guardrails::default()
     };
-    let ttl = Duration::from_secs(3600);
-    let cluster = KubeCluster::new(kube.clone(), Duration::from_secs(10));
-    let submitter = Submitter::new(store, cluster, guardrails.clone(), PodSettings::default(), ttl);
+    let world = World::builder()
+        .name("latency")
+        .own_cluster(config)
+        .guardrails(guardrails)
+        .kube_timeout(Duration::from_secs(10))
+        .reconcile_concurrency(16)
+        .build()
+        .await;
+    let (submitter, guardrails) = (&world.submitter, world.submitter.guardrails());
     let run = unique_name("l");
 
     // Jobs that end one after another over the following seconds, while the watch runs.
@@ -72,20 +65,18 @@ async fn main() {
         let run_ms = 1_500 + i * 4_000 / jobs;
         let body = json!({ "version": 1, "job": { "id": id, "image": "registry.example.com/bench:1",
             "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": format!("run={run_ms}ms") }] } });
-        let Ok(Parsed::Job(job)) = parse_message(body.to_string().as_bytes(), "x", &guardrails) else {
-            panic!("valid")
-        };
+        let Ok(Parsed::Job(job)) = parse_message(body.to_string().as_bytes(), "x", guardrails) else { panic!("valid") };
         submitter
             .submit(*job, Source::Direct, &podbridge_core::tenancy::Sender::Operator, "x")
             .await
             .expect("dispatched");
     }
-    let reconciler = Reconciler::new(submitter, Thresholds::default(), ttl, 16);
+    let reconciler = &world.reconciler;
 
     // The observer: when each pod was first seen `Succeeded`.
     let seen: Mutex<HashMap<String, Timestamp>> = Mutex::default();
     let observe = async {
-        let pods: Api<Pod> = Api::namespaced(kube.clone(), NAMESPACE);
+        let pods = world.pods_in(NAMESPACE);
         let mut events = pods.watch(&WatchParams::default().timeout(15), "0").await.expect("watch").boxed();
         while let Ok(Some(event)) = events.try_next().await {
             if let WatchEvent::Added(pod) | WatchEvent::Modified(pod) = event
@@ -108,7 +99,7 @@ async fn main() {
     let seen = seen.into_inner().unwrap();
     let mut latencies = Vec::new();
     for id in &ids {
-        let record = reconciler.submitter().store().get(id).await.expect("read").expect("recorded");
+        let record = world.store.get(id).await.expect("read").expect("recorded");
         assert_eq!(record.state, JobState::Succeeded, "{id} did not succeed within the window: {followed:?}");
         let (Some(seen), Some(recorded)) = (seen.get(id), record.state_times.get(&JobState::Succeeded)) else {
             panic!("{id}: no observation or no succeeded time")

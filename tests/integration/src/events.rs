@@ -15,6 +15,11 @@ use crate::{Stack, unique_name};
 const TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
+/// The event pattern of a rule for podbridge's job state changes.
+pub fn job_state_changes() -> Value {
+    json!({ "source": [SOURCE], "detail-type": [DETAIL_TYPE] })
+}
+
 /// A bus with a rule that sends podbridge's job state changes to a queue, as a
 /// consumer would set it up.
 #[derive(Debug)]
@@ -31,7 +36,7 @@ pub struct Subscription {
 impl Subscription {
     /// A new bus, and a rule sending podbridge's job state changes to a new queue.
     pub async fn new(stack: &Stack) -> anyhow::Result<Subscription> {
-        Self::matching(stack, json!({ "source": [SOURCE], "detail-type": [DETAIL_TYPE] })).await
+        Self::matching(stack, job_state_changes()).await
     }
 
     /// A new bus, and a rule sending the events that match `pattern` to a new queue.
@@ -138,7 +143,7 @@ impl Subscription {
     }
 
     /// Removes the rule, the bus and the queue.
-    pub async fn delete(self) -> anyhow::Result<()> {
+    pub async fn delete(&self) -> anyhow::Result<()> {
         self.events.remove_targets().rule(&self.rule).event_bus_name(&self.bus).ids("queue").send().await?;
         self.events.delete_rule().name(&self.rule).event_bus_name(&self.bus).send().await?;
         self.events.delete_event_bus().name(&self.bus).send().await?;

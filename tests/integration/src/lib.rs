@@ -1,5 +1,6 @@
-//! Support for podbridge's integration tests: the local stack's clients, unique names,
-//! and bounded polling.
+//! Support for podbridge's integration tests: the local stack's clients, the [`World`]
+//! a test runs against (table, cluster, services, queues and bus), unique names, and
+//! bounded polling.
 //!
 //! The tests run against real local services started by `tests/stack.sh`: moto server
 //! for the AWS APIs and kube-sim (or any cluster named by a kubeconfig) for Kubernetes.
@@ -11,6 +12,9 @@ pub mod events;
 pub mod latency_proxy;
 pub mod runtime_api;
 pub mod sqs;
+pub mod world;
+
+pub use world::{Journaled, World, WorldBuilder};
 
 use std::env;
 use std::fmt;
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use podbridge::eks::{ClientOptions, ClusterAccess};
 
 /// The region every AWS client of the tests uses; moto serves any region.
 pub const REGION: &str = "us-east-1";
@@ -77,7 +82,11 @@ impl Stack {
             .load()
             .await;
 
-        let kube = kube_client(&kubeconfig).await;
+        // Built as the functions build theirs: kube's retries off, so tests see every answer.
+        let access = ClusterAccess::Kubeconfig { path: Some(kubeconfig.clone()) };
+        let kube = podbridge::eks::client(&access, &aws, &ClientOptions::default()).await.unwrap_or_else(|err| {
+            panic!("no Kubernetes client for KUBECONFIG={}: {err}; {HOW_TO_RUN}", kubeconfig.display())
+        });
         Stack { aws, kube, aws_endpoint, kubeconfig }
     }
 
@@ -97,32 +106,6 @@ fn require_env(name: &str) -> String {
         Ok(value) if !value.is_empty() => value,
         _ => panic!("{name} is not set: {HOW_TO_RUN}"),
     }
-}
-
-async fn kube_client(path: &std::path::Path) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap_or_else(|err| {
-        panic!("cannot read the kubeconfig {} (KUBECONFIG): {err}; {HOW_TO_RUN}", path.display())
-    });
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap_or_else(|err| panic!("the kubeconfig {} (KUBECONFIG) is not usable: {err}", path.display()));
-    let mut config = config;
-    // kube retries 429/503/504 up to 15 times by default; tests must see each answer.
-    config.default_retry = false;
-    kube::Client::try_from(config)
-        .unwrap_or_else(|err| panic!("cannot build a Kubernetes client from {}: {err}", path.display()))
-}
-
-/// Starts a kube-sim of the test's own (in this process) and a client for it, with
-/// kube's retries off so the test sees every answer.
-pub async fn own_cluster(config: kube_sim::SimConfig) -> (kube_sim::KubeSim, kube::Client) {
-    let sim =
-        kube_sim::KubeSim::start("127.0.0.1:0".parse().expect("an address"), config).await.expect("kube-sim starts");
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).expect("kube-sim's kubeconfig parses");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
-    config.default_retry = false;
-    let client = kube::Client::try_from(config).expect("client");
-    (sim, client)
 }
 
 /// The names of every pod ever created for `job_id`, in order, from kube-sim's

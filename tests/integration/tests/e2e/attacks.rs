@@ -5,38 +5,41 @@
 //! refusal, its reason, and that the victim's record and pod are untouched and nothing
 //! is lost (queue and dead-letter queue empty).
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use kube_sim::{KubeSim, SimConfig, Timings};
-use podbridge::cluster::KubeCluster;
-use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Outcome;
-use podbridge::submit::Submitter;
+use kube_sim::{SimConfig, Timings};
+use podbridge::services::Outcome;
 use podbridge_core::JobRecord;
 use podbridge_core::Source;
-use podbridge_core::pod::PodSettings;
 use podbridge_core::state::JobState;
 use podbridge_core::tenancy::{Sender, Tenancy};
 use podbridge_core::validate::Guardrails;
-use podbridge_tests::sqs::{Queues, create_queues, deliver, depth, send_all};
-use podbridge_tests::{Stack, own_cluster, unique_name};
+use podbridge_tests::sqs::{Queues, depth, send_all};
+use podbridge_tests::unique_name;
+use reconcile::Watch;
 use serde_json::{Value, json};
 
 const TEAM_A: &str = "team-a";
 const TEAM_B: &str = "team-b";
 
+/// The shared world, scoped to two teams, with what the attacks go through.
 struct World {
-    sim: KubeSim,
-    submitter: Submitter<DynamoJobStore, KubeCluster>,
-    sqs: aws_sdk_sqs::Client,
+    world: podbridge_tests::World,
     /// Each team's own queue: the queue a message came through says whose it is.
     team_a: Queues,
     team_b: Queues,
     /// The event source team B's events carry (the bus policy lets only team B use it).
     team_b_source: String,
+}
+
+impl Deref for World {
+    type Target = podbridge_tests::World;
+
+    fn deref(&self) -> &podbridge_tests::World {
+        &self.world
+    }
 }
 
 fn guardrails() -> Guardrails {
@@ -48,18 +51,19 @@ fn guardrails() -> Guardrails {
 }
 
 async fn world(max_manual_retries: u32) -> World {
-    let stack = Stack::from_env().await;
-    let table = unique_name("jobs");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
     let config = SimConfig {
         namespaces: vec![TEAM_A.into(), TEAM_B.into()],
         timings: Timings { run: None, ..Timings::default() },
         ..SimConfig::default()
     };
-    let (sim, client) = own_cluster(config).await;
-    let sqs = stack.sqs();
-    let team_a = create_queues(&sqs, &unique_name("team-a"), 2, 1).await;
-    let team_b = create_queues(&sqs, &unique_name("team-b"), 2, 1).await;
+    let world = podbridge_tests::World::builder()
+        .guardrails(guardrails())
+        .own_cluster(config)
+        .max_manual_retries(max_manual_retries)
+        .build()
+        .await;
+    let team_a = world.new_queues("team-a", 2, 1).await;
+    let team_b = world.new_queues("team-b", 2, 1).await;
     let team_b_source = unique_name("team-b.batch");
     let rules = json!([
         { "queue": team_a.arn, "namespaces": [TEAM_A] },
@@ -67,16 +71,7 @@ async fn world(max_manual_retries: u32) -> World {
         { "eventSource": team_b_source, "namespaces": [TEAM_B] },
     ]);
     let tenancy = Tenancy::parse(&rules.to_string(), &guardrails().namespaces).expect("valid rules");
-    let submitter = Submitter::new(
-        DynamoJobStore::new(stack.dynamodb(), table),
-        KubeCluster::new(client, Duration::from_secs(5)),
-        guardrails(),
-        PodSettings::default(),
-        Duration::from_secs(86_400),
-    )
-    .with_tenancy(tenancy)
-    .with_max_manual_retries(max_manual_retries);
-    World { sim, submitter, sqs, team_a, team_b, team_b_source }
+    World { world: world.with_tenancy(tenancy), team_a, team_b, team_b_source }
 }
 
 fn job(id: &str, namespace: Option<&str>) -> String {
@@ -96,26 +91,15 @@ impl World {
     /// asserts nothing was left behind or dead-lettered.
     async fn send(&self, queue: &Queues, bodies: &[String]) -> Vec<String> {
         let ids = send_all(&self.sqs, &queue.url, bodies).await;
-        let delivery =
-            deliver(&self.sqs, queue, Duration::from_secs(20), |event| dispatch::handle(&self.submitter, event, 10))
-                .await;
+        let delivery = self.deliver(queue, Duration::from_secs(20)).await;
         assert_eq!(delivery.failures, 0, "every message handled at once: {delivery:?}");
         assert_eq!(depth(&self.sqs, &queue.url).await, 0, "the queue is empty");
         assert_eq!(depth(&self.sqs, &queue.dlq_url).await, 0, "nothing dead-lettered");
         ids
     }
 
-    async fn record(&self, job_id: &str) -> Option<JobRecord> {
-        self.submitter.store().get(job_id).await.unwrap()
-    }
-
-    fn pods_created_for(&self, job_id: &str) -> Vec<String> {
-        podbridge_tests::pods_created_for(&self.sim, job_id)
-    }
-
     async fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
-        let pods: Api<Pod> = Api::namespaced(self.submitter.cluster().client().clone(), namespace);
-        pods.get_opt(name).await.unwrap()
+        self.pods_in(namespace).get_opt(name).await.unwrap()
     }
 
     /// An event as EventBridge delivers it to the trigger.
@@ -202,22 +186,16 @@ async fn given_a_pod_that_copies_a_jobs_labels_in_another_namespace_when_reconci
     }))
     .unwrap();
     fake.metadata.namespace = Some(TEAM_A.into());
-    let pods: Api<Pod> = Api::namespaced(world.submitter.cluster().client().clone(), TEAM_A);
-    pods.create(&Default::default(), &fake).await.unwrap();
+    world.pods_in(TEAM_A).create(&Default::default(), &fake).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reconciler = reconcile::Reconciler::new(
-        world.submitter.clone(),
-        podbridge_core::reconcile::Thresholds::default(),
-        Duration::from_secs(60),
-        4,
-    );
+    let reconciler = &world.reconciler;
 
     for _ in 0..3 {
         reconciler.pass(jiff::Timestamp::now()).await.unwrap();
     }
-    let mut versions =
-        std::collections::BTreeMap::from([(TEAM_A.to_owned(), String::new()), (TEAM_B.to_owned(), String::new())]);
-    reconciler.follow(&mut versions, Duration::from_secs(1)).await;
+    let mut watches =
+        std::collections::BTreeMap::from([(TEAM_A.to_owned(), Watch::Relist), (TEAM_B.to_owned(), Watch::Relist)]);
+    reconciler.follow(&mut watches, Duration::from_secs(1)).await;
 
     let after = world.record("salaries").await.unwrap();
     assert_eq!(after.state, JobState::Executing, "followed from its own pod only: {:?}", after.history);
@@ -359,14 +337,14 @@ async fn given_the_largest_message_and_the_longest_reasons_when_cancelled_and_re
         .handle_message(body.as_bytes(), podbridge_core::Source::Direct, &operator, "huge-fallback")
         .await
         .unwrap();
-    assert!(matches!(outcome, podbridge::submit::Outcome::Dispatched { .. }), "{outcome:?}");
+    assert!(matches!(outcome, podbridge::services::Outcome::Dispatched { .. }), "{outcome:?}");
     let longest = "r".repeat(100_000);
 
     for _ in 0..50 {
         let cancelled = world.submitter.cancel("huge", None, &longest, podbridge_core::Source::Direct, &operator).await;
-        assert!(matches!(cancelled, Ok(podbridge::submit::Outcome::Cancelled { .. })), "{cancelled:?}");
+        assert!(matches!(cancelled, Ok(podbridge::services::Outcome::Cancelled { .. })), "{cancelled:?}");
         let retried = world.submitter.retry("huge", None, &longest, &operator).await;
-        assert!(matches!(retried, Ok(podbridge::submit::Outcome::Dispatched { .. })), "{retried:?}");
+        assert!(matches!(retried, Ok(podbridge::services::Outcome::Dispatched { .. })), "{retried:?}");
     }
 
     let record = world.record("huge").await.unwrap();
@@ -391,17 +369,11 @@ async fn given_a_job_accepted_yesterday_when_the_operator_narrows_the_guardrails
         default_cpu_millis: 100,
         ..guardrails()
     };
-    let submitter = Submitter::new(
-        world.submitter.store().clone(),
-        world.submitter.cluster().clone(),
-        today,
-        PodSettings::default(),
-        Duration::from_secs(86_400),
-    );
+    let submitter = world.submitter_with(today);
 
     let outcome = submitter.retry("old-image", None, "try again", &operator).await.unwrap();
 
-    assert!(matches!(outcome, podbridge::submit::Outcome::Failed { .. }), "{outcome:?}");
+    assert!(matches!(outcome, podbridge::services::Outcome::Failed { .. }), "{outcome:?}");
     let record = world.record("old-image").await.unwrap();
     assert_eq!((record.state, record.attempt), (JobState::Failed, 2));
     assert_eq!(record.failure_class.map(|c| c.as_str()), Some("no_longer_allowed"));

@@ -16,23 +16,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube_sim::{ErrorFault, Faults, NodeShape, SimConfig, Timings};
-use podbridge::cluster::KubeCluster;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge::store::{Changed, Created, JobStore};
-use podbridge::submit::Submitter;
-use podbridge_core::pod::{PodSettings, pod_name};
+use podbridge_core::pod::pod_name;
 use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::{JobRecord, Source, StateChange};
 use podbridge_core::state::JobState;
 use podbridge_core::validate::Guardrails;
-use podbridge_tests::latency_proxy::{LatencyProxy, Spikes};
-use podbridge_tests::sqs::{create_queues, deliver, depth, peek_bodies, send_all};
-use podbridge_tests::{Stack, own_cluster, unique_name};
-use reconcile::Reconciler;
+use podbridge_tests::latency_proxy::Spikes;
+use podbridge_tests::sqs::{deliver, depth, peek_bodies, send_all};
+use podbridge_tests::{World, WorldBuilder, unique_name};
 use serde_json::json;
 
 const NAMESPACE: &str = "podbridge-jobs";
@@ -69,17 +64,6 @@ const SPIKES: Spikes = Spikes { rate: 0.05, min: Duration::from_millis(200), max
 /// happens to them when a connection breaks after the request went out.
 const DYNAMODB_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A DynamoDB client through `proxy` that gives up on an attempt after
-/// [`DYNAMODB_ATTEMPT_TIMEOUT`] (and tries again, as the SDK does).
-fn impatient_dynamodb(stack: &Stack, proxy: &LatencyProxy) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&stack.aws)
-            .endpoint_url(proxy.url())
-            .timeout_config(TimeoutConfig::builder().operation_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT).build())
-            .build(),
-    )
-}
-
 /// Nodes lost during the chaos run, each replaced by a new one (as an autoscaling group
 /// replaces a dead instance).
 const NODES_LOST: usize = 2;
@@ -97,33 +81,20 @@ fn behavior(index: usize) -> &'static str {
     }
 }
 
-/// A job table, a cluster of the test's own (started with `config`) and a reconciler
-/// with `thresholds` over a submitter for them, writing through `dynamodb`; and the
-/// table's name.
-async fn world(
-    stack: &Stack,
-    config: SimConfig,
-    thresholds: Thresholds,
-    dynamodb: aws_sdk_dynamodb::Client,
-) -> (kube_sim::KubeSim, kube::Client, Reconciler<DynamoJobStore, KubeCluster>, String) {
-    let table = unique_name("chaos");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let (sim, kube) = own_cluster(config).await;
+/// The chaos runs' world: a job table, a cluster of the test's own (started with
+/// `config`), and a reconciler with `thresholds` following the pods a second at a time.
+fn chaos_world(config: SimConfig, thresholds: Thresholds) -> WorldBuilder {
     let guardrails = Guardrails {
         image_prefixes: vec!["registry.example.com/".into()],
         default_cpu_millis: 10,
         ..Guardrails::default()
     };
-    let ttl = Duration::from_secs(3600);
-    let submitter = Submitter::new(
-        DynamoJobStore::new(dynamodb, table.clone()),
-        KubeCluster::new(kube.clone(), Duration::from_secs(5)),
-        guardrails,
-        PodSettings::default(),
-        ttl,
-    );
-    let reconciler = Reconciler::new(submitter, thresholds, ttl, 10).with_follow_window(Duration::from_secs(1));
-    (sim, kube, reconciler, table)
+    World::builder()
+        .name("chaos")
+        .own_cluster(config)
+        .guardrails(guardrails)
+        .thresholds(thresholds)
+        .follow_window(Duration::from_secs(1))
 }
 
 /// How many times each pod name was ever created, from kube-sim's creation log.
@@ -223,7 +194,6 @@ const NODE_LOSS_REASONS: [&str; 3] = ["DeletionByTaintManager", "DeletionByPodGC
 /// every failure is one the run can explain.
 #[tokio::test]
 async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_nothing_is_lost_or_doubled() {
-    let stack = Stack::from_env().await;
     let config = SimConfig {
         namespaces: vec![NAMESPACE.into()],
         timings: Timings { run: Some(Duration::from_millis(100)), ..Timings::default() },
@@ -231,10 +201,17 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         ..SimConfig::default()
     };
     let thresholds = Thresholds { redispatch_after: Duration::from_secs(1), ..Thresholds::default() };
-    let proxy = LatencyProxy::to_url(&stack.aws_endpoint, 20_251_122).await.expect("the DynamoDB proxy starts");
-    let (sim, kube, reconciler, table) = world(&stack, config, thresholds, impatient_dynamodb(&stack, &proxy)).await;
-    let sqs = stack.sqs();
-    let queues = create_queues(&sqs, &unique_name("chaos"), 3, 1).await;
+    // The store writes through a proxy that holds DynamoDB's answers back, with a client
+    // that gives up on an attempt after DYNAMODB_ATTEMPT_TIMEOUT.
+    let world = chaos_world(config, thresholds)
+        .latency_proxy(20_251_122)
+        .dynamodb_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
+        .queue(3, 1)
+        .build()
+        .await;
+    let (sim, reconciler, proxy) = (world.sim(), &world.reconciler, world.proxy());
+    let sqs = world.sqs.clone();
+    let queues = world.queues().clone();
 
     let jobs = jobs();
     let run = unique_name("c");
@@ -263,7 +240,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     let invoke = |event: aws_lambda_events::event::sqs::SqsEvent| {
         let n = invocations.fetch_add(1, Ordering::Relaxed);
         let crashes = &crashes;
-        let submitter = reconciler.submitter();
+        let submitter = &world.submitter;
         async move {
             let ids: Vec<String> = event.records.iter().filter_map(|r| r.message_id.clone()).collect();
             let handled = dispatch::handle(submitter, event, 10);
@@ -290,7 +267,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     let delivering = deliver(&sqs, &queues, patience, invoke);
     // Meanwhile the reconciler runs as its schedule would (a pass, then following the
     // pods), and nodes are lost under running jobs.
-    let pods: Api<Pod> = Api::namespaced(kube, NAMESPACE);
+    let pods = world.pods_in(NAMESPACE);
     let delivered = AtomicBool::new(false);
     let losses_done = AtomicBool::new(false);
     let (delivery, lost, (passes, failed_passes)) = tokio::join!(
@@ -301,7 +278,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         },
         async {
             let deadline = tokio::time::Instant::now() + patience;
-            let lost = lose_nodes(&sim, &pods, jobs, NODES_LOST, deadline).await;
+            let lost = lose_nodes(sim, &pods, jobs, NODES_LOST, deadline).await;
             losses_done.store(true, Ordering::Release);
             lost
         },
@@ -324,7 +301,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     sim.set_faults(Faults::default()).unwrap();
     proxy.set_spikes(None);
     // The records are read directly, not through the run's impatient client.
-    let store = DynamoJobStore::new(stack.dynamodb(), table);
+    let store = world.direct_store();
     let mut records = Vec::new();
     let mut settling_passes_failed = 0;
     let settle = tokio::time::Instant::now() + patience;
@@ -342,7 +319,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let created = creations(&sim);
+    let created = creations(sim);
     let lost_nodes: BTreeSet<&str> = lost.iter().map(|n| n.name.as_str()).collect();
     let lost_pods: BTreeSet<&str> = lost.iter().flat_map(|n| n.pods.iter().map(String::as_str)).collect();
     let lost_jobs: Vec<&String> = records.iter().filter(|(_, r)| r.is_none()).map(|(id, _)| id).collect();
@@ -473,11 +450,13 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
 /// announces the transition. The record holds each transition once.
 #[tokio::test]
 async fn given_a_write_whose_answer_is_lost_when_the_sdk_tries_it_again_then_it_counts_as_done() {
-    let stack = Stack::from_env().await;
-    let proxy = LatencyProxy::to_url(&stack.aws_endpoint, 1).await.expect("the DynamoDB proxy starts");
-    let table = unique_name("lost-answer");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let store = DynamoJobStore::new(impatient_dynamodb(&stack, &proxy), table);
+    let world = World::builder()
+        .name("lost-answer")
+        .latency_proxy(1)
+        .dynamodb_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
+        .build()
+        .await;
+    let (store, proxy) = (&world.store, world.proxy());
     let held = DYNAMODB_ATTEMPT_TIMEOUT * 3;
     let now = jiff::Timestamp::now();
 
@@ -508,7 +487,6 @@ async fn given_a_write_whose_answer_is_lost_when_the_sdk_tries_it_again_then_it_
 /// dispatched by the reconciler all the same; one pod per job.
 #[tokio::test]
 async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_is_lost_and_no_healthy_job_failed() {
-    let stack = Stack::from_env().await;
     // Limits short enough that an outage would trip them if it were mistaken for silence.
     let thresholds = Thresholds {
         redispatch_after: Duration::from_secs(1),
@@ -518,16 +496,16 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
         ..Thresholds::default()
     };
     let config = SimConfig { namespaces: vec![NAMESPACE.into()], ..SimConfig::default() };
-    let (sim, _, reconciler, _) = world(&stack, config, thresholds, stack.dynamodb()).await;
-    let store = reconciler.submitter().store();
-    let sqs = stack.sqs();
+    let world = chaos_world(config, thresholds).build().await;
+    let (sim, reconciler, store) = (world.sim(), &world.reconciler, &world.store);
+    let sqs = world.sqs.clone();
     let outage = outage();
     // A message that arrives as the outage starts is received at most three times before
     // it ends (at 0, V and 2V; the next receive is at 3V, after it): the deployment's
     // five receives outlast it, two do not.
     let visibility = u32::try_from(outage.as_secs().div_ceil(3)).unwrap().max(1);
-    let queues = create_queues(&sqs, &unique_name("outage"), 5, visibility).await;
-    let short = create_queues(&sqs, &unique_name("outage-short"), 2, visibility).await;
+    let queues = world.new_queues("outage", 5, visibility).await;
+    let short = world.new_queues("outage-short", 2, visibility).await;
     let message = |id: &str| {
         json!({ "version": 1, "job": { "id": id, "image": "registry.example.com/long:1",
             "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=forever" }] } })
@@ -536,7 +514,7 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
     let run = unique_name("o");
     let before: Vec<String> = (0..10).map(|i| format!("{run}-before-{i}")).collect();
     send_all(&sqs, &queues.url, &before.iter().map(|id| message(id)).collect::<Vec<_>>()).await;
-    deliver(&sqs, &queues, Duration::from_secs(30), |event| dispatch::handle(reconciler.submitter(), event, 10)).await;
+    world.deliver(&queues, Duration::from_secs(30)).await;
     for _ in 0..100 {
         reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
         let mut executing = 0;
@@ -561,10 +539,7 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
     let mut outage_deliveries = 0;
     while tokio::time::Instant::now() < recovery {
         for queues in [&queues, &short] {
-            let delivery = deliver(&sqs, queues, Duration::from_millis(250), |event| {
-                dispatch::handle(reconciler.submitter(), event, 10)
-            })
-            .await;
+            let delivery = world.deliver(queues, Duration::from_millis(250)).await;
             outage_deliveries += delivery.records;
         }
         assert!(reconciler.pass(jiff::Timestamp::now()).await.is_err(), "a pass that cannot list fails as a whole");
@@ -577,9 +552,8 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
     // The API recovers: the messages come back after their visibility timeout.
     sim.set_faults(Faults::default()).unwrap();
     let patience = Duration::from_secs(u64::from(visibility) + 60);
-    let mut after = deliver(&sqs, &queues, patience, |event| dispatch::handle(reconciler.submitter(), event, 10)).await;
-    let short_after =
-        deliver(&sqs, &short, patience, |event| dispatch::handle(reconciler.submitter(), event, 10)).await;
+    let mut after = world.deliver(&queues, patience).await;
+    let short_after = world.deliver(&short, patience).await;
     after.records += short_after.records;
     let all: Vec<&String> = before.iter().chain(&during).chain(&exhausted).collect();
     let mut states = BTreeMap::new();
@@ -612,7 +586,7 @@ async fn given_the_kubernetes_api_down_for_a_while_when_it_recovers_then_no_job_
         .collect();
     dead_ids.sort();
     assert_eq!(dead_ids, exhausted, "the messages whose receives ran out are in the DLQ, each one's job running");
-    let created = creations(&sim);
+    let created = creations(sim);
     assert!(created.values().all(|n| *n == 1), "one pod per job: {created:?}");
     assert_eq!(created.len(), all.len());
 }

@@ -8,29 +8,18 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig, Timings};
-use podbridge::cluster::{Cluster, KubeCluster};
+use kube_sim::{ErrorFault, Faults, SimConfig, Timings};
+use podbridge::cluster::Cluster;
 use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Submitter;
 use podbridge_core::pod::{PodSettings, build_pod};
 use podbridge_core::record::{JobRecord, Source};
 use podbridge_core::state::JobState;
 use podbridge_core::validate::{Guardrails, Parsed, parse_message};
-use podbridge_tests::sqs::{Queues, create_queues, deliver, depth, peek_bodies, send_all};
-use podbridge_tests::{Stack, own_cluster, unique_name};
+use podbridge_tests::World;
+use podbridge_tests::sqs::{depth, peek_bodies, send_all};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "podbridge-jobs";
-
-/// Everything one test runs against.
-struct World {
-    sim: KubeSim,
-    submitter: Submitter<DynamoJobStore, KubeCluster>,
-    sqs: aws_sdk_sqs::Client,
-    queues: Queues,
-}
 
 fn guardrails() -> Guardrails {
     Guardrails {
@@ -41,42 +30,16 @@ fn guardrails() -> Guardrails {
     }
 }
 
+/// A cluster of the test's own failing as `faults` says, where pods run until stopped,
+/// and a queue whose messages go to the DLQ after `max_receives` receives.
 async fn world(faults: Faults, max_receives: u32) -> World {
-    let stack = Stack::from_env().await;
-    let table = unique_name("jobs");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let store = DynamoJobStore::new(stack.dynamodb(), table);
     let config = SimConfig {
         namespaces: vec!["default".into(), NAMESPACE.into(), "etl".into()],
         timings: Timings { run: None, ..Timings::default() },
         faults,
         ..SimConfig::default()
     };
-    let (sim, client) = own_cluster(config).await;
-    let cluster = KubeCluster::new(client, Duration::from_secs(5));
-    let submitter = Submitter::new(store, cluster, guardrails(), PodSettings::default(), Duration::from_secs(86_400));
-    let sqs = stack.sqs();
-    let queues = create_queues(&sqs, &unique_name("jobs"), max_receives, 1).await;
-    World { sim, submitter, sqs, queues }
-}
-
-impl World {
-    async fn deliver(&self, timeout: Duration) -> podbridge_tests::sqs::Delivery {
-        deliver(&self.sqs, &self.queues, timeout, |event| dispatch::handle(&self.submitter, event, 10)).await
-    }
-
-    async fn record(&self, job_id: &str) -> JobRecord {
-        self.submitter.store().get(job_id).await.unwrap().unwrap_or_else(|| panic!("job {job_id} is not recorded"))
-    }
-
-    /// Pods ever created for `job_id`, from kube-sim's creation log.
-    fn pods_created_for(&self, job_id: &str) -> Vec<String> {
-        podbridge_tests::pods_created_for(&self.sim, job_id)
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.submitter.cluster().client().clone(), NAMESPACE)
-    }
+    World::builder().guardrails(guardrails()).own_cluster(config).queue(max_receives, 1).build().await
 }
 
 fn job_message(id: &str) -> String {
@@ -101,12 +64,12 @@ fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
 #[tokio::test]
 async fn given_a_job_message_when_it_is_dispatched_then_the_record_is_setting_up_with_its_pod() {
     let world = world(Faults::default(), 3).await;
-    send_all(&world.sqs, &world.queues.url, &[job_message("report-1")]).await;
+    send_all(&world.sqs, &world.queues().url, &[job_message("report-1")]).await;
 
-    let delivery = world.deliver(Duration::from_secs(20)).await;
+    let delivery = world.deliver(world.queues(), Duration::from_secs(20)).await;
 
     assert_eq!((delivery.records, delivery.failures), (1, 0));
-    let record = world.record("report-1").await;
+    let record = world.recorded("report-1").await;
     assert_eq!(record.state, JobState::SettingUp);
     assert_eq!(record.pod_name.as_deref(), Some("report-1-1"));
     assert_eq!(record.namespace.as_deref(), Some(NAMESPACE));
@@ -115,16 +78,16 @@ async fn given_a_job_message_when_it_is_dispatched_then_the_record_is_setting_up
     assert!(matches!(record.source, Source::Sqs { .. }));
     let pod = world.pods().get("report-1-1").await.expect("the pod exists");
     assert_eq!(pod.metadata.labels.unwrap()["podbridge.dev/attempt"], "1");
-    assert_eq!(depth(&world.sqs, &world.queues.url).await, 0, "the message is deleted");
-    assert_eq!(depth(&world.sqs, &world.queues.dlq_url).await, 0);
+    assert_eq!(depth(&world.sqs, &world.queues().url).await, 0, "the message is deleted");
+    assert_eq!(depth(&world.sqs, &world.queues().dlq_url).await, 0);
 }
 
 #[tokio::test]
 async fn given_the_same_job_three_times_when_dispatched_then_one_record_and_one_pod() {
     let world = world(Faults::default(), 3).await;
     // Three messages with the same idempotency key (a client retrying its send)...
-    send_all(&world.sqs, &world.queues.url, &vec![job_message("dup-1"); 3]).await;
-    world.deliver(Duration::from_secs(20)).await;
+    send_all(&world.sqs, &world.queues().url, &vec![job_message("dup-1"); 3]).await;
+    world.deliver(world.queues(), Duration::from_secs(20)).await;
     // ...and one SQS message delivered three times (at-least-once delivery).
     let body = json!({ "version": 1, "job": { "image": "registry.example.com/batch/work:1" } }).to_string();
     for _ in 0..3 {
@@ -133,9 +96,9 @@ async fn given_the_same_job_three_times_when_dispatched_then_one_record_and_one_
     }
 
     assert_eq!(world.pods_created_for("dup-1"), ["dup-1-1"]);
-    assert_eq!(world.record("dup-1").await.history.len(), 2, "queued and setting_up, once each");
+    assert_eq!(world.recorded("dup-1").await.history.len(), 2, "queued and setting_up, once each");
     assert_eq!(world.pods_created_for("sqs-msg-42"), ["sqs-msg-42-1"], "no id: the message id is the key");
-    assert_eq!(world.record("sqs-msg-42").await.state, JobState::SettingUp);
+    assert_eq!(world.recorded("sqs-msg-42").await.state, JobState::SettingUp);
 }
 
 #[tokio::test]
@@ -163,13 +126,13 @@ async fn given_invalid_messages_when_dispatched_then_each_is_rejected_with_its_r
         ),
     ];
     let bodies: Vec<String> = cases.iter().map(|(body, _)| body.clone()).collect();
-    let ids = send_all(&world.sqs, &world.queues.url, &bodies).await;
+    let ids = send_all(&world.sqs, &world.queues().url, &bodies).await;
 
-    let delivery = world.deliver(Duration::from_secs(20)).await;
+    let delivery = world.deliver(world.queues(), Duration::from_secs(20)).await;
 
     assert_eq!(delivery.failures, 0, "invalid input is never retried");
-    assert_eq!(depth(&world.sqs, &world.queues.url).await, 0);
-    assert_eq!(depth(&world.sqs, &world.queues.dlq_url).await, 0);
+    assert_eq!(depth(&world.sqs, &world.queues().url).await, 0);
+    assert_eq!(depth(&world.sqs, &world.queues().dlq_url).await, 0);
     for ((body, expected), message_id) in cases.iter().zip(&ids) {
         // A usable id keys the rejection; otherwise (no JSON, or too big to read) the
         // message id does.
@@ -178,13 +141,13 @@ async fn given_invalid_messages_when_dispatched_then_each_is_rejected_with_its_r
             Some(id) if body.len() <= podbridge_core::job::MAX_MESSAGE_BYTES => id,
             _ => podbridge_core::validate::id_from_message_id(message_id),
         };
-        let record = world.record(&key).await;
+        let record = world.recorded(&key).await;
         assert_eq!(record.state, JobState::Rejected, "{key}");
         let reason = record.message.unwrap_or_default();
         assert!(reason.starts_with(expected), "{key}: {reason:?} should start with {expected:?}");
         assert!(record.expires_at.is_some(), "rejections expire like any terminal record");
     }
-    assert!(world.sim.created_pods().is_empty(), "no pod for an invalid job");
+    assert!(world.sim().created_pods().is_empty(), "no pod for an invalid job");
 }
 
 #[tokio::test]
@@ -199,18 +162,18 @@ async fn given_ten_percent_api_errors_when_jobs_are_dispatched_then_all_run_once
     };
     let world = world(faults, 10).await;
     let bodies: Vec<String> = (0..30).map(|i| job_message(&format!("flaky-{i}"))).collect();
-    send_all(&world.sqs, &world.queues.url, &bodies).await;
+    send_all(&world.sqs, &world.queues().url, &bodies).await;
 
-    let delivery = world.deliver(Duration::from_secs(60)).await;
+    let delivery = world.deliver(world.queues(), Duration::from_secs(60)).await;
 
-    assert_eq!(depth(&world.sqs, &world.queues.url).await, 0, "every message was eventually deleted");
-    assert_eq!(depth(&world.sqs, &world.queues.dlq_url).await, 0);
+    assert_eq!(depth(&world.sqs, &world.queues().url).await, 0, "every message was eventually deleted");
+    assert_eq!(depth(&world.sqs, &world.queues().dlq_url).await, 0);
     for i in 0..30 {
         let id = format!("flaky-{i}");
-        assert_eq!(world.record(&id).await.state, JobState::SettingUp, "{id}");
+        assert_eq!(world.recorded(&id).await.state, JobState::SettingUp, "{id}");
         assert_eq!(world.pods_created_for(&id), [format!("{id}-1")], "exactly one pod for {id}");
     }
-    let injected = world.sim.verb_stats()["create"].injected_errors;
+    let injected = world.sim().verb_stats()["create"].injected_errors;
     assert_eq!(delivery.failures as u64, injected, "every injected error, and only those, sent a message back");
 }
 
@@ -219,20 +182,20 @@ async fn given_the_api_is_down_when_jobs_arrive_then_nothing_is_lost_and_they_en
     let faults = Faults { errors: vec![ErrorFault { verb: "*".into(), rate: 1.0, code: 503 }], ..Faults::default() };
     let world = world(faults, 2).await;
     let bodies: Vec<String> = (0..3).map(|i| job_message(&format!("down-{i}"))).collect();
-    send_all(&world.sqs, &world.queues.url, &bodies).await;
+    send_all(&world.sqs, &world.queues().url, &bodies).await;
 
-    let delivery = world.deliver(Duration::from_secs(30)).await;
+    let delivery = world.deliver(world.queues(), Duration::from_secs(30)).await;
 
     assert_eq!(delivery.failures, delivery.records, "every delivery was reported as failed");
-    assert_eq!(depth(&world.sqs, &world.queues.url).await, 0);
-    let mut in_dlq = peek_bodies(&world.sqs, &world.queues.dlq_url).await;
+    assert_eq!(depth(&world.sqs, &world.queues().url).await, 0);
+    let mut in_dlq = peek_bodies(&world.sqs, &world.queues().dlq_url).await;
     in_dlq.sort();
     assert_eq!(in_dlq, bodies, "each message is in the dead-letter queue, as sent");
     for i in 0..3 {
         // Recorded as queued: the reconciler will dispatch them when the API is back.
-        assert_eq!(world.record(&format!("down-{i}")).await.state, JobState::Queued);
+        assert_eq!(world.recorded(&format!("down-{i}")).await.state, JobState::Queued);
     }
-    assert!(world.sim.created_pods().is_empty());
+    assert!(world.sim().created_pods().is_empty());
 }
 
 #[tokio::test]
@@ -245,13 +208,13 @@ async fn given_a_crash_after_the_pod_was_created_when_the_message_comes_back_the
         JobRecord::new("crashy", JobState::Queued, Source::Direct, jiff::Timestamp::now(), "Submitted", "queued");
     record.spec = Some(serde_json::to_value(&*job).unwrap());
     record.namespace = Some(NAMESPACE.into());
-    world.submitter.store().create(&record).await.unwrap();
-    world.submitter.cluster().create_pod(&build_pod(&job, 1, &PodSettings::default())).await.unwrap();
+    world.store.create(&record).await.unwrap();
+    world.cluster.create_pod(&build_pod(&job, 1, &PodSettings::default())).await.unwrap();
 
     let response = dispatch::handle(&world.submitter, sqs_event(&[("m-1", &body)]), 10).await;
 
     assert!(response.batch_item_failures.is_empty());
-    let record = world.record("crashy").await;
+    let record = world.recorded("crashy").await;
     assert_eq!(record.state, JobState::SettingUp);
     assert_eq!(record.pod_name.as_deref(), Some("crashy-1"));
     assert_eq!(world.pods_created_for("crashy"), ["crashy-1"], "the existing pod was recognised, not duplicated");
@@ -265,12 +228,12 @@ async fn given_a_pod_name_taken_by_someone_else_when_dispatched_then_the_job_fai
         "spec": { "containers": [{ "name": "x", "image": "registry.example.com/other" }] }
     }))
     .unwrap();
-    world.submitter.cluster().create_pod(&squatter).await.unwrap();
+    world.cluster.create_pod(&squatter).await.unwrap();
 
     let response = dispatch::handle(&world.submitter, sqs_event(&[("m-2", &job_message("taken"))]), 10).await;
 
     assert!(response.batch_item_failures.is_empty(), "retrying cannot free the name");
-    let record = world.record("taken").await;
+    let record = world.recorded("taken").await;
     assert_eq!(record.state, JobState::Failed);
     assert_eq!(record.failure_class.map(|c| c.as_str()), Some("api_rejected"));
     assert!(record.message.unwrap().contains("a pod named taken-1 that podbridge did not create"));
@@ -281,7 +244,7 @@ async fn given_jobs_in_each_state_when_cancelled_then_queued_and_running_stop_an
     let world = world(Faults::default(), 3).await;
     let cancel = |id: &str| json!({ "version": 1, "cancel": { "id": id, "reason": "not needed" } }).to_string();
     dispatch::handle(&world.submitter, sqs_event(&[("m-run", &job_message("running-job"))]), 10).await;
-    assert_eq!(world.record("running-job").await.state, JobState::SettingUp);
+    assert_eq!(world.recorded("running-job").await.state, JobState::SettingUp);
 
     // A cancel that arrives before its job: the job never runs.
     let early = dispatch::handle(&world.submitter, sqs_event(&[("m-c1", &cancel("early-job"))]), 10).await;
@@ -292,9 +255,9 @@ async fn given_jobs_in_each_state_when_cancelled_then_queued_and_running_stop_an
     for response in [early, late, running, again] {
         assert!(response.batch_item_failures.is_empty());
     }
-    assert_eq!(world.record("early-job").await.state, JobState::Cancelled);
+    assert_eq!(world.recorded("early-job").await.state, JobState::Cancelled);
     assert!(world.pods_created_for("early-job").is_empty());
-    let record = world.record("running-job").await;
+    let record = world.recorded("running-job").await;
     assert_eq!(record.state, JobState::Cancelled);
     assert_eq!(record.message.as_deref(), Some("not needed"));
     let pod = world.pods().get_opt("running-job-1").await.unwrap();

@@ -23,13 +23,13 @@ impl World {
     async fn reconcile_until_final_failure(&self, job_id: &str) -> podbridge_core::JobRecord {
         for _ in 0..300 {
             self.pass().await;
-            let record = self.record(job_id).await;
+            let record = self.recorded(job_id).await;
             if record.state == JobState::Failed && !record.retry_pending {
                 return record;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{job_id} never failed for good: {:#?}", self.record(job_id).await);
+        panic!("{job_id} never failed for good: {:#?}", self.recorded(job_id).await);
     }
 
     /// Writes the pod's status through the `status` subresource, as a kubelet would.
@@ -167,7 +167,7 @@ async fn given_a_pod_stopped_by_a_deletion_seen_while_terminating_then_pod_vanis
         .await;
 
     world.pass().await;
-    let record = world.record("seen").await;
+    let record = world.recorded("seen").await;
 
     let pod = world.pod("seen-1").await.expect("still terminating");
     assert!(pod.metadata.deletion_timestamp.is_some());
@@ -210,7 +210,7 @@ async fn given_older_clusters_wordings_written_to_the_status_when_reconciled_the
         )
         .await;
     // The node lifecycle controller of older releases: only reason and message change.
-    let node = world.record("nodelost").await.node.unwrap_or_default();
+    let node = world.recorded("nodelost").await.node.unwrap_or_default();
     world
         .set_status(
             "nodelost-1",
@@ -256,7 +256,7 @@ async fn given_a_short_job_first_seen_finished_when_reconciled_then_it_is_record
     }
 
     world.pass().await;
-    let record = world.record("brief").await;
+    let record = world.recorded("brief").await;
 
     assert_eq!(
         states(&record),

@@ -1,6 +1,6 @@
 //! The DynamoDB job store against moto server: what a user (or the reconciler) finds in
 //! the job table after podbridge created and moved jobs. Every test makes its own table
-//! with `create_table`, so tests run in parallel without seeing each other's jobs.
+//! (a [`World`]'s), so tests run in parallel without seeing each other's jobs.
 //!
 //! Run through `make test` or
 //! `tests/stack.sh run -- cargo test -p podbridge-tests --test e2e job_store::`.
@@ -13,10 +13,10 @@ use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ProjectionType, TimeToLiveStatus};
 use jiff::Timestamp;
 use podbridge::Error;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::store::dynamodb::DynamoJobStore;
 use podbridge::store::{ActivePage, Changed, Created, JobStore};
 use podbridge_core::{JobRecord, JobState, Source, StateChange};
-use podbridge_tests::{Stack, eventually, unique_name};
+use podbridge_tests::{Stack, World, eventually, unique_name};
 use serde_json::json;
 
 use JobState::*;
@@ -24,7 +24,8 @@ use JobState::*;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
-/// A fresh job table with its store and a raw client to look at what was written.
+/// A fresh job table (a world's) with its store and a raw client to look at what was
+/// written.
 struct Table {
     store: DynamoJobStore,
     ddb: aws_sdk_dynamodb::Client,
@@ -32,11 +33,9 @@ struct Table {
 }
 
 impl Table {
-    async fn new(stack: &Stack) -> anyhow::Result<Table> {
-        let ddb = stack.dynamodb();
-        let name = unique_name("jobs");
-        create_table(&ddb, &name).await.with_context(|| format!("creating the table {name}"))?;
-        Ok(Table { store: DynamoJobStore::new(ddb.clone(), &name), ddb, name })
+    async fn new() -> Table {
+        let world = World::builder().build().await;
+        Table { store: DynamoJobStore::clone(&world.store), ddb: world.stack.dynamodb(), name: world.table.clone() }
     }
 
     /// The job's item exactly as stored, read the way a person would with GetItem.
@@ -121,8 +120,7 @@ fn s(text: &str) -> AttributeValue {
 #[tokio::test]
 async fn given_a_recorded_job_when_the_same_job_id_is_created_again_then_the_second_create_finds_the_first_record_unchanged()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     let first = queued("job-1", 0);
 
     assert_eq!(table.store.create(&first).await?, Created::New);
@@ -146,8 +144,7 @@ async fn given_a_recorded_job_when_the_same_job_id_is_created_again_then_the_sec
 #[tokio::test]
 async fn given_a_queued_job_when_it_is_set_up_runs_and_fails_then_the_record_holds_the_outcome_every_state_time_and_the_full_history()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     let mut expected = queued("job-1", 0);
     table.store.create(&expected).await?;
 
@@ -200,8 +197,7 @@ async fn given_a_queued_job_when_it_is_set_up_runs_and_fails_then_the_record_hol
 #[tokio::test]
 async fn given_a_job_another_writer_moved_when_a_stale_writer_changes_it_then_it_gets_a_conflict_with_the_current_record_and_nothing_is_written()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     table.store.create(&queued("job-1", 0)).await?;
     table.apply("job-1", &change(Queued, 1, Failed, 1, "ImagePullBackOff")).await?;
     let mut retry = change(Failed, 1, Queued, 2, "Retry");
@@ -236,8 +232,7 @@ async fn given_a_job_another_writer_moved_when_a_stale_writer_changes_it_then_it
 #[tokio::test]
 async fn given_an_executing_job_when_it_fails_then_it_leaves_the_active_index_with_an_expiry_and_when_retried_it_is_back_as_attempt_2_with_its_history()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     table.store.create(&queued("job-1", 0)).await?;
     let mut setting_up = change(Queued, 1, SettingUp, 1, "PodCreated");
     setting_up.pod_name = Some("job-1-a1".into());
@@ -306,8 +301,7 @@ async fn given_an_executing_job_when_it_fails_then_it_leaves_the_active_index_wi
 #[tokio::test]
 async fn given_25_active_jobs_among_terminal_ones_when_paging_by_10_then_3_pages_hold_every_active_job_once_oldest_update_first()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     let mut active = BTreeSet::new();
     for i in 0..25_i64 {
         // Creation times out of id order, so the pages must follow updated_at.
@@ -355,8 +349,7 @@ async fn given_25_active_jobs_among_terminal_ones_when_paging_by_10_then_3_pages
 #[tokio::test]
 async fn given_jobs_in_every_state_when_the_active_index_is_queried_then_it_holds_only_the_queued_setting_up_and_executing_ones()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     for (i, state) in JobState::ALL.into_iter().enumerate() {
         let job_id = state.as_str();
         if state == Rejected {
@@ -420,8 +413,7 @@ async fn given_jobs_in_every_state_when_the_active_index_is_queried_then_it_hold
 #[tokio::test]
 async fn given_five_writers_racing_on_the_same_move_when_they_write_at_once_then_exactly_one_applies_and_the_history_has_one_entry_for_it()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     table.store.create(&queued("job-1", 0)).await?;
 
     let writers = (0..5).map(|writer| {
@@ -450,8 +442,7 @@ async fn given_five_writers_racing_on_the_same_move_when_they_write_at_once_then
 #[tokio::test]
 async fn given_an_item_with_an_unknown_state_when_it_is_read_then_the_error_names_the_job_and_the_attribute()
 -> anyhow::Result<()> {
-    let stack = Stack::from_env().await;
-    let table = Table::new(&stack).await?;
+    let table = Table::new().await;
     table.store.create(&queued("job-1", 0)).await?;
     table
         .ddb

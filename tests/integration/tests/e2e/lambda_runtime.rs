@@ -19,17 +19,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig};
-use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge_core::record::JobRecord;
+use kube::api::ListParams;
+use kube_sim::{ErrorFault, Faults, SimConfig};
 use podbridge_core::state::JobState;
+use podbridge_core::validate::Guardrails;
 use podbridge_tests::runtime_api::{
     FunctionProcess, Outcome, RuntimeApi, cargo_binary, fixture, lambda_environment, unique_job_ids,
 };
-use podbridge_tests::{REGION, Stack, eventually, unique_name};
+use podbridge_tests::{World, WorldBuilder, eventually, unique_name};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "podbridge-jobs";
@@ -54,30 +51,16 @@ fn dispatch_binary() -> PathBuf {
     cargo_binary("functions/dispatch", "dispatch")
 }
 
-/// The function's configuration, as the deployment would set it, for `table` and the
-/// cluster named by `kubeconfig`, with the stack's AWS endpoint and dummy credentials.
-fn function_env(stack: &Stack, table: &str, kubeconfig: &Path) -> Vec<(String, String)> {
-    [
-        ("PODBRIDGE_TABLE", table.to_owned()),
-        ("PODBRIDGE_NAMESPACES", NAMESPACE.to_owned()),
-        ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/".to_owned()),
-        ("KUBECONFIG", kubeconfig.display().to_string()),
-        ("AWS_ENDPOINT_URL", stack.aws_endpoint.clone()),
-        ("AWS_REGION", REGION.to_owned()),
-        ("AWS_DEFAULT_REGION", REGION.to_owned()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-/// A fresh job table in the stack's DynamoDB.
-async fn job_table(stack: &Stack) -> (String, DynamoJobStore) {
-    let table = unique_name("lambda-jobs");
-    create_table(&stack.dynamodb(), &table).await.expect("create the job table");
-    (table.clone(), DynamoJobStore::new(stack.dynamodb(), table))
+/// The deployment the functions run in: a fresh job table, the stack's cluster (unless
+/// a test asks for its own), jobs in [`NAMESPACE`] from the example registry. The
+/// functions get it through [`World::function_env`].
+fn deployment() -> WorldBuilder {
+    let guardrails = Guardrails {
+        namespaces: vec![NAMESPACE.into()],
+        image_prefixes: vec!["registry.example.com/".into()],
+        ..Guardrails::default()
+    };
+    World::builder().name("lambda-jobs").guardrails(guardrails).kube_timeout(Duration::from_secs(10))
 }
 
 /// Starts the function and waits for its first poll, failing with its output otherwise.
@@ -87,43 +70,29 @@ async fn start_function(api: &RuntimeApi, env: &[(String, String)]) -> FunctionP
     function
 }
 
-async fn record(store: &DynamoJobStore, job_id: &str) -> JobRecord {
-    store.get(job_id).await.expect("read the job record").unwrap_or_else(|| panic!("job {job_id} is not recorded"))
-}
-
-/// A file removed when the test ends, however it ends.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn response(outcome: &Outcome, function: &FunctionProcess) -> Value {
     outcome.json().unwrap_or_else(|e| panic!("{e:#}; the function's output:\n{}", function.output()))
 }
 
 #[tokio::test]
 async fn given_the_sqs_fixture_when_the_built_function_is_invoked_then_the_batch_succeeds_and_both_jobs_are_recorded() {
-    let stack = Stack::from_env().await;
-    let (table, store) = job_table(&stack).await;
+    let world = deployment().build().await;
     let api = RuntimeApi::start("dispatch").await.expect("runtime API");
-    let mut function = start_function(&api, &function_env(&stack, &table, &stack.kubeconfig)).await;
+    let mut function = start_function(&api, &world.function_env()).await;
     let (event, job_id, rejected_id) = sqs_event();
 
     let outcome = function.invoke(&api, &event, INVOKE_TIMEOUT).await.unwrap();
 
     assert_eq!(response(&outcome, &function), fixture("sqs-response.json"), "both records may be deleted");
-    let dispatched = record(&store, &job_id).await;
+    let dispatched = world.recorded(&job_id).await;
     assert_eq!(dispatched.state, JobState::SettingUp);
     assert_eq!(dispatched.namespace.as_deref(), Some(NAMESPACE));
     let pod_name = format!("{job_id}-1");
     assert_eq!(dispatched.pod_name.as_deref(), Some(pod_name.as_str()));
-    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), NAMESPACE);
+    let pods = world.pods();
     let pod = pods.get(&pod_name).await.expect("the job's pod exists in the cluster");
     assert_eq!(pod.metadata.labels.unwrap_or_default()["podbridge.dev/job-id"], job_id);
-    let rejected = record(&store, &rejected_id).await;
+    let rejected = world.recorded(&rejected_id).await;
     assert_eq!(rejected.state, JobState::Rejected);
     let reason = rejected.message.unwrap_or_default();
     assert!(
@@ -143,8 +112,6 @@ async fn given_the_sqs_fixture_when_the_built_function_is_invoked_then_the_batch
 
 #[tokio::test]
 async fn given_the_cluster_refuses_pods_when_the_built_function_is_invoked_then_only_the_valid_job_comes_back() {
-    let stack = Stack::from_env().await;
-    let (table, store) = job_table(&stack).await;
     // A cluster of this test's own, so that its fault touches no other test.
     let config = SimConfig {
         faults: Faults {
@@ -153,28 +120,25 @@ async fn given_the_cluster_refuses_pods_when_the_built_function_is_invoked_then_
         },
         ..SimConfig::default()
     };
-    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), config).await.expect("kube-sim");
-    let kubeconfig = TempFile(std::env::temp_dir().join(format!("{}.kubeconfig", unique_name("lambda-runtime"))));
-    std::fs::write(&kubeconfig.0, sim.kubeconfig()).expect("write the kubeconfig");
+    let world = deployment().own_cluster(config).build().await;
     let api = RuntimeApi::start("dispatch").await.expect("runtime API");
-    let mut function = start_function(&api, &function_env(&stack, &table, &kubeconfig.0)).await;
+    let mut function = start_function(&api, &world.function_env()).await;
     let (event, job_id, rejected_id) = sqs_event();
 
     let outcome = function.invoke(&api, &event, INVOKE_TIMEOUT).await.unwrap();
 
     let expected = json!({ "batchItemFailures": [{ "itemIdentifier": VALID_MESSAGE_ID }] });
     assert_eq!(response(&outcome, &function), expected, "the valid job is retried, the rejected one is not");
-    assert_eq!(record(&store, &job_id).await.state, JobState::Queued, "recorded, for the redelivery or the reconciler");
-    assert_eq!(record(&store, &rejected_id).await.state, JobState::Rejected);
-    assert!(sim.created_pods().is_empty());
+    assert_eq!(world.recorded(&job_id).await.state, JobState::Queued, "recorded, for the redelivery or the reconciler");
+    assert_eq!(world.recorded(&rejected_id).await.state, JobState::Rejected);
+    assert!(world.sim().created_pods().is_empty());
 }
 
 #[tokio::test]
 async fn given_an_event_that_is_not_an_sqs_batch_when_invoked_then_the_invocation_fails_and_the_function_serves_on() {
-    let stack = Stack::from_env().await;
-    let (table, store) = job_table(&stack).await;
+    let world = deployment().build().await;
     let api = RuntimeApi::start("dispatch").await.expect("runtime API");
-    let mut function = start_function(&api, &function_env(&stack, &table, &stack.kubeconfig)).await;
+    let mut function = start_function(&api, &world.function_env()).await;
 
     let outcome = function.invoke(&api, &json!({ "Records": "not a list" }), INVOKE_TIMEOUT).await.unwrap();
 
@@ -184,7 +148,7 @@ async fn given_an_event_that_is_not_an_sqs_batch_when_invoked_then_the_invocatio
     let (event, job_id, _) = sqs_event();
     let next = function.invoke(&api, &event, INVOKE_TIMEOUT).await.unwrap();
     assert_eq!(response(&next, &function), fixture("sqs-response.json"));
-    assert_eq!(record(&store, &job_id).await.state, JobState::SettingUp);
+    assert_eq!(world.recorded(&job_id).await.state, JobState::SettingUp);
 }
 
 #[tokio::test]
@@ -208,12 +172,10 @@ async fn given_no_job_table_configured_when_the_function_starts_then_it_fails_it
 #[tokio::test]
 async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then_it_follows_the_job_to_its_end_and_announces_it()
  {
-    let stack = Stack::from_env().await;
-    let (table, store) = job_table(&stack).await;
-    let subscription = podbridge_tests::events::Subscription::new(&stack).await.expect("an event subscription");
+    // The function publishes to the world's bus (PODBRIDGE_EVENT_BUS).
+    let world = deployment().events().build().await;
     let api = RuntimeApi::start("reconcile").await.expect("runtime API");
-    let mut env = function_env(&stack, &table, &stack.kubeconfig);
-    env.push(("PODBRIDGE_EVENT_BUS".into(), subscription.bus.clone()));
+    let mut env = world.function_env();
     env.push(("PODBRIDGE_FOLLOW_SECONDS".into(), "6".into()));
     let binary = cargo_binary("functions/reconcile", "reconcile");
     let mut function = FunctionProcess::spawn(&binary, &api, &env).expect("start reconcile");
@@ -222,22 +184,10 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
     // A job dispatched just before the schedule fires, as the dispatch function leaves it;
     // it ends while the function follows the pods.
     let job_id = unique_name("scheduled");
-    let guardrails = podbridge_core::validate::Guardrails {
-        namespaces: vec![NAMESPACE.into()],
-        image_prefixes: vec!["registry.example.com/".into()],
-        ..Default::default()
-    };
-    let cluster = podbridge::cluster::KubeCluster::new(stack.kube.clone(), Duration::from_secs(10));
-    let submitter = podbridge::submit::Submitter::new(
-        store.clone(),
-        cluster,
-        guardrails,
-        Default::default(),
-        Duration::from_secs(3600),
-    );
     let body = json!({ "version": 1, "job": { "id": job_id, "image": "registry.example.com/batch/work:1",
         "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=3s" }] } });
-    let outcome = submitter
+    let outcome = world
+        .submitter
         .handle_message(
             body.to_string().as_bytes(),
             podbridge_core::Source::Direct,
@@ -245,15 +195,16 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
             "x",
         )
         .await;
-    assert!(matches!(outcome, Ok(podbridge::submit::Outcome::Dispatched { .. })), "{outcome:?}");
+    assert!(matches!(outcome, Ok(podbridge::services::Outcome::Dispatched { .. })), "{outcome:?}");
 
     let outcome = function.invoke(&api, &fixture("schedule-event.json"), INVOKE_TIMEOUT).await.unwrap();
 
     let report = response(&outcome, &function);
     assert_eq!(report["pass"]["active_jobs"], 1, "{report}");
-    let finished = record(&store, &job_id).await;
+    let finished = world.recorded(&job_id).await;
     assert_eq!(finished.state, JobState::Succeeded, "followed to the end: {report}");
-    let states: Vec<Value> = subscription
+    let states: Vec<Value> = world
+        .events()
         .drain()
         .await
         .unwrap()
@@ -267,15 +218,14 @@ async fn given_a_running_job_when_the_built_reconcile_function_is_scheduled_then
         output.contains("\"Succeeded\":1") && output.contains("ReconcileDuration"),
         "the function prints its metrics as EMF lines:\n{output}"
     );
-    subscription.delete().await.unwrap();
+    world.events().delete().await.unwrap();
 }
 
 #[tokio::test]
 async fn given_a_schedule_tick_when_the_built_trigger_function_is_invoked_twice_then_one_job_runs() {
-    let stack = Stack::from_env().await;
-    let (table, store) = job_table(&stack).await;
+    let world = deployment().build().await;
     let api = RuntimeApi::start("trigger").await.expect("runtime API");
-    let env = function_env(&stack, &table, &stack.kubeconfig);
+    let env = world.function_env();
     let mut function =
         FunctionProcess::spawn(&cargo_binary("functions/trigger", "trigger"), &api, &env).expect("start trigger");
     function.first_poll(&api, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e:#}"));
@@ -292,7 +242,7 @@ async fn given_a_schedule_tick_when_the_built_trigger_function_is_invoked_twice_
         json!({ "outcome": "dispatched", "job_id": job_id, "detail": format!("attempt 1: pod {job_id}-1") })
     );
     assert_eq!(response(&again, &function)["outcome"], "already_recorded");
-    assert_eq!(record(&store, &job_id).await.state, JobState::SettingUp);
+    assert_eq!(world.recorded(&job_id).await.state, JobState::SettingUp);
 }
 
 /// cargo-lambda's Runtime API emulator (`cargo lambda watch --only-lambda-apis`), on a
@@ -375,11 +325,10 @@ impl Drop for CargoLambda {
 #[tokio::test]
 async fn given_cargo_lambdas_runtime_emulator_when_cargo_lambda_invokes_the_built_function_with_the_sqs_fixture_then_the_batch_succeeds_and_both_jobs_are_recorded()
  {
-    let stack = Stack::from_env().await;
-    let (table, store) = job_table(&stack).await;
+    let world = deployment().build().await;
     let emulator = CargoLambda::start().await;
     let lambda_env = lambda_environment("dispatch", &emulator.runtime_api());
-    let env = function_env(&stack, &table, &stack.kubeconfig);
+    let env = world.function_env();
     let function = FunctionProcess::spawn_with(&dispatch_binary(), lambda_env, &env).expect("start dispatch");
     let (event, job_id, rejected_id) = sqs_event();
 
@@ -391,10 +340,10 @@ async fn given_cargo_lambdas_runtime_emulator_when_cargo_lambda_invokes_the_buil
         "both records may be deleted; the function said:\n{}",
         function.output()
     );
-    let dispatched = record(&store, &job_id).await;
+    let dispatched = world.recorded(&job_id).await;
     assert_eq!(dispatched.state, JobState::SettingUp);
-    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), NAMESPACE);
+    let pods = world.pods();
     let pod = pods.get(&format!("{job_id}-1")).await.expect("the job's pod exists in the cluster");
     assert_eq!(pod.metadata.labels.unwrap_or_default()["podbridge.dev/job-id"], job_id);
-    assert_eq!(record(&store, &rejected_id).await.state, JobState::Rejected);
+    assert_eq!(world.recorded(&rejected_id).await.state, JobState::Rejected);
 }

@@ -4,52 +4,35 @@
 //! stack's) for DynamoDB, EventBridge and SQS, a kube-sim per test, pods choosing their
 //! fate through the `KUBE_SIM_BEHAVIOR` env var of the job.
 
-use std::sync::Mutex;
+use std::ops::Deref;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams};
-use kube_sim::{KubeSim, SimConfig, Timings};
-use podbridge::cluster::KubeCluster;
-use podbridge::events::EventBridgeSink;
-use podbridge::journal::Journal;
-use podbridge::metrics::Metrics;
+use kube::api::DeleteParams;
+use kube_sim::{SimConfig, Timings};
 use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Submitter;
-use podbridge_core::pod::PodSettings;
 use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::{JobRecord, Source};
 use podbridge_core::state::JobState;
 use podbridge_core::validate::Guardrails;
-use podbridge_tests::events::Subscription;
-use podbridge_tests::{Stack, own_cluster, unique_name};
-use reconcile::Reconciler;
+use podbridge_tests::Journaled;
 use serde_json::{Value, json};
 
 pub(crate) const NAMESPACE: &str = "podbridge-jobs";
 
-pub(crate) type Store = Journal<DynamoJobStore, EventBridgeSink>;
+/// The shared world with a journaled store, as the functions', and what this file and
+/// `failures` add to it.
+pub(crate) struct World(podbridge_tests::World<Journaled>);
 
-pub(crate) struct World {
-    sim: KubeSim,
-    reconciler: Reconciler<Store, KubeCluster>,
-    subscription: Subscription,
-    /// Every event the subscription received so far.
-    events: Mutex<Vec<Value>>,
+impl Deref for World {
+    type Target = podbridge_tests::World<Journaled>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 pub(crate) async fn world() -> World {
-    let stack = Stack::from_env().await;
-    let table = unique_name("jobs");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
-    let subscription = Subscription::new(&stack).await.expect("an event subscription");
-    let store = Journal::new(
-        DynamoJobStore::new(stack.dynamodb(), table),
-        subscription.sink(),
-        Metrics::new("podbridge", "test"),
-    );
     let config = SimConfig {
         namespaces: vec![NAMESPACE.into()],
         timings: Timings {
@@ -63,15 +46,11 @@ pub(crate) async fn world() -> World {
         },
         ..SimConfig::default()
     };
-    let (sim, client) = own_cluster(config).await;
-    let cluster = KubeCluster::new(client, Duration::from_secs(5));
     let guardrails = Guardrails {
         image_prefixes: vec!["registry.example.com/".into()],
         max_cpu_millis: 64_000,
         ..Guardrails::default()
     };
-    let ttl = Duration::from_secs(86_400);
-    let submitter = Submitter::new(store, cluster, guardrails, PodSettings::default(), ttl);
     let thresholds = Thresholds {
         redispatch_after: Duration::ZERO,
         stuck_after: Duration::from_millis(300),
@@ -80,7 +59,14 @@ pub(crate) async fn world() -> World {
         deadline_grace: Duration::from_secs(1),
         orphan_grace: Duration::from_millis(500),
     };
-    World { sim, reconciler: Reconciler::new(submitter, thresholds, ttl, 10), subscription, events: Mutex::default() }
+    let world = podbridge_tests::World::builder()
+        .own_cluster(config)
+        .guardrails(guardrails)
+        .thresholds(thresholds)
+        .journaled()
+        .build()
+        .await;
+    World(world)
 }
 
 /// A job whose pod behaves as `behavior` says (kube-sim's terms), with `extra` fields.
@@ -98,41 +84,6 @@ pub(crate) fn message(id: &str, behavior: &str, extra: Value) -> String {
 }
 
 impl World {
-    pub(crate) async fn submit(&self, body: &str) {
-        let mut record = SqsMessage::default();
-        record.message_id = Some(unique_name("m"));
-        record.body = Some(body.to_owned());
-        let mut event = SqsEvent::default();
-        event.records = vec![record];
-        let response = dispatch::handle(self.reconciler.submitter(), event, 10).await;
-        assert!(response.batch_item_failures.is_empty(), "dispatched");
-        // As the dispatch function does after each batch.
-        self.store().flush().await;
-    }
-
-    pub(crate) fn store(&self) -> &Store {
-        self.reconciler.submitter().store()
-    }
-
-    /// One pass, and its events published, as the reconcile function does.
-    pub(crate) async fn pass(&self) -> reconcile::PassReport {
-        let report = self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
-        self.store().flush().await;
-        report
-    }
-
-    /// The job's events received so far, in the order of their transitions.
-    pub(crate) async fn events_of(&self, job_id: &str) -> Vec<Value> {
-        let new = self.subscription.drain().await.expect("events from the subscription");
-        let mut all = self.events.lock().unwrap();
-        all.extend(new);
-        let mut events: Vec<Value> =
-            all.iter().filter(|e| e["detail"]["jobId"] == job_id).map(|e| e["detail"].clone()).collect();
-        let at = |e: &Value| e["at"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        events.sort_by_key(|e| (at(e), e["attempt"].as_u64()));
-        events
-    }
-
     /// Asserts that a subscriber got one event per transition in the record's history,
     /// the last one carrying what the record says about the outcome.
     pub(crate) async fn assert_announced(&self, record: &JobRecord) {
@@ -147,31 +98,6 @@ impl World {
         assert_eq!(last["exitCode"], json!(record.exit_code));
         assert_eq!(last["podName"], json!(record.pod_name));
         assert_eq!(last["namespace"], json!(NAMESPACE));
-    }
-
-    pub(crate) async fn record(&self, job_id: &str) -> JobRecord {
-        self.store().get(job_id).await.unwrap().expect("recorded")
-    }
-
-    /// Runs passes until the job is in `state` (at most 15 s).
-    pub(crate) async fn reconcile_until(&self, job_id: &str, state: JobState) -> JobRecord {
-        for _ in 0..300 {
-            self.pass().await;
-            let record = self.record(job_id).await;
-            if record.state == state {
-                return record;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{job_id} never reached {state}: {:#?}", self.record(job_id).await);
-    }
-
-    pub(crate) fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.reconciler.submitter().cluster().client().clone(), NAMESPACE)
-    }
-
-    pub(crate) fn pods_created_for(&self, job_id: &str) -> Vec<String> {
-        podbridge_tests::pods_created_for(&self.sim, job_id)
     }
 }
 
@@ -275,7 +201,7 @@ async fn given_a_job_recorded_but_never_dispatched_when_reconciled_then_its_pod_
     let world = world().await;
     // What a dispatcher that died right after recording the job left behind.
     let body = message("stale", "run=forever", json!({}));
-    let guardrails = world.reconciler.submitter().guardrails().clone();
+    let guardrails = world.submitter.guardrails().clone();
     let podbridge_core::validate::Parsed::Job(job) =
         podbridge_core::validate::parse_message(body.as_bytes(), "x", &guardrails).unwrap()
     else {
@@ -285,7 +211,7 @@ async fn given_a_job_recorded_but_never_dispatched_when_reconciled_then_its_pod_
         JobRecord::new("stale", JobState::Queued, Source::Direct, jiff::Timestamp::now(), "Submitted", "queued");
     record.spec = Some(serde_json::to_value(&*job).unwrap());
     record.namespace = Some(NAMESPACE.into());
-    world.reconciler.submitter().store().create(&record).await.unwrap();
+    world.store.create(&record).await.unwrap();
 
     let record = world.reconcile_until("stale", JobState::Executing).await;
 
@@ -313,13 +239,13 @@ impl World {
     pub(crate) async fn reconcile_until_attempt(&self, job_id: &str, attempt: u32) -> JobRecord {
         for _ in 0..300 {
             self.pass().await;
-            let record = self.record(job_id).await;
+            let record = self.recorded(job_id).await;
             if record.attempt == attempt && record.state == JobState::Failed {
                 return record;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{job_id} never ended attempt {attempt}: {:#?}", self.record(job_id).await);
+        panic!("{job_id} never ended attempt {attempt}: {:#?}", self.recorded(job_id).await);
     }
 }
 
@@ -354,7 +280,7 @@ async fn given_finished_and_orphan_pods_when_their_time_passes_then_they_are_del
     }
     assert!(gone, "the finished pod past its keep time and the orphan are deleted");
     assert!(world.pods().get_opt("kept-1").await.unwrap().is_some(), "a pod within its keep time stays");
-    let record = world.record("brief").await;
+    let record = world.recorded("brief").await;
     assert_eq!(
         (record.state, record.exit_code),
         (JobState::Succeeded, Some(0)),
@@ -438,12 +364,12 @@ async fn given_a_pass_done_when_the_reconciler_follows_the_pods_then_the_end_rea
     let (pass, followed) = world
         .reconciler
         .run(&[NAMESPACE.to_owned()], until, async |_| {
-            world.store().flush().await;
+            world.store.flush().await;
         })
         .await
         .unwrap();
 
-    let record = world.record("followed").await;
+    let record = world.recorded("followed").await;
     assert_eq!(record.state, JobState::Succeeded, "{followed:?}");
     assert_eq!(pass.recorded.get(&JobState::Succeeded), None, "the pass saw the job still running");
     assert!(followed.writes >= 1 && followed.watches >= 1, "the watch recorded the end: {followed:?}");
@@ -457,21 +383,21 @@ async fn given_a_watch_history_compacted_when_the_reconciler_follows_then_it_lis
     let world = world().await;
     world.submit(&message("compacted", "run=300ms", json!({}))).await;
     let pass = world.pass().await;
-    let mut versions = pass.resource_versions.clone();
-    assert!(versions.contains_key(NAMESPACE), "the pass listed the job's namespace: {versions:?}");
+    let mut watches = pass.watches();
+    assert!(watches.contains_key(NAMESPACE), "the pass listed the job's namespace: {watches:?}");
     // The job ends, and the API server forgets the changes since the pass's list.
     podbridge_tests::eventually("the pod to succeed", Duration::from_secs(10), Duration::from_millis(50), || async {
         let pod = world.pods().get("compacted-1").await.ok()?;
         (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
     })
     .await;
-    world.sim.compact();
+    world.sim().compact();
 
-    let followed = world.reconciler.follow(&mut versions, Duration::from_secs(2)).await;
-    world.store().flush().await;
+    let followed = world.reconciler.follow(&mut watches, Duration::from_secs(2)).await;
+    world.store.flush().await;
 
     assert_eq!(followed.relists, 1, "410 Expired, then one list: {followed:?}");
-    let record = world.record("compacted").await;
+    let record = world.recorded("compacted").await;
     assert_eq!(record.state, JobState::Succeeded, "the change the lost watch missed was applied");
     world.assert_announced(&record).await;
 }
@@ -481,15 +407,14 @@ async fn given_a_node_lost_under_a_running_job_when_followed_then_failed_as_node
     let world = world().await;
     world.submit(&message("stranded", "run=forever", json!({ "retry": { "maxAttempts": 1 } }))).await;
     let record = world.reconcile_until("stranded", JobState::Executing).await;
-    let pass = world.pass().await;
-    let mut versions = pass.resource_versions.clone();
+    let mut watches = world.pass().await.watches();
 
-    assert!(world.sim.lose_node(record.node.as_deref().expect("the pod's node")));
+    assert!(world.sim().lose_node(record.node.as_deref().expect("the pod's node")));
     let mut record = record;
     for _ in 0..10 {
-        world.reconciler.follow(&mut versions, Duration::from_secs(1)).await;
-        world.store().flush().await;
-        record = world.record("stranded").await;
+        world.reconciler.follow(&mut watches, Duration::from_secs(1)).await;
+        world.store.flush().await;
+        record = world.recorded("stranded").await;
         if record.state.is_terminal() {
             break;
         }
@@ -524,8 +449,8 @@ impl World {
         );
         failed.failure_class = Some(podbridge_core::FailureClass::PodVanished);
         failed.retry_pending = true;
-        self.store().change(&running.job_id, &failed).await.expect("the failure is recorded");
-        self.record(job_id).await
+        self.store.change(&running.job_id, &failed).await.expect("the failure is recorded");
+        self.recorded(job_id).await
     }
 }
 
@@ -539,12 +464,12 @@ async fn given_a_reconciler_stopped_between_a_failure_and_its_retry_when_the_nex
 {
     let world = world().await;
     let owed = world.owe_retry("halfway").await;
-    let active = world.store().active(100, None).await.expect("the active index").jobs;
+    let active = world.store.active(100, None).await.expect("the active index").jobs;
 
     assert!(active.iter().any(|job| job.job_id == "halfway" && job.state == JobState::Failed), "{active:?}");
     assert_eq!((owed.retry_pending, owed.expires_at), (true, None), "followed, and never expired");
     world.pass().await;
-    let record = world.record("halfway").await;
+    let record = world.recorded("halfway").await;
     assert_eq!(record.attempt, 2, "the owed retry was written: {record:#?}");
     assert!(!record.retry_pending);
     let moves: Vec<(JobState, u32, &str)> =
@@ -567,18 +492,17 @@ async fn given_a_failure_whose_retry_is_owed_when_the_job_is_cancelled_then_no_r
     world.owe_retry("called-off").await;
 
     let outcome = world
-        .reconciler
-        .submitter()
+        .submitter
         .cancel("called-off", None, "not needed", Source::Direct, &podbridge_core::tenancy::Sender::Operator)
         .await
         .unwrap();
     world.pass().await;
 
-    assert_eq!(outcome, podbridge::submit::Outcome::Cancelled { job_id: "called-off".into() });
-    let record = world.record("called-off").await;
+    assert_eq!(outcome, podbridge::services::Outcome::Cancelled { job_id: "called-off".into() });
+    let record = world.recorded("called-off").await;
     assert_eq!((record.state, record.attempt, record.retry_pending), (JobState::Cancelled, 1, false));
     assert!(record.expires_at.is_some(), "an ended job expires");
-    let active = world.store().active(100, None).await.expect("the active index").jobs;
+    let active = world.store.active(100, None).await.expect("the active index").jobs;
     assert!(active.iter().all(|job| job.job_id != "called-off"), "{active:?}");
     assert_eq!(world.pods_created_for("called-off"), ["called-off-1"], "no second attempt");
 }

@@ -4,67 +4,50 @@
 //! arrive). The records, the pods (kube-sim's creation log) and the handler's answer are
 //! what a user would observe.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use kube_sim::{ErrorFault, Faults, KubeSim, SimConfig, Timings};
-use podbridge::cluster::KubeCluster;
+use kube_sim::{ErrorFault, Faults, SimConfig, Timings};
 use podbridge::store::JobStore;
-use podbridge::store::dynamodb::{DynamoJobStore, create_table};
-use podbridge::submit::Submitter;
-use podbridge_core::pod::PodSettings;
-use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::{JobRecord, Source};
 use podbridge_core::state::JobState;
-use podbridge_core::validate::{Guardrails, Parsed, parse_message};
-use podbridge_tests::events::Subscription;
-use podbridge_tests::{Stack, own_cluster, unique_name};
-use reconcile::Reconciler;
+use podbridge_core::validate::{Parsed, parse_message};
+use podbridge_tests::unique_name;
 use serde_json::{Value, json};
 use trigger::{CANCEL_JOB, Handled, RETRY_JOB, SUBMIT_JOB};
 
 const NAMESPACE: &str = "podbridge-jobs";
 
+/// The shared world, whose bus is where a client's Submit, Cancel and Retry Job events
+/// arrive (its rule delivers them as the trigger's rule would), and a schedule name of
+/// this test's own.
 struct World {
-    sim: KubeSim,
-    reconciler: Reconciler<DynamoJobStore, KubeCluster>,
-    /// Where a client's Submit, Cancel and Retry Job events arrive, as the trigger's
-    /// rule would deliver them.
-    inbox: Subscription,
-    /// A schedule name of this test's own.
+    world: podbridge_tests::World,
     schedule: String,
 }
 
+impl Deref for World {
+    type Target = podbridge_tests::World;
+
+    fn deref(&self) -> &podbridge_tests::World {
+        &self.world
+    }
+}
+
 async fn world(faults: Faults) -> World {
-    let stack = Stack::from_env().await;
-    let table = unique_name("jobs");
-    create_table(&stack.dynamodb(), &table).await.expect("job table");
     let config = SimConfig {
         namespaces: vec![NAMESPACE.into()],
         timings: Timings { run: Some(Duration::from_millis(200)), ..Timings::default() },
         faults,
         ..SimConfig::default()
     };
-    let (sim, client) = own_cluster(config).await;
-    let guardrails = Guardrails { image_prefixes: vec!["registry.example.com/".into()], ..Guardrails::default() };
-    let ttl = Duration::from_secs(86_400);
-    let submitter = Submitter::new(
-        DynamoJobStore::new(stack.dynamodb(), table),
-        KubeCluster::new(client, Duration::from_secs(5)),
-        guardrails,
-        PodSettings::default(),
-        ttl,
-    );
-    let pattern = json!({ "detail-type": [SUBMIT_JOB, CANCEL_JOB, RETRY_JOB] });
-    let inbox = Subscription::matching(&stack, pattern).await.expect("the trigger's rule");
-    World {
-        sim,
-        reconciler: Reconciler::new(submitter, Thresholds::default(), ttl, 10),
-        inbox,
-        schedule: unique_name("nightly"),
-    }
+    let world = podbridge_tests::World::builder()
+        .own_cluster(config)
+        .events_matching(json!({ "detail-type": [SUBMIT_JOB, CANCEL_JOB, RETRY_JOB] }))
+        .build()
+        .await;
+    World { world, schedule: unique_name("nightly") }
 }
 
 /// A job object whose pod behaves as `behavior` says.
@@ -74,12 +57,8 @@ fn job(behavior: &str) -> Value {
 }
 
 impl World {
-    fn submitter(&self) -> &Submitter<DynamoJobStore, KubeCluster> {
-        self.reconciler.submitter()
-    }
-
     async fn handle(&self, input: &Value) -> Handled {
-        trigger::handle(self.submitter(), input).await.expect("handled")
+        trigger::handle(&self.submitter, input).await.expect("handled")
     }
 
     /// The tick of this world's schedule at `time`.
@@ -90,40 +69,16 @@ impl World {
     /// Puts an event on the bus as a client would, and returns it as the rule delivers it.
     async fn event(&self, detail_type: &str, detail: Value) -> Value {
         let entry = PutEventsRequestEntry::builder()
-            .event_bus_name(&self.inbox.bus)
+            .event_bus_name(&self.events().bus)
             .source("example.client")
             .detail_type(detail_type)
             .detail(detail.to_string())
             .build();
-        let put = self.inbox.events.put_events().entries(entry).send().await.expect("put events");
+        let put = self.events().events.put_events().entries(entry).send().await.expect("put events");
         assert_eq!(put.failed_entry_count, 0);
-        let mut delivered = self.inbox.drain().await.expect("the rule's queue");
+        let mut delivered = self.events().drain().await.expect("the rule's queue");
         assert_eq!(delivered.len(), 1, "one event delivered: {delivered:?}");
         delivered.remove(0)
-    }
-
-    async fn record(&self, job_id: &str) -> Option<JobRecord> {
-        self.submitter().store().get(job_id).await.unwrap()
-    }
-
-    fn pods_created_for(&self, job_id: &str) -> Vec<String> {
-        podbridge_tests::pods_created_for(&self.sim, job_id)
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.submitter().cluster().client().clone(), NAMESPACE)
-    }
-
-    /// Runs passes until the job is in `state` (at most 15 s).
-    async fn reconcile_until(&self, job_id: &str, state: JobState) -> JobRecord {
-        for _ in 0..300 {
-            self.reconciler.pass(jiff::Timestamp::now()).await.expect("a pass");
-            if let Some(record) = self.record(job_id).await.filter(|r| r.state == state) {
-                return record;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{job_id} never reached {state}: {:#?}", self.record(job_id).await);
     }
 }
 
@@ -193,7 +148,7 @@ async fn given_a_suspended_schedule_when_it_ticks_then_no_job_is_recorded() {
 
     assert_eq!(handled.outcome, "suspended");
     assert!(world.record(&format!("{}-20261121-020000", world.schedule)).await.is_none());
-    assert!(world.sim.created_pods().is_empty());
+    assert!(world.sim().created_pods().is_empty());
 }
 
 #[tokio::test]
@@ -254,17 +209,17 @@ async fn given_a_cancel_that_races_a_dispatch_when_the_dispatcher_creates_the_po
     let mut spec = job("run=forever");
     spec["id"] = json!(job_id);
     let body = json!({ "version": 1, "job": spec }).to_string();
-    let Ok(Parsed::Job(parsed)) = parse_message(body.as_bytes(), "x", world.submitter().guardrails()) else {
+    let Ok(Parsed::Job(parsed)) = parse_message(body.as_bytes(), "x", world.submitter.guardrails()) else {
         panic!("a valid job")
     };
     let mut queued = JobRecord::new(&job_id, JobState::Queued, Source::Direct, jiff::Timestamp::now(), "Submitted", "");
     queued.spec = Some(serde_json::to_value(&*parsed).unwrap());
     queued.namespace = Some(NAMESPACE.into());
-    world.submitter().store().create(&queued).await.unwrap();
+    world.store.create(&queued).await.unwrap();
 
     // The cancel lands first; then the dispatcher, which read the record before it, goes on.
     world.handle(&world.event(CANCEL_JOB, json!({ "jobId": job_id })).await).await;
-    world.submitter().start_attempt(&queued, &parsed).await.unwrap();
+    world.attempts.start(&queued, &parsed).await.unwrap();
 
     assert_eq!(world.record(&job_id).await.unwrap().state, JobState::Cancelled);
     let pod = world.pods().get_opt(&format!("{job_id}-1")).await.unwrap();
@@ -322,7 +277,7 @@ async fn given_bad_inputs_when_handled_then_each_is_rejected_with_a_reason_or_ig
     assert!(tick_record.message.unwrap_or_default().starts_with("concurrencyPolicy: "));
     assert_eq!((unnamed.outcome, unknown.outcome), ("ignored", "ignored"));
     assert!(unnamed.detail.starts_with("scheduledTime: "), "{}", unnamed.detail);
-    assert!(world.sim.created_pods().is_empty());
+    assert!(world.sim().created_pods().is_empty());
 }
 
 #[tokio::test]
@@ -336,7 +291,7 @@ async fn given_the_cluster_failing_when_a_submit_job_event_is_handled_then_the_i
     spec["id"] = json!(job_id);
     let event = world.event(SUBMIT_JOB, json!({ "version": 1, "job": spec })).await;
 
-    let error = trigger::handle(world.submitter(), &event).await.unwrap_err();
+    let error = trigger::handle(&world.submitter, &event).await.unwrap_err();
 
     assert!(error.is_retryable(), "{error}");
     assert_eq!(
@@ -344,6 +299,6 @@ async fn given_the_cluster_failing_when_a_submit_job_event_is_handled_then_the_i
         JobState::Queued,
         "recorded for the retry or the reconciler"
     );
-    world.sim.set_faults(Faults::default()).unwrap();
+    world.sim().set_faults(Faults::default()).unwrap();
     assert_eq!(world.handle(&event).await.outcome, "dispatched", "EventBridge's retry completes it");
 }

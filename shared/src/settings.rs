@@ -1,8 +1,19 @@
-//! The deployment's settings, read once from the environment of a function (or of a
-//! local runner), with errors that name the variable and what it must hold.
+//! The deployment's settings: every `PODBRIDGE_*` variable is read here and nowhere
+//! else, once, into one [`Settings`] value, with errors that name the variable and what
+//! it must hold. The functions, the CLI and `podbridge dev` all read them through
+//! [`Settings::from_lookup`] (the environment, or a map); docs/JOBS.md lists them.
+//!
+//! [`Settings`] has no `Default`: every value is either read or given its documented
+//! default here, on purpose.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use podbridge_core::reconcile::Thresholds;
+
+use crate::eks::{ClusterAccess, pem_certificates};
 use crate::error::{Error, Result};
 use podbridge_core::pod::PodSettings;
 use podbridge_core::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
@@ -38,6 +49,24 @@ pub struct Settings {
     pub tenancy: Tenancy,
     /// Retries on request one job may get (`PODBRIDGE_MAX_MANUAL_RETRIES`, default 3).
     pub max_manual_retries: u32,
+    /// The reconciler's limits and how long it follows the pods.
+    pub reconcile: ReconcileSettings,
+    /// How to reach the cluster (`PODBRIDGE_CLUSTER_*`, else `KUBECONFIG`); `None`
+    /// when neither is set, which only a command that creates no pods can live with.
+    pub cluster: Option<ClusterAccess>,
+}
+
+/// What the reconciler reads besides the shared settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileSettings {
+    /// When a job counts as stuck or orphaned (`PODBRIDGE_REDISPATCH_AFTER_SECONDS`,
+    /// `PODBRIDGE_STUCK_AFTER_SECONDS`, `PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS`,
+    /// `PODBRIDGE_START_LIMIT_SECONDS`, `PODBRIDGE_DEADLINE_GRACE_SECONDS`,
+    /// `PODBRIDGE_ORPHAN_GRACE_SECONDS`; defaults: [`Thresholds::default`]).
+    pub thresholds: Thresholds,
+    /// How long an invocation follows the pods after its pass (`PODBRIDGE_FOLLOW_SECONDS`,
+    /// default 50: until shortly before the next one-minute schedule; 0 turns it off).
+    pub follow_for: Duration,
 }
 
 impl Settings {
@@ -46,9 +75,19 @@ impl Settings {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    /// Reads the settings through `lookup` (the environment, or a map in tests). A
+    /// blank value counts as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let var = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let seconds = |name: &str, default: Duration| -> Result<Duration> {
+            match var(name) {
+                None => Ok(default),
+                Some(text) => text
+                    .parse()
+                    .map(Duration::from_secs)
+                    .map_err(|_| Error::Config(format!("{name}={text:?} is not a whole number of seconds"))),
+            }
+        };
         let required = |name: &str, what: &str| {
             var(name).ok_or_else(|| Error::Config(format!("{name} is not set: it must hold {what}")))
         };
@@ -70,6 +109,7 @@ impl Settings {
             }
         };
         let defaults = Guardrails::default();
+        let stuck = Thresholds::default();
         let namespaces = list("PODBRIDGE_NAMESPACES");
         if namespaces.is_empty() {
             return Err(Error::Config("PODBRIDGE_NAMESPACES is not set: it must hold the namespaces jobs may run in, comma-separated (the first is the default)".into()));
@@ -222,11 +262,70 @@ impl Settings {
             tenancy,
             max_manual_retries: u32::try_from(number(
                 "PODBRIDGE_MAX_MANUAL_RETRIES",
-                u64::from(crate::submit::DEFAULT_MAX_MANUAL_RETRIES),
+                u64::from(crate::services::DEFAULT_MAX_MANUAL_RETRIES),
             )?)
             .map_err(|_| Error::Config("PODBRIDGE_MAX_MANUAL_RETRIES is too large".into()))?,
+            reconcile: ReconcileSettings {
+                thresholds: Thresholds {
+                    redispatch_after: seconds("PODBRIDGE_REDISPATCH_AFTER_SECONDS", stuck.redispatch_after)?,
+                    stuck_after: seconds("PODBRIDGE_STUCK_AFTER_SECONDS", stuck.stuck_after)?,
+                    unschedulable_after: seconds("PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS", stuck.unschedulable_after)?,
+                    start_limit: seconds("PODBRIDGE_START_LIMIT_SECONDS", stuck.start_limit)?,
+                    deadline_grace: seconds("PODBRIDGE_DEADLINE_GRACE_SECONDS", stuck.deadline_grace)?,
+                    orphan_grace: seconds("PODBRIDGE_ORPHAN_GRACE_SECONDS", stuck.orphan_grace)?,
+                },
+                follow_for: seconds("PODBRIDGE_FOLLOW_SECONDS", Duration::from_secs(50))?,
+            },
+            cluster: cluster_access(var)?,
         })
     }
+
+    /// How to reach the cluster, or an error naming the variables that say it.
+    pub fn cluster_access(&self) -> Result<&ClusterAccess> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Error::Config(
+                "no cluster configured: set PODBRIDGE_CLUSTER_NAME (EKS, optionally with \
+                 PODBRIDGE_CLUSTER_ENDPOINT and PODBRIDGE_CLUSTER_CA) or KUBECONFIG"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// Reads `PODBRIDGE_CLUSTER_NAME`, `PODBRIDGE_CLUSTER_ENDPOINT` and `PODBRIDGE_CLUSTER_CA`
+/// (base64 of the PEM, as `DescribeCluster` returns it) into [`ClusterAccess::Eks`];
+/// without a cluster name, `KUBECONFIG` into [`ClusterAccess::Kubeconfig`]; neither is
+/// `None`.
+fn cluster_access(var: impl Fn(&str) -> Option<String>) -> Result<Option<ClusterAccess>> {
+    let (name, endpoint, ca) =
+        (var("PODBRIDGE_CLUSTER_NAME"), var("PODBRIDGE_CLUSTER_ENDPOINT"), var("PODBRIDGE_CLUSTER_CA"));
+    let Some(cluster_name) = name else {
+        if endpoint.is_some() || ca.is_some() {
+            return Err(Error::Config(
+                "PODBRIDGE_CLUSTER_ENDPOINT or PODBRIDGE_CLUSTER_CA is set without PODBRIDGE_CLUSTER_NAME, \
+                 which EKS tokens need"
+                    .into(),
+            ));
+        }
+        let Some(kubeconfig) = var("KUBECONFIG") else { return Ok(None) };
+        // A list of files is merged by kube itself, from KUBECONFIG.
+        let mut paths = std::env::split_paths(&kubeconfig);
+        let path: Option<PathBuf> = match (paths.next(), paths.next()) {
+            (Some(path), None) => Some(path),
+            _ => None,
+        };
+        return Ok(Some(ClusterAccess::Kubeconfig { path }));
+    };
+    let ca_pem = ca
+        .map(|ca| {
+            let pem = STANDARD.decode(ca).map_err(|error| {
+                Error::Config(format!("PODBRIDGE_CLUSTER_CA is not base64 (of the CA's PEM): {error}"))
+            })?;
+            pem_certificates(&pem).map_err(|error| Error::Config(format!("PODBRIDGE_CLUSTER_CA: {error}")))?;
+            Ok::<_, Error>(pem)
+        })
+        .transpose()?;
+    Ok(Some(ClusterAccess::Eks { cluster_name, endpoint, ca_pem }))
 }
 
 /// Checks every entry of the list in variable `name`; the error names the variable and
@@ -272,7 +371,7 @@ mod tests {
         use podbridge_core::tenancy::Sender;
         let s = settings(&MINIMAL).unwrap();
         assert!(!s.tenancy.is_scoped());
-        assert_eq!(s.max_manual_retries, crate::submit::DEFAULT_MAX_MANUAL_RETRIES);
+        assert_eq!(s.max_manual_retries, crate::services::DEFAULT_MAX_MANUAL_RETRIES);
         let mut scoped = MINIMAL.to_vec();
         scoped.push(("PODBRIDGE_SENDERS", r#"[{"queue": "arn:aws:sqs:us-east-1:1:etl-jobs", "namespaces": ["etl"]}]"#));
         scoped.push(("PODBRIDGE_MAX_MANUAL_RETRIES", "1"));

@@ -1,10 +1,13 @@
-//! The job store: where every job and every state change is recorded. One trait, so
-//! the core can be tested with plain values; the DynamoDB adapter is the real one.
+//! The job store port: where every job and every state change is recorded. One trait;
+//! [`dynamodb::DynamoJobStore`] is the real adapter (and the only module that knows the
+//! table's layout), [`memory::MemoryJobStore`] the in-memory one for tests.
 
 use std::future::Future;
 
-use crate::error::Result;
+use futures::Stream;
 use podbridge_core::record::{JobRecord, StateChange};
+
+use crate::error::Result;
 
 pub mod dynamodb;
 pub mod memory;
@@ -105,6 +108,18 @@ pub trait JobStore: Send + Sync {
 
     /// One page of active jobs from the active-jobs index, never a scan.
     fn active(&self, page_size: u32, from: Option<&str>) -> impl Future<Output = Result<ActivePage>> + Send;
+}
+
+/// Every page of the active-jobs index, in order: the one loop over its pages. A caller
+/// that has what it needs stops reading by dropping the stream.
+pub fn active_pages<S: JobStore>(store: &S, page_size: u32) -> impl Stream<Item = Result<ActivePage>> + Send + '_ {
+    // `None`: the first page is next; `Some(None)`: the last page was read.
+    futures::stream::try_unfold(Some(None::<String>), move |from| async move {
+        let Some(from) = from else { return Ok(None) };
+        let page = store.active(page_size, from.as_deref()).await?;
+        let next = page.next.clone().map(Some);
+        Ok(Some((page, next)))
+    })
 }
 
 #[cfg(test)]

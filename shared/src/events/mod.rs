@@ -12,19 +12,18 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use aws_sdk_eventbridge::error::DisplayErrorContext;
-use aws_sdk_eventbridge::primitives::DateTime;
-use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
-
 use podbridge_core::FailureClass;
 use podbridge_core::record::JobRecord;
 use podbridge_core::state::JobState;
+use serde::{Deserialize, Serialize};
+
+mod eventbridge;
+mod memory;
+
+pub use eventbridge::EventBridgeSink;
+pub use memory::{MemorySink, NoEvents};
 
 /// The `source` of every event podbridge publishes.
 pub const SOURCE: &str = "podbridge";
@@ -32,26 +31,16 @@ pub const SOURCE: &str = "podbridge";
 /// The `detail-type` of a job state change.
 pub const DETAIL_TYPE: &str = "Job State Change";
 
-/// PutEvents takes at most 10 entries per call.
-pub const MAX_BATCH: usize = 10;
-
 /// The longest `message` an event carries, in bytes. PutEvents refuses a call over
 /// 256 KB; ten events of at most this much always fit. The record keeps the whole text.
-const MESSAGE_LIMIT: usize = 8 * 1024;
-
-/// How often an entry is offered to EventBridge before it is given up (and logged).
-const TRIES: usize = 2;
-
-/// The pause before the retry: long enough for a throttled bus to recover, short enough
-/// not to matter to a Lambda's deadline.
-const RETRY_DELAY: Duration = Duration::from_millis(200);
+pub(crate) const MESSAGE_LIMIT: usize = 8 * 1024;
 
 /// The `detail` of a "Job State Change" event: the job after the transition.
 ///
 /// ```json
 /// {
 ///   "jobId": "nightly-report-2024-06-01", "attempt": 1, "state": "failed", "previousState": "executing",
-///   "failureClass": "exit_code", "reason": "ExitCode", "message": "the container exited with 3",
+///   "failureClass": "exit_code", "reason": "Error", "message": "the container exited with code 3",
 ///   "exitCode": 3, "podName": "nightly-report-2024-06-01-1", "namespace": "batch", "node": "node-1",
 ///   "at": "2024-06-01T02:03:09Z", "createdAt": "2024-06-01T02:00:00Z",
 ///   "stateTimes": { "queued": "2024-06-01T02:00:00Z", "setting_up": "2024-06-01T02:00:01Z",
@@ -136,167 +125,6 @@ pub trait EventSink: Send + Sync {
     /// transitions are already recorded, so a lost event is reported and logged, not
     /// returned as an error that a caller could mistake for a failed transition.
     fn publish(&self, events: &[JobStateChange]) -> impl Future<Output = PublishReport> + Send;
-}
-
-/// Publishes to an EventBridge bus with PutEvents, ten events per call.
-#[derive(Debug, Clone)]
-pub struct EventBridgeSink {
-    client: aws_sdk_eventbridge::Client,
-    bus_name: String,
-}
-
-impl EventBridgeSink {
-    /// A sink for the bus named `bus_name` (a name or an ARN).
-    pub fn new(client: aws_sdk_eventbridge::Client, bus_name: impl Into<String>) -> Self {
-        Self { client, bus_name: bus_name.into() }
-    }
-
-    async fn publish_batch(&self, events: &[JobStateChange]) -> PublishReport {
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
-            match self.entry(event) {
-                Ok(entry) => pending.push((event, entry)),
-                Err(error) => log_lost(event, &error),
-            }
-        }
-        let offered = pending.len();
-        let mut lost = 0;
-        for try_number in 1..=TRIES {
-            if try_number > 1 {
-                tokio::time::sleep(RETRY_DELAY).await;
-            }
-            let rejected = self.put(pending.iter().map(|(_, entry)| entry.clone()).collect()).await;
-            let mut rejected = rejected.into_iter().peekable();
-            let mut retry = Vec::new();
-            for (position, item) in pending.into_iter().enumerate() {
-                let Some((_, error)) = rejected.next_if(|(i, _)| *i == position) else { continue };
-                if try_number < TRIES {
-                    retry.push(item);
-                } else {
-                    lost += 1;
-                    log_lost(item.0, &error);
-                }
-            }
-            pending = retry;
-            if pending.is_empty() {
-                break;
-            }
-        }
-        PublishReport { published: offered - lost, failed: events.len() - offered + lost }
-    }
-
-    fn entry(&self, event: &JobStateChange) -> Result<PutEventsRequestEntry, String> {
-        let detail = serde_json::to_string(event).map_err(|err| format!("the detail does not serialize: {err}"))?;
-        Ok(PutEventsRequestEntry::builder()
-            .event_bus_name(&self.bus_name)
-            .source(SOURCE)
-            .detail_type(DETAIL_TYPE)
-            .detail(detail)
-            .time(DateTime::from_millis(event.at.as_millisecond()))
-            .build())
-    }
-
-    /// One PutEvents call: the positions of the entries the bus did not take, with why,
-    /// in ascending order. A failed call rejects them all.
-    async fn put(&self, entries: Vec<PutEventsRequestEntry>) -> Vec<(usize, String)> {
-        let count = entries.len();
-        match self.client.put_events().set_entries(Some(entries)).send().await {
-            // Results come in the order of the entries; an accepted one has an event id.
-            Ok(output) => (0..count)
-                .filter_map(|i| match output.entries().get(i) {
-                    Some(result) if result.event_id().is_some() && result.error_code().is_none() => None,
-                    Some(result) => Some((
-                        i,
-                        format!(
-                            "{}: {}",
-                            result.error_code().unwrap_or("no event id"),
-                            result.error_message().unwrap_or_default()
-                        ),
-                    )),
-                    None => Some((i, "PutEvents returned no result for the entry".to_owned())),
-                })
-                .collect(),
-            Err(err) => {
-                let error = format!("PutEvents failed: {}", DisplayErrorContext(&err));
-                (0..count).map(|i| (i, error.clone())).collect()
-            }
-        }
-    }
-}
-
-fn log_lost(event: &JobStateChange, error: &str) {
-    tracing::error!(
-        job_id = %event.job_id,
-        attempt = event.attempt,
-        state = %event.state,
-        error,
-        "job state change event not published; the job record holds the transition"
-    );
-}
-
-impl EventSink for EventBridgeSink {
-    async fn publish(&self, events: &[JobStateChange]) -> PublishReport {
-        // One batch after another: a function usually publishes a single event, and a
-        // reconcile pass's few dozen are not worth concurrent calls against the bus's
-        // throttle. EventBridge does not keep order anyway; consumers order by `at`.
-        let mut report = PublishReport::default();
-        for batch in events.chunks(MAX_BATCH) {
-            let batch_report = self.publish_batch(batch).await;
-            report.published += batch_report.published;
-            report.failed += batch_report.failed;
-        }
-        report
-    }
-}
-
-/// A sink that publishes nothing, for deployments without an event bus.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoEvents;
-
-impl EventSink for NoEvents {
-    async fn publish(&self, _events: &[JobStateChange]) -> PublishReport {
-        PublishReport::default()
-    }
-}
-
-/// Events kept in memory, for pure unit tests of the code that publishes them.
-#[derive(Debug, Default)]
-pub struct MemorySink {
-    events: Mutex<Vec<JobStateChange>>,
-    failing: AtomicBool,
-}
-
-impl MemorySink {
-    /// An empty sink that accepts everything.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every event published so far, in order.
-    pub fn events(&self) -> Vec<JobStateChange> {
-        self.lock().clone()
-    }
-
-    /// While `failing`, publishing keeps nothing and reports every event failed, as a bus
-    /// that is down would: tests prove a transition survives it.
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<JobStateChange>> {
-        // Nothing panics while holding the lock, so a poisoned list is still whole.
-        self.events.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl EventSink for MemorySink {
-    async fn publish(&self, events: &[JobStateChange]) -> PublishReport {
-        if self.failing.load(Ordering::SeqCst) {
-            return PublishReport { published: 0, failed: events.len() };
-        }
-        self.lock().extend_from_slice(events);
-        PublishReport { published: events.len(), failed: 0 }
-    }
 }
 
 #[cfg(test)]

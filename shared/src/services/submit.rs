@@ -1,72 +1,26 @@
-//! The one path from a message to "recorded + pod", whichever trigger it came from.
+//! What senders ask of podbridge, whichever trigger brought it: submit a job (or have
+//! an invalid message recorded as `rejected`), cancel one, retry one, or record a
+//! schedule's tick as skipped. Each request is checked against the sender's
+//! namespaces; starting an attempt is [`Attempts`]'s.
 //!
 //! Every step is idempotent, so any redelivery, and any crash between two steps, ends
 //! in the same place: the job recorded once (a conditional put), one pod for the
-//! attempt (a deterministic name, and a 409 that is recognised as our own pod), and
-//! the record moved on only from where it was (a conditional update).
+//! attempt, and the record moved on only from where it was (a conditional update).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-use tracing::warn;
-
-use crate::cluster::{Cluster, PodCreated};
-use crate::error::{Error, Result};
-use crate::store::{Changed, Created, JobStore};
-use podbridge_core::failure::FailureClass;
-use podbridge_core::observe::OOM_KILLED;
-use podbridge_core::pod::{PodSettings, attempt_of, build_pod, pod_name};
+use podbridge_core::pod::PodSettings;
 use podbridge_core::record::{JobRecord, Source, StateChange};
 use podbridge_core::state::JobState;
 use podbridge_core::tenancy::{Sender, Tenancy, is_tick_id};
-use podbridge_core::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message, recheck};
+use podbridge_core::validate::{Guardrails, Job, Parsed, Problem, Rejection, parse_message};
 
-/// What became of a message. Every outcome means the message may be deleted: the job
-/// is durably recorded (or was already). The caller logs outcomes; this module logs
-/// only what an outcome does not show (a pod deleted after a lost race).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The job is recorded and its pod created.
-    Dispatched { job_id: String, attempt: u32, pod_name: String },
-    /// The job was recorded before (a redelivery); nothing more was needed.
-    AlreadyRecorded { job_id: String, state: JobState },
-    /// The message was invalid; it is recorded as `rejected` with the reasons.
-    Rejected { job_id: String, reason: String },
-    /// The Kubernetes API refused the pod for good; the job is recorded as `failed`.
-    Failed { job_id: String, reason: String },
-    /// The job is recorded as `cancelled` (its pod, if any, deleted).
-    Cancelled { job_id: String },
-    /// A cancel for a job that had already ended: nothing changed.
-    CancelIgnored { job_id: String, state: JobState },
-    /// The job was recorded as `cancelled` without ever running (a schedule's tick
-    /// skipped by its concurrency policy).
-    Skipped { job_id: String, reason: String },
-    /// A retry that could not start a new attempt (the job is not failed or cancelled,
-    /// does not exist, or already moved past the attempt named): nothing changed.
-    RetryIgnored { job_id: String, reason: String },
-    /// A cancel or retry the sender may not make (the job's namespace is not one of
-    /// theirs, an id reserved for schedule ticks, no retries left on request): nothing
-    /// changed.
-    Refused { job_id: String, reason: String },
-}
-
-impl Outcome {
-    /// The job the outcome is about.
-    pub fn job_id(&self) -> &str {
-        match self {
-            Self::Dispatched { job_id, .. }
-            | Self::AlreadyRecorded { job_id, .. }
-            | Self::Rejected { job_id, .. }
-            | Self::Failed { job_id, .. }
-            | Self::Cancelled { job_id }
-            | Self::CancelIgnored { job_id, .. }
-            | Self::Skipped { job_id, .. }
-            | Self::RetryIgnored { job_id, .. }
-            | Self::Refused { job_id, .. } => job_id,
-        }
-    }
-}
+use super::{Attempts, Outcome};
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::store::{Changed, Created, JobStore};
 
 /// The largest record a job may start with (its JSON size, close to its DynamoDB size).
 pub const MAX_NEW_RECORD_BYTES: usize = 200_000;
@@ -75,31 +29,43 @@ pub const MAX_NEW_RECORD_BYTES: usize = 200_000;
 /// (`PODBRIDGE_MAX_MANUAL_RETRIES`).
 pub const DEFAULT_MAX_MANUAL_RETRIES: u32 = 3;
 
-/// Records jobs and creates their pods.
-#[derive(Debug, Clone)]
+/// Carries out what senders ask: records jobs and starts their first attempt, cancels
+/// and retries them, within the namespaces each sender may use. Cheap to clone: its
+/// store and cluster are shared handles.
+#[derive(Debug)]
 pub struct Submitter<S, C> {
-    store: S,
-    cluster: C,
-    guardrails: Guardrails,
-    pods: PodSettings,
-    /// How long terminal records stay in the table before its TTL removes them.
-    record_ttl: Duration,
+    store: Arc<S>,
+    attempts: Attempts<S, C>,
     /// Which namespaces each sender may use.
     tenancy: Tenancy,
     /// How many retries on request one job may get.
     max_manual_retries: u32,
 }
 
-impl<S: JobStore, C: Cluster> Submitter<S, C> {
-    /// A submitter for one team (every sender may use every namespace); see
-    /// [`Submitter::with_tenancy`].
-    pub fn new(store: S, cluster: C, guardrails: Guardrails, pods: PodSettings, record_ttl: Duration) -> Self {
+impl<S, C> Clone for Submitter<S, C> {
+    fn clone(&self) -> Self {
         Self {
-            store,
-            cluster,
-            guardrails,
-            pods,
-            record_ttl,
+            store: Arc::clone(&self.store),
+            attempts: self.attempts.clone(),
+            tenancy: self.tenancy.clone(),
+            max_manual_retries: self.max_manual_retries,
+        }
+    }
+}
+
+impl<S: JobStore, C: Cluster> Submitter<S, C> {
+    /// A submitter for one team (every sender may use every namespace) over its own
+    /// store and cluster; see [`Submitter::with_tenancy`].
+    pub fn new(store: S, cluster: C, guardrails: Guardrails, pods: PodSettings, record_ttl: Duration) -> Self {
+        Self::over(Attempts::new(Arc::new(store), Arc::new(cluster), guardrails, pods, record_ttl))
+    }
+
+    /// A submitter for one team that starts attempts with `attempts` (and writes to
+    /// its store), so that it shares its handles with a reconciler.
+    pub fn over(attempts: Attempts<S, C>) -> Self {
+        Self {
+            store: attempts.store().clone(),
+            attempts,
             tenancy: Tenancy::open(),
             max_manual_retries: DEFAULT_MAX_MANUAL_RETRIES,
         }
@@ -119,23 +85,25 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
 
     /// The namespaces `sender` may use, the deployment's default first.
     pub fn namespaces_for(&self, sender: &Sender) -> Vec<String> {
-        self.tenancy.namespaces_for(sender, &self.guardrails.namespaces)
+        self.tenancy.namespaces_for(sender, &self.guardrails().namespaces)
     }
 
+    /// The job store it writes to.
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    pub fn cluster(&self) -> &C {
-        &self.cluster
+    /// What starts attempts (and holds the cluster).
+    pub fn attempts(&self) -> &Attempts<S, C> {
+        &self.attempts
     }
 
     pub fn guardrails(&self) -> &Guardrails {
-        &self.guardrails
+        self.attempts.guardrails()
     }
 
     fn expires_at(&self, now: Timestamp) -> Option<i64> {
-        Some(now.as_second().saturating_add(i64::try_from(self.record_ttl.as_secs()).unwrap_or(i64::MAX)))
+        self.attempts.expires_at(now)
     }
 
     /// Handles one message body from `sender`. `fallback_id` is the id of a job that
@@ -155,10 +123,10 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         // job in another team's namespace is rejected naming the ones it may use.
         let allowed = self.namespaces_for(sender);
         let scoped;
-        let guardrails = if allowed == self.guardrails.namespaces {
-            &self.guardrails
+        let guardrails = if allowed == self.guardrails().namespaces {
+            self.guardrails()
         } else {
-            scoped = Guardrails { namespaces: allowed.clone(), ..self.guardrails.clone() };
+            scoped = Guardrails { namespaces: allowed.clone(), ..self.guardrails().clone() };
             &scoped
         };
         match parse_message(body, fallback_id, guardrails) {
@@ -234,12 +202,12 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             return self.reject(Rejection { job_id: None, problems: vec![problem] }, record.source, fallback_id).await;
         }
         match self.store.create(&record).await? {
-            Created::New => self.start_attempt(&record, &job).await,
+            Created::New => self.attempts.start(&record, &job).await,
             // The same id again: redelivery (maybe after a crash mid-way), or a client
             // reusing its idempotency key. The stored job is the one that runs.
             Created::Exists(existing) if existing.state == JobState::Queued => {
                 let stored = existing.stored_job()?;
-                self.start_attempt(&existing, &stored).await
+                self.attempts.start(&existing, &stored).await
             }
             // A cancel that came before its job, from a sender of another namespace:
             // it does not apply to this job, which takes the id.
@@ -249,7 +217,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                     && existing.namespace != record.namespace =>
             {
                 match self.store.replace_tombstone(&record, &existing).await? {
-                    Created::New => self.start_attempt(&record, &job).await,
+                    Created::New => self.attempts.start(&record, &job).await,
                     Created::Exists(now) => {
                         Ok(Outcome::AlreadyRecorded { job_id: now.job_id.clone(), state: now.state })
                     }
@@ -275,113 +243,6 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             Created::Exists(existing) => {
                 Ok(Outcome::AlreadyRecorded { job_id: existing.job_id.clone(), state: existing.state })
             }
-        }
-    }
-
-    /// Creates the pod of the record's current attempt and records it (`queued` →
-    /// `setting_up`). Safe to repeat: the pod name is fixed per attempt.
-    pub async fn start_attempt(&self, record: &JobRecord, job: &Job) -> Result<Outcome> {
-        let oom_kills = record.history.iter().filter(|t| t.to == JobState::Failed && t.reason == OOM_KILLED).count();
-        let attempt_job = job.with_memory_after(oom_kills);
-        // Every attempt runs under the guardrails in force now, not those of the day the
-        // job was accepted: an operator who narrows them stops retries too.
-        let pod = build_pod(&attempt_job, record.attempt, &self.pods);
-        let name = pod_name(&job.id, record.attempt);
-        let adopted = match recheck(&attempt_job, &self.guardrails) {
-            Ok(()) => None,
-            // An attempt whose pod already runs (a redelivery after a crash) is followed,
-            // not refused: only a pod not yet created is held to today's rules.
-            Err(rejection) => match self.cluster.get_pod(&job.namespace, &name).await? {
-                Some(running) if attempt_of(&running) == Some((job.id.as_str(), record.attempt)) => Some(running),
-                _ => {
-                    let message = format!("attempt {} was not started: {rejection}", record.attempt);
-                    return self.fail_attempt(record, FailureClass::NoLongerAllowed, "NoLongerAllowed", &message).await;
-                }
-            },
-        };
-        let created = match adopted {
-            Some(running) => Ok(PodCreated::Exists(Box::new(running))),
-            None => self.cluster.create_pod(&pod).await,
-        };
-        let created = match created {
-            Ok(PodCreated::New(pod)) => *pod,
-            Ok(PodCreated::Exists(existing)) if attempt_of(&existing) == Some((job.id.as_str(), record.attempt)) => {
-                *existing
-            }
-            Ok(PodCreated::Exists(_)) => {
-                let reason = format!(
-                    "a pod named {name} that podbridge did not create for this job already exists in {}",
-                    job.namespace
-                );
-                return self.fail_attempt(record, FailureClass::ApiRejected, "PodNameTaken", &reason).await;
-            }
-            // Refused by admission for what the pod is (Pod Security, a policy): the job,
-            // not the deployment, so it is recorded rather than retried into the
-            // dead-letter queue. Other 403s are RBAC: the deployment must be fixed.
-            Err(Error::KubeApi { code: 403, message, .. }) if message.contains("violates PodSecurity") => {
-                let reason = format!("the Kubernetes API refused the pod: {message}");
-                return self.fail_attempt(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
-            }
-            Err(Error::KubeApi { code: 400 | 422, message, .. }) => {
-                let reason = format!("the Kubernetes API refused the pod: {message}");
-                return self.fail_attempt(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
-            }
-            Err(error) => return Err(error),
-        };
-        let now = Timestamp::now();
-        let mut change = StateChange::new(
-            JobState::Queued,
-            record.attempt,
-            JobState::SettingUp,
-            now,
-            "PodCreated",
-            &format!("pod {name} created in {}", job.namespace),
-        );
-        change.pod_name = Some(name.clone());
-        match self.store.change(&record.job_id, &change).await? {
-            Changed::Applied(_) => {
-                Ok(Outcome::Dispatched { job_id: record.job_id.clone(), attempt: record.attempt, pod_name: name })
-            }
-            Changed::Conflict(current) => self.after_lost_race(record, current.map(|c| *c), &created).await,
-        }
-    }
-
-    /// The record moved while the pod was being created. If the job was cancelled (or
-    /// ended) meanwhile, the pod just created must not run.
-    async fn after_lost_race(&self, record: &JobRecord, current: Option<JobRecord>, created: &Pod) -> Result<Outcome> {
-        let Some(current) = current else {
-            return Err(Error::Config(format!(
-                "job {} disappeared from the table while it was dispatched",
-                record.job_id
-            )));
-        };
-        if current.attempt == record.attempt && current.state.is_terminal() {
-            let namespace = created.metadata.namespace.clone().unwrap_or_default();
-            let name = created.metadata.name.clone().unwrap_or_default();
-            warn!(job_id = %record.job_id, state = %current.state, pod = %name, "the job ended while its pod was created; deleting the pod");
-            self.cluster.delete_pod(&namespace, &name, created.metadata.uid.as_deref()).await?;
-        }
-        Ok(Outcome::AlreadyRecorded { job_id: current.job_id, state: current.state })
-    }
-
-    /// Records the attempt as failed for a reason retrying cannot fix.
-    async fn fail_attempt(
-        &self,
-        record: &JobRecord,
-        class: FailureClass,
-        reason: &str,
-        message: &str,
-    ) -> Result<Outcome> {
-        let now = Timestamp::now();
-        let mut change = StateChange::new(JobState::Queued, record.attempt, JobState::Failed, now, reason, message);
-        change.failure_class = Some(class);
-        change.expires_at = self.expires_at(now);
-        match self.store.change(&record.job_id, &change).await? {
-            Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
-            Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {
-                job_id: record.job_id.clone(),
-                state: current.map_or(record.state, |c| c.state),
-            }),
         }
     }
 
@@ -472,7 +333,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             // A cancel delivered again after its record was written, whose pod delete
             // failed: delete it now (deleting a pod that is gone is not an error).
             if record.state == JobState::Cancelled {
-                self.delete_attempt_pod(&record).await?;
+                self.attempts.delete_pod(&record).await?;
             }
             // A failed attempt whose retry is still owed has not ended the job.
             if record.state.is_terminal() && !record.retry_pending {
@@ -485,7 +346,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                 StateChange::new(record.state, record.attempt, JobState::Cancelled, now, "Cancelled", reason);
             change.expires_at = self.expires_at(now);
             if let Changed::Applied(cancelled) = self.store.change(job_id, &change).await? {
-                self.delete_attempt_pod(&cancelled).await?;
+                self.attempts.delete_pod(&cancelled).await?;
                 return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
             }
         }
@@ -494,14 +355,6 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             retryable: true,
             source: format!("job {job_id} kept changing while it was cancelled").into(),
         })
-    }
-
-    /// Deletes the pod of the record's current attempt, if it has one.
-    async fn delete_attempt_pod(&self, record: &JobRecord) -> Result<()> {
-        if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {
-            self.cluster.delete_pod(namespace, pod, None).await?;
-        }
-        Ok(())
     }
 
     /// Records a job that will not run as `cancelled` with `reason` (`Skipped`) and
@@ -558,7 +411,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             StateChange::new(record.state, record.attempt, JobState::Queued, Timestamp::now(), RETRY_REQUESTED, reason);
         change.new_attempt = Some(next);
         match self.store.change(job_id, &change).await? {
-            Changed::Applied(queued) => self.start_attempt(&queued, &job).await,
+            Changed::Applied(queued) => self.attempts.start(&queued, &job).await,
             Changed::Conflict(current) => ignored(format!(
                 "the job moved meanwhile (now {})",
                 current.map_or_else(|| "gone".to_owned(), |c| format!("{} at attempt {}", c.state, c.attempt))

@@ -1,0 +1,195 @@
+//! Starting an attempt: under the guardrails in force now, one pod per attempt (a
+//! deterministic name, and a 409 recognised as podbridge's own pod), and the record
+//! moved to `setting_up` only from `queued`; or the attempt recorded as failed for a
+//! reason retrying cannot fix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use podbridge_core::failure::FailureClass;
+use podbridge_core::observe::OOM_KILLED;
+use podbridge_core::pod::{PodSettings, attempt_of, build_pod, pod_name};
+use podbridge_core::record::{JobRecord, StateChange};
+use podbridge_core::state::JobState;
+use podbridge_core::validate::{Guardrails, Job, recheck};
+use tracing::warn;
+
+use super::Outcome;
+use crate::cluster::{Cluster, PodCreated};
+use crate::error::{Error, Result};
+use crate::store::{Changed, JobStore};
+
+/// Starts and ends job attempts. Cheap to clone: the store and the cluster are shared
+/// handles, so the submitter and the reconciler of one process use the same clients.
+#[derive(Debug)]
+pub struct Attempts<S, C> {
+    store: Arc<S>,
+    cluster: Arc<C>,
+    guardrails: Guardrails,
+    pods: PodSettings,
+    /// How long terminal records stay in the table before its TTL removes them.
+    record_ttl: Duration,
+}
+
+impl<S, C> Clone for Attempts<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            cluster: Arc::clone(&self.cluster),
+            guardrails: self.guardrails.clone(),
+            pods: self.pods.clone(),
+            record_ttl: self.record_ttl,
+        }
+    }
+}
+
+impl<S, C> Attempts<S, C> {
+    pub fn new(
+        store: Arc<S>,
+        cluster: Arc<C>,
+        guardrails: Guardrails,
+        pods: PodSettings,
+        record_ttl: Duration,
+    ) -> Self {
+        Self { store, cluster, guardrails, pods, record_ttl }
+    }
+
+    /// The job store (a shared handle).
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The cluster (a shared handle).
+    pub fn cluster(&self) -> &Arc<C> {
+        &self.cluster
+    }
+
+    /// The guardrails every attempt is held to.
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.guardrails
+    }
+
+    /// How long terminal records are kept.
+    pub fn record_ttl(&self) -> Duration {
+        self.record_ttl
+    }
+
+    /// When a record that ends at `now` expires (DynamoDB's TTL, in epoch seconds).
+    pub fn expires_at(&self, now: Timestamp) -> Option<i64> {
+        Some(now.as_second().saturating_add(i64::try_from(self.record_ttl.as_secs()).unwrap_or(i64::MAX)))
+    }
+}
+
+impl<S: JobStore, C: Cluster> Attempts<S, C> {
+    /// Creates the pod of the record's current attempt and records it (`queued` →
+    /// `setting_up`). Safe to repeat: the pod name is fixed per attempt.
+    pub async fn start(&self, record: &JobRecord, job: &Job) -> Result<Outcome> {
+        let oom_kills = record.history.iter().filter(|t| t.to == JobState::Failed && t.reason == OOM_KILLED).count();
+        let attempt_job = job.with_memory_after(oom_kills);
+        // Every attempt runs under the guardrails in force now, not those of the day the
+        // job was accepted: an operator who narrows them stops retries too.
+        let pod = build_pod(&attempt_job, record.attempt, &self.pods);
+        let name = pod_name(&job.id, record.attempt);
+        let adopted = match recheck(&attempt_job, &self.guardrails) {
+            Ok(()) => None,
+            // An attempt whose pod already runs (a redelivery after a crash) is followed,
+            // not refused: only a pod not yet created is held to today's rules.
+            Err(rejection) => match self.cluster.get_pod(&job.namespace, &name).await? {
+                Some(running) if attempt_of(&running) == Some((job.id.as_str(), record.attempt)) => Some(running),
+                _ => {
+                    let message = format!("attempt {} was not started: {rejection}", record.attempt);
+                    return self.fail(record, FailureClass::NoLongerAllowed, "NoLongerAllowed", &message).await;
+                }
+            },
+        };
+        let created = match adopted {
+            Some(running) => Ok(PodCreated::Exists(Box::new(running))),
+            None => self.cluster.create_pod(&pod).await,
+        };
+        let created = match created {
+            Ok(PodCreated::New(pod)) => *pod,
+            Ok(PodCreated::Exists(existing)) if attempt_of(&existing) == Some((job.id.as_str(), record.attempt)) => {
+                *existing
+            }
+            Ok(PodCreated::Exists(_)) => {
+                let reason = format!(
+                    "a pod named {name} that podbridge did not create for this job already exists in {}",
+                    job.namespace
+                );
+                return self.fail(record, FailureClass::ApiRejected, "PodNameTaken", &reason).await;
+            }
+            // Refused by admission for what the pod is (Pod Security, a policy): the job,
+            // not the deployment, so it is recorded rather than retried into the
+            // dead-letter queue. Other 403s are RBAC: the deployment must be fixed.
+            Err(Error::KubeApi { code: 403, message, .. }) if message.contains("violates PodSecurity") => {
+                let reason = format!("the Kubernetes API refused the pod: {message}");
+                return self.fail(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
+            }
+            Err(Error::KubeApi { code: 400 | 422, message, .. }) => {
+                let reason = format!("the Kubernetes API refused the pod: {message}");
+                return self.fail(record, FailureClass::ApiRejected, "PodRejected", &reason).await;
+            }
+            Err(error) => return Err(error),
+        };
+        let now = Timestamp::now();
+        let mut change = StateChange::new(
+            JobState::Queued,
+            record.attempt,
+            JobState::SettingUp,
+            now,
+            "PodCreated",
+            &format!("pod {name} created in {}", job.namespace),
+        );
+        change.pod_name = Some(name.clone());
+        match self.store.change(&record.job_id, &change).await? {
+            Changed::Applied(_) => {
+                Ok(Outcome::Dispatched { job_id: record.job_id.clone(), attempt: record.attempt, pod_name: name })
+            }
+            Changed::Conflict(current) => self.after_lost_race(record, current.map(|c| *c), &created).await,
+        }
+    }
+
+    /// The record moved while the pod was being created. If the job was cancelled (or
+    /// ended) meanwhile, the pod just created must not run.
+    async fn after_lost_race(&self, record: &JobRecord, current: Option<JobRecord>, created: &Pod) -> Result<Outcome> {
+        let Some(current) = current else {
+            return Err(Error::Config(format!(
+                "job {} disappeared from the table while it was dispatched",
+                record.job_id
+            )));
+        };
+        if current.attempt == record.attempt && current.state.is_terminal() {
+            let namespace = created.metadata.namespace.clone().unwrap_or_default();
+            let name = created.metadata.name.clone().unwrap_or_default();
+            warn!(job_id = %record.job_id, state = %current.state, pod = %name, "the job ended while its pod was created; deleting the pod");
+            self.cluster.delete_pod(&namespace, &name, created.metadata.uid.as_deref()).await?;
+        }
+        Ok(Outcome::AlreadyRecorded { job_id: current.job_id, state: current.state })
+    }
+
+    /// Records the attempt as failed for a reason retrying cannot fix.
+    async fn fail(&self, record: &JobRecord, class: FailureClass, reason: &str, message: &str) -> Result<Outcome> {
+        let now = Timestamp::now();
+        let mut change = StateChange::new(JobState::Queued, record.attempt, JobState::Failed, now, reason, message);
+        change.failure_class = Some(class);
+        change.expires_at = self.expires_at(now);
+        match self.store.change(&record.job_id, &change).await? {
+            Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
+            Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {
+                job_id: record.job_id.clone(),
+                state: current.map_or(record.state, |c| c.state),
+            }),
+        }
+    }
+
+    /// Deletes the pod recorded for the record's current attempt, if it has one
+    /// (deleting a pod that is gone is not an error).
+    pub async fn delete_pod(&self, record: &JobRecord) -> Result<()> {
+        if let (Some(namespace), Some(pod)) = (&record.namespace, &record.pod_name) {
+            self.cluster.delete_pod(namespace, pod, None).await?;
+        }
+        Ok(())
+    }
+}
