@@ -16,6 +16,7 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use podbridge::settings::{DEFAULT_EVENT_BUS, var};
 use podbridge::store::dynamodb::DynamoJobStore;
 
 /// One connection setting: a flag that overrides an environment variable.
@@ -29,21 +30,29 @@ pub struct Setting {
 
 /// The DynamoDB job table.
 pub const TABLE: Setting =
-    Setting { variable: "PODBRIDGE_TABLE", flag: "--table", what: "the name of the DynamoDB job table" };
+    Setting { variable: var::TABLE, flag: "--table", what: "the name of the DynamoDB job table" };
 /// The SQS job queue (dispatch's trigger).
 pub const QUEUE_URL: Setting = Setting {
-    variable: "PODBRIDGE_QUEUE_URL",
+    variable: QUEUE_URL_VAR,
     flag: "--queue-url",
     what: "the URL of the job queue (the stack's JobQueueUrl output)",
 };
 /// The EventBridge bus the trigger's rule listens on and job state changes go to.
 pub const EVENT_BUS: Setting =
-    Setting { variable: "PODBRIDGE_EVENT_BUS", flag: "--bus", what: "the name or ARN of the event bus" };
+    Setting { variable: var::EVENT_BUS, flag: "--bus", what: "the name or ARN of the event bus" };
 /// The endpoint of every AWS client (a local stack); the AWS SDK reads the variable too.
 pub const ENDPOINT_URL: Setting =
     Setting { variable: "AWS_ENDPOINT_URL", flag: "--endpoint-url", what: "the URL of the AWS endpoint" };
-/// The bus every account has, which the functions use unless told otherwise.
-pub const DEFAULT_EVENT_BUS: &str = "default";
+/// The variables only the CLI reads (the functions are told their queues by their
+/// triggers); `podbridge dev` exports them. The functions' variables are named in
+/// `podbridge::settings::var`.
+pub const QUEUE_URL_VAR: &str = "PODBRIDGE_QUEUE_URL";
+/// The job queue's dead-letter queue (exported by `podbridge dev`).
+pub const DLQ_URL_VAR: &str = "PODBRIDGE_DLQ_URL";
+/// The trigger's queue in the local stack, where ticks and job events are delivered.
+pub const TRIGGER_QUEUE_URL_VAR: &str = "PODBRIDGE_TRIGGER_QUEUE_URL";
+/// The trigger's dead-letter queue.
+pub const TRIGGER_DLQ_URL_VAR: &str = "PODBRIDGE_TRIGGER_DLQ_URL";
 
 /// What a missing setting's error adds about where values come from.
 const WHERE_FROM: &str = "`podbridge dev` prints the export lines for the local stack; for a deployed \

@@ -11,15 +11,14 @@
 
 use std::collections::BTreeMap;
 
-use podbridge::settings::Settings;
+use podbridge::settings::{Settings, var};
 
 /// Values for the variables a deployment must set and a local command may go without.
-const LOCAL_FALLBACKS: [(&str, &str); 2] =
-    [("PODBRIDGE_NAMESPACES", "podbridge-jobs"), ("PODBRIDGE_IMAGE_PREFIXES", "*")];
+const LOCAL_FALLBACKS: [(&str, &str); 2] = [(var::NAMESPACES, "podbridge-jobs"), (var::IMAGE_PREFIXES, "*")];
 
 /// The job table is required by the functions' settings; a local command that uses
 /// one fixes it (see [`Local::from_env_with`]), the others never touch this placeholder.
-const NO_TABLE: (&str, &str) = ("PODBRIDGE_TABLE", "unused-by-local-commands");
+const NO_TABLE: (&str, &str) = (var::TABLE, "unused-by-local-commands");
 
 /// Guardrail flags shared by the commands that validate messages. Each replaces its
 /// PODBRIDGE_* variable entirely (it does not add to it).
@@ -49,16 +48,16 @@ impl Overrides {
     fn variables(&self) -> BTreeMap<&'static str, String> {
         let mut variables = BTreeMap::new();
         for (name, values) in [
-            ("PODBRIDGE_NAMESPACES", &self.namespaces),
-            ("PODBRIDGE_IMAGE_PREFIXES", &self.image_prefixes),
-            ("PODBRIDGE_SERVICE_ACCOUNTS", &self.service_accounts),
+            (var::NAMESPACES, &self.namespaces),
+            (var::IMAGE_PREFIXES, &self.image_prefixes),
+            (var::SERVICE_ACCOUNTS, &self.service_accounts),
         ] {
             if !values.is_empty() {
                 variables.insert(name, values.join(","));
             }
         }
         if self.allow_secret_refs {
-            variables.insert("PODBRIDGE_ALLOW_SECRET_REFS", "true".to_owned());
+            variables.insert(var::ALLOW_SECRET_REFS, "true".to_owned());
         }
         variables
     }

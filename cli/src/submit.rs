@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use podbridge::cluster::KubeCluster;
 use podbridge::error::error_chain;
 use podbridge::services::{Outcome, Submitter};
+use podbridge::settings::var;
 use podbridge::wiring::{Deployment, FunctionStore};
 use podbridge_core::record::Source;
 use podbridge_core::tenancy::Sender;
@@ -181,7 +182,7 @@ async fn send(target: &Target, messages: &[Message]) -> anyhow::Result<ExitCode>
 /// Runs every message through the submission core, here.
 async fn direct(args: &Args, target: &Target, messages: &[Message]) -> anyhow::Result<ExitCode> {
     let table = target.table()?;
-    let fixed = [("PODBRIDGE_TABLE", table.to_owned()), ("PODBRIDGE_EVENT_BUS", target.bus().to_owned())];
+    let fixed = [(var::TABLE, table.to_owned()), (var::EVENT_BUS, target.bus().to_owned())];
     let local = Local::from_env_with(&args.guardrails, &fixed, &[]).context("reading the PODBRIDGE_* settings")?;
     if let Some(note) = local.assumed_note() {
         eprintln!("{note}");

@@ -544,7 +544,7 @@ PASS_BUDGET = 30
 def check_reconcile_timeout(raw: dict) -> None:
     """Reconcile follows pods for PODBRIDGE_FOLLOW_SECONDS after its pass, until its margin
     before the deadline: its timeout must leave room for the pass."""
-    follow = re.search(r'"PODBRIDGE_FOLLOW_SECONDS", Duration::from_secs\((\d+)\)', rust_file(SETTINGS))
+    follow = re.search(r"const DEFAULT_FOLLOW: Duration = Duration::from_secs\((\d+)\);", rust_file(SETTINGS))
     reconcile_src = ROOT / "functions/reconcile/src"
     margins = set(re.findall(r"const DEADLINE_MARGIN: Duration = Duration::from_secs\((\d+)\);",
                              rust_sources(reconcile_src)))

@@ -24,12 +24,99 @@ use podbridge_core::validate::{
     Guardrails, MIN_CPU_MILLIS, MIN_MEMORY_BYTES, RESERVED_LABEL_PREFIX, SYSTEM_PRIORITY_PREFIX,
 };
 
+/// The name of every variable the settings read, each named here once.
+pub mod var {
+    /// Whether jobs may take environment variables from Secrets.
+    pub const ALLOW_SECRET_REFS: &str = "PODBRIDGE_ALLOW_SECRET_REFS";
+    /// The EKS cluster's CA, base64 of the PEM (else DescribeCluster).
+    pub const CLUSTER_CA: &str = "PODBRIDGE_CLUSTER_CA";
+    /// The EKS cluster's API server URL (else DescribeCluster).
+    pub const CLUSTER_ENDPOINT: &str = "PODBRIDGE_CLUSTER_ENDPOINT";
+    /// The EKS cluster.
+    pub const CLUSTER_NAME: &str = "PODBRIDGE_CLUSTER_NAME";
+    /// Records of one batch (or jobs of one pass) handled at once.
+    pub const CONCURRENCY: &str = "PODBRIDGE_CONCURRENCY";
+    /// How long past a job's timeout it is failed even if the kubelet has not enforced it.
+    pub const DEADLINE_GRACE_SECONDS: &str = "PODBRIDGE_DEADLINE_GRACE_SECONDS";
+    /// The CPU request of a job that names none.
+    pub const DEFAULT_CPU: &str = "PODBRIDGE_DEFAULT_CPU";
+    /// How long a finished pod is kept when the job says nothing.
+    pub const DEFAULT_KEEP_POD_SECONDS: &str = "PODBRIDGE_DEFAULT_KEEP_POD_SECONDS";
+    /// The memory request of a job that names none.
+    pub const DEFAULT_MEMORY: &str = "PODBRIDGE_DEFAULT_MEMORY";
+    /// The timeout of a job that names none.
+    pub const DEFAULT_TIMEOUT_SECONDS: &str = "PODBRIDGE_DEFAULT_TIMEOUT_SECONDS";
+    /// The EventBridge bus job state changes go to (a name or an ARN).
+    pub const EVENT_BUS: &str = "PODBRIDGE_EVENT_BUS";
+    /// How long the reconciler follows the pods after its pass.
+    pub const FOLLOW_SECONDS: &str = "PODBRIDGE_FOLLOW_SECONDS";
+    /// The image prefixes jobs may use, comma-separated (`*`: any image).
+    pub const IMAGE_PREFIXES: &str = "PODBRIDGE_IMAGE_PREFIXES";
+    /// The deadline of every Kubernetes API call.
+    pub const KUBE_TIMEOUT_SECONDS: &str = "PODBRIDGE_KUBE_TIMEOUT_SECONDS";
+    /// The label key prefixes jobs may set.
+    pub const LABEL_PREFIXES: &str = "PODBRIDGE_LABEL_PREFIXES";
+    /// The most attempts a job may ask for.
+    pub const MAX_ATTEMPTS: &str = "PODBRIDGE_MAX_ATTEMPTS";
+    /// The most CPU a job may request.
+    pub const MAX_CPU: &str = "PODBRIDGE_MAX_CPU";
+    /// The longest a job may ask its finished pod to be kept.
+    pub const MAX_KEEP_POD_SECONDS: &str = "PODBRIDGE_MAX_KEEP_POD_SECONDS";
+    /// Retries on request one job may get.
+    pub const MAX_MANUAL_RETRIES: &str = "PODBRIDGE_MAX_MANUAL_RETRIES";
+    /// The most memory a job may request.
+    pub const MAX_MEMORY: &str = "PODBRIDGE_MAX_MEMORY";
+    /// The longest timeout a job may ask for.
+    pub const MAX_TIMEOUT_SECONDS: &str = "PODBRIDGE_MAX_TIMEOUT_SECONDS";
+    /// The CloudWatch namespace of the functions' metrics.
+    pub const METRICS_NAMESPACE: &str = "PODBRIDGE_METRICS_NAMESPACE";
+    /// The namespaces jobs may run in, comma-separated; the first is the default.
+    pub const NAMESPACES: &str = "PODBRIDGE_NAMESPACES";
+    /// The node label keys jobs may select on.
+    pub const NODE_SELECTOR_KEYS: &str = "PODBRIDGE_NODE_SELECTOR_KEYS";
+    /// When a managed pod with no job record is deleted.
+    pub const ORPHAN_GRACE_SECONDS: &str = "PODBRIDGE_ORPHAN_GRACE_SECONDS";
+    /// The PriorityClasses jobs may ask for.
+    pub const PRIORITY_CLASSES: &str = "PODBRIDGE_PRIORITY_CLASSES";
+    /// How long terminal records are kept, in days.
+    pub const RECORD_TTL_DAYS: &str = "PODBRIDGE_RECORD_TTL_DAYS";
+    /// When a queued job with no pod is dispatched again.
+    pub const REDISPATCH_AFTER_SECONDS: &str = "PODBRIDGE_REDISPATCH_AFTER_SECONDS";
+    /// Which namespaces each sender may use (a JSON array of rules).
+    pub const SENDERS: &str = "PODBRIDGE_SENDERS";
+    /// The ServiceAccounts jobs may ask for.
+    pub const SERVICE_ACCOUNTS: &str = "PODBRIDGE_SERVICE_ACCOUNTS";
+    /// When a pod that never started fails.
+    pub const START_LIMIT_SECONDS: &str = "PODBRIDGE_START_LIMIT_SECONDS";
+    /// When a pod stuck pulling its image or creating its container fails.
+    pub const STUCK_AFTER_SECONDS: &str = "PODBRIDGE_STUCK_AFTER_SECONDS";
+    /// The DynamoDB job table.
+    pub const TABLE: &str = "PODBRIDGE_TABLE";
+    /// The pods' termination grace period.
+    pub const TERMINATION_GRACE_SECONDS: &str = "PODBRIDGE_TERMINATION_GRACE_SECONDS";
+    /// The taint keys jobs may tolerate.
+    pub const TOLERATION_KEYS: &str = "PODBRIDGE_TOLERATION_KEYS";
+    /// When an unschedulable pod fails.
+    pub const UNSCHEDULABLE_AFTER_SECONDS: &str = "PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS";
+}
+
+/// The bus every account has, used when `PODBRIDGE_EVENT_BUS` is not set.
+pub const DEFAULT_EVENT_BUS: &str = "default";
+
+/// How long the reconciler follows the pods after its pass when
+/// `PODBRIDGE_FOLLOW_SECONDS` is not set: until shortly before the next one-minute
+/// schedule.
+pub const DEFAULT_FOLLOW: Duration = Duration::from_secs(50);
+
 /// Settings shared by the functions that submit jobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The DynamoDB job table (`PODBRIDGE_TABLE`).
     pub table: String,
+    /// What a job may ask for (`PODBRIDGE_NAMESPACES`, `PODBRIDGE_IMAGE_PREFIXES`, the
+    /// allow-lists, the defaults and ceilings).
     pub guardrails: Guardrails,
+    /// What every pod gets (`PODBRIDGE_TERMINATION_GRACE_SECONDS`).
     pub pods: PodSettings,
     /// How long terminal records are kept (`PODBRIDGE_RECORD_TTL_DAYS`, default 30).
     pub record_ttl: Duration,
@@ -110,17 +197,17 @@ impl Settings {
         };
         let defaults = Guardrails::default();
         let stuck = Thresholds::default();
-        let namespaces = list("PODBRIDGE_NAMESPACES");
+        let namespaces = list(var::NAMESPACES);
         if namespaces.is_empty() {
             return Err(Error::Config("PODBRIDGE_NAMESPACES is not set: it must hold the namespaces jobs may run in, comma-separated (the first is the default)".into()));
         }
-        let image_prefixes = list("PODBRIDGE_IMAGE_PREFIXES");
+        let image_prefixes = list(var::IMAGE_PREFIXES);
         if image_prefixes.is_empty() {
             return Err(Error::Config("PODBRIDGE_IMAGE_PREFIXES is not set: it must hold the allowed image prefixes, comma-separated (`*` allows any image)".into()));
         }
         // A prefix is compared by registry host and whole path components; one that
         // could not end at such a boundary would not mean what its operator meant.
-        each("PODBRIDGE_IMAGE_PREFIXES", &image_prefixes, |prefix| {
+        each(var::IMAGE_PREFIXES, &image_prefixes, |prefix| {
             ImagePrefix::parse(prefix).map(|_| ()).map_err(|why| {
                 format!(
                     "cannot be a prefix: {why}; a prefix is a registry host, then whole path components \
@@ -128,8 +215,8 @@ impl Settings {
                 )
             })
         })?;
-        let priority_classes = list("PODBRIDGE_PRIORITY_CLASSES");
-        each("PODBRIDGE_PRIORITY_CLASSES", &priority_classes, |class| {
+        let priority_classes = list(var::PRIORITY_CLASSES);
+        each(var::PRIORITY_CLASSES, &priority_classes, |class| {
             if !is_dns_subdomain(class) {
                 Err("is not a PriorityClass name (a DNS subdomain name)".to_owned())
             } else if class.starts_with(SYSTEM_PRIORITY_PREFIX) {
@@ -138,16 +225,16 @@ impl Settings {
                 Ok(())
             }
         })?;
-        let toleration_keys = list("PODBRIDGE_TOLERATION_KEYS");
-        each("PODBRIDGE_TOLERATION_KEYS", &toleration_keys, |key| {
+        let toleration_keys = list(var::TOLERATION_KEYS);
+        each(var::TOLERATION_KEYS, &toleration_keys, |key| {
             is_qualified_name(key).then_some(()).ok_or_else(|| format!("is not a taint key ({QUALIFIED_NAME_RULE})"))
         })?;
-        let node_selector_keys = list("PODBRIDGE_NODE_SELECTOR_KEYS");
-        each("PODBRIDGE_NODE_SELECTOR_KEYS", &node_selector_keys, |key| {
+        let node_selector_keys = list(var::NODE_SELECTOR_KEYS);
+        each(var::NODE_SELECTOR_KEYS, &node_selector_keys, |key| {
             is_qualified_name(key).then_some(()).ok_or_else(|| format!("is not a label key ({QUALIFIED_NAME_RULE})"))
         })?;
-        let label_prefixes = list("PODBRIDGE_LABEL_PREFIXES");
-        each("PODBRIDGE_LABEL_PREFIXES", &label_prefixes, |prefix| {
+        let label_prefixes = list(var::LABEL_PREFIXES);
+        each(var::LABEL_PREFIXES, &label_prefixes, |prefix| {
             let domain = prefix.strip_suffix('/').unwrap_or(prefix);
             if !is_dns_subdomain(domain) {
                 Err("is not a label key prefix: a DNS subdomain such as team.example.com, optionally followed by /"
@@ -158,7 +245,7 @@ impl Settings {
                 Ok(())
             }
         })?;
-        let allow_secret_refs = match var("PODBRIDGE_ALLOW_SECRET_REFS").as_deref() {
+        let allow_secret_refs = match var(var::ALLOW_SECRET_REFS).as_deref() {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
@@ -168,43 +255,38 @@ impl Settings {
         let guardrails = Guardrails {
             namespaces,
             image_prefixes,
-            service_accounts: list("PODBRIDGE_SERVICE_ACCOUNTS"),
+            service_accounts: list(var::SERVICE_ACCOUNTS),
             allow_secret_refs,
             priority_classes,
             toleration_keys,
             node_selector_keys,
             label_prefixes,
-            default_cpu_millis: quantity("PODBRIDGE_DEFAULT_CPU", defaults.default_cpu_millis, parse_cpu)?,
-            default_memory_bytes: quantity("PODBRIDGE_DEFAULT_MEMORY", defaults.default_memory_bytes, parse_memory)?,
-            max_cpu_millis: quantity("PODBRIDGE_MAX_CPU", defaults.max_cpu_millis, parse_cpu)?,
-            max_memory_bytes: quantity("PODBRIDGE_MAX_MEMORY", defaults.max_memory_bytes, parse_memory)?,
-            default_timeout_seconds: number("PODBRIDGE_DEFAULT_TIMEOUT_SECONDS", defaults.default_timeout_seconds)?,
-            max_timeout_seconds: number("PODBRIDGE_MAX_TIMEOUT_SECONDS", defaults.max_timeout_seconds)?,
-            max_attempts: u32::try_from(number("PODBRIDGE_MAX_ATTEMPTS", u64::from(defaults.max_attempts))?)
+            default_cpu_millis: quantity(var::DEFAULT_CPU, defaults.default_cpu_millis, parse_cpu)?,
+            default_memory_bytes: quantity(var::DEFAULT_MEMORY, defaults.default_memory_bytes, parse_memory)?,
+            max_cpu_millis: quantity(var::MAX_CPU, defaults.max_cpu_millis, parse_cpu)?,
+            max_memory_bytes: quantity(var::MAX_MEMORY, defaults.max_memory_bytes, parse_memory)?,
+            default_timeout_seconds: number(var::DEFAULT_TIMEOUT_SECONDS, defaults.default_timeout_seconds)?,
+            max_timeout_seconds: number(var::MAX_TIMEOUT_SECONDS, defaults.max_timeout_seconds)?,
+            max_attempts: u32::try_from(number(var::MAX_ATTEMPTS, u64::from(defaults.max_attempts))?)
                 .map_err(|_| Error::Config("PODBRIDGE_MAX_ATTEMPTS is too large".into()))?,
-            default_keep_pod_seconds: number("PODBRIDGE_DEFAULT_KEEP_POD_SECONDS", defaults.default_keep_pod_seconds)?,
-            max_keep_pod_seconds: number("PODBRIDGE_MAX_KEEP_POD_SECONDS", defaults.max_keep_pod_seconds)?,
+            default_keep_pod_seconds: number(var::DEFAULT_KEEP_POD_SECONDS, defaults.default_keep_pod_seconds)?,
+            max_keep_pod_seconds: number(var::MAX_KEEP_POD_SECONDS, defaults.max_keep_pod_seconds)?,
         };
         // A default above its ceiling would reject every job that relies on it, for a
         // reason its sender did not cause.
         let limits = [
-            ("PODBRIDGE_DEFAULT_CPU", guardrails.default_cpu_millis, "PODBRIDGE_MAX_CPU", guardrails.max_cpu_millis),
+            (var::DEFAULT_CPU, guardrails.default_cpu_millis, var::MAX_CPU, guardrails.max_cpu_millis),
+            (var::DEFAULT_MEMORY, guardrails.default_memory_bytes, var::MAX_MEMORY, guardrails.max_memory_bytes),
             (
-                "PODBRIDGE_DEFAULT_MEMORY",
-                guardrails.default_memory_bytes,
-                "PODBRIDGE_MAX_MEMORY",
-                guardrails.max_memory_bytes,
-            ),
-            (
-                "PODBRIDGE_DEFAULT_TIMEOUT_SECONDS",
+                var::DEFAULT_TIMEOUT_SECONDS,
                 guardrails.default_timeout_seconds,
-                "PODBRIDGE_MAX_TIMEOUT_SECONDS",
+                var::MAX_TIMEOUT_SECONDS,
                 guardrails.max_timeout_seconds,
             ),
             (
-                "PODBRIDGE_DEFAULT_KEEP_POD_SECONDS",
+                var::DEFAULT_KEEP_POD_SECONDS,
                 guardrails.default_keep_pod_seconds,
-                "PODBRIDGE_MAX_KEEP_POD_SECONDS",
+                var::MAX_KEEP_POD_SECONDS,
                 guardrails.max_keep_pod_seconds,
             ),
         ];
@@ -216,10 +298,10 @@ impl Settings {
         // Below these no job could run: every request would be refused.
         type Show = fn(u64) -> String;
         let minimums: [(&str, u64, u64, Show); 4] = [
-            ("PODBRIDGE_DEFAULT_CPU", guardrails.default_cpu_millis, MIN_CPU_MILLIS, format_cpu),
-            ("PODBRIDGE_MAX_CPU", guardrails.max_cpu_millis, MIN_CPU_MILLIS, format_cpu),
-            ("PODBRIDGE_DEFAULT_MEMORY", guardrails.default_memory_bytes, MIN_MEMORY_BYTES, format_memory),
-            ("PODBRIDGE_MAX_MEMORY", guardrails.max_memory_bytes, MIN_MEMORY_BYTES, format_memory),
+            (var::DEFAULT_CPU, guardrails.default_cpu_millis, MIN_CPU_MILLIS, format_cpu),
+            (var::MAX_CPU, guardrails.max_cpu_millis, MIN_CPU_MILLIS, format_cpu),
+            (var::DEFAULT_MEMORY, guardrails.default_memory_bytes, MIN_MEMORY_BYTES, format_memory),
+            (var::MAX_MEMORY, guardrails.max_memory_bytes, MIN_MEMORY_BYTES, format_memory),
         ];
         for (name, value, min, show) in minimums {
             if value < min {
@@ -231,12 +313,15 @@ impl Settings {
                 "PODBRIDGE_MAX_ATTEMPTS and PODBRIDGE_DEFAULT_TIMEOUT_SECONDS must be at least 1".into(),
             ));
         }
-        let grace = number("PODBRIDGE_TERMINATION_GRACE_SECONDS", 30)?;
-        let concurrency = number("PODBRIDGE_CONCURRENCY", 10)?;
+        let grace = number(
+            var::TERMINATION_GRACE_SECONDS,
+            u64::try_from(PodSettings::default().termination_grace_period_seconds).unwrap_or(0),
+        )?;
+        let concurrency = number(var::CONCURRENCY, 10)?;
         if concurrency == 0 {
             return Err(Error::Config("PODBRIDGE_CONCURRENCY must be at least 1".into()));
         }
-        let metrics_namespace = var("PODBRIDGE_METRICS_NAMESPACE").unwrap_or_else(|| "podbridge".to_owned());
+        let metrics_namespace = var(var::METRICS_NAMESPACE).unwrap_or_else(|| "podbridge".to_owned());
         let valid_namespace = metrics_namespace.len() <= 255
             && !metrics_namespace.starts_with("AWS/")
             && metrics_namespace.chars().all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c));
@@ -246,35 +331,35 @@ impl Settings {
                  A-Z a-z 0-9 . - _ / # :, not starting with AWS/"
             )));
         }
-        let tenancy = match var("PODBRIDGE_SENDERS") {
+        let tenancy = match var(var::SENDERS) {
             None => Tenancy::open(),
             Some(text) => Tenancy::parse(&text, &guardrails.namespaces).map_err(Error::Config)?,
         };
         Ok(Self {
-            table: required("PODBRIDGE_TABLE", "the name of the DynamoDB job table")?,
+            table: required(var::TABLE, "the name of the DynamoDB job table")?,
             guardrails,
             pods: PodSettings { termination_grace_period_seconds: i64::try_from(grace).unwrap_or(i64::MAX) },
-            record_ttl: Duration::from_secs(number("PODBRIDGE_RECORD_TTL_DAYS", 30)?.saturating_mul(86_400)),
-            kube_timeout: Duration::from_secs(number("PODBRIDGE_KUBE_TIMEOUT_SECONDS", 10)?.max(1)),
+            record_ttl: Duration::from_secs(number(var::RECORD_TTL_DAYS, 30)?.saturating_mul(86_400)),
+            kube_timeout: Duration::from_secs(number(var::KUBE_TIMEOUT_SECONDS, 10)?.max(1)),
             concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
-            event_bus: var("PODBRIDGE_EVENT_BUS").unwrap_or_else(|| "default".to_owned()),
+            event_bus: var(var::EVENT_BUS).unwrap_or_else(|| DEFAULT_EVENT_BUS.to_owned()),
             metrics_namespace,
             tenancy,
             max_manual_retries: u32::try_from(number(
-                "PODBRIDGE_MAX_MANUAL_RETRIES",
+                var::MAX_MANUAL_RETRIES,
                 u64::from(crate::services::DEFAULT_MAX_MANUAL_RETRIES),
             )?)
             .map_err(|_| Error::Config("PODBRIDGE_MAX_MANUAL_RETRIES is too large".into()))?,
             reconcile: ReconcileSettings {
                 thresholds: Thresholds {
-                    redispatch_after: seconds("PODBRIDGE_REDISPATCH_AFTER_SECONDS", stuck.redispatch_after)?,
-                    stuck_after: seconds("PODBRIDGE_STUCK_AFTER_SECONDS", stuck.stuck_after)?,
-                    unschedulable_after: seconds("PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS", stuck.unschedulable_after)?,
-                    start_limit: seconds("PODBRIDGE_START_LIMIT_SECONDS", stuck.start_limit)?,
-                    deadline_grace: seconds("PODBRIDGE_DEADLINE_GRACE_SECONDS", stuck.deadline_grace)?,
-                    orphan_grace: seconds("PODBRIDGE_ORPHAN_GRACE_SECONDS", stuck.orphan_grace)?,
+                    redispatch_after: seconds(var::REDISPATCH_AFTER_SECONDS, stuck.redispatch_after)?,
+                    stuck_after: seconds(var::STUCK_AFTER_SECONDS, stuck.stuck_after)?,
+                    unschedulable_after: seconds(var::UNSCHEDULABLE_AFTER_SECONDS, stuck.unschedulable_after)?,
+                    start_limit: seconds(var::START_LIMIT_SECONDS, stuck.start_limit)?,
+                    deadline_grace: seconds(var::DEADLINE_GRACE_SECONDS, stuck.deadline_grace)?,
+                    orphan_grace: seconds(var::ORPHAN_GRACE_SECONDS, stuck.orphan_grace)?,
                 },
-                follow_for: seconds("PODBRIDGE_FOLLOW_SECONDS", Duration::from_secs(50))?,
+                follow_for: seconds(var::FOLLOW_SECONDS, DEFAULT_FOLLOW)?,
             },
             cluster: cluster_access(var)?,
         })
@@ -297,8 +382,7 @@ impl Settings {
 /// without a cluster name, `KUBECONFIG` into [`ClusterAccess::Kubeconfig`]; neither is
 /// `None`.
 fn cluster_access(var: impl Fn(&str) -> Option<String>) -> Result<Option<ClusterAccess>> {
-    let (name, endpoint, ca) =
-        (var("PODBRIDGE_CLUSTER_NAME"), var("PODBRIDGE_CLUSTER_ENDPOINT"), var("PODBRIDGE_CLUSTER_CA"));
+    let (name, endpoint, ca) = (var(var::CLUSTER_NAME), var(var::CLUSTER_ENDPOINT), var(var::CLUSTER_CA));
     let Some(cluster_name) = name else {
         if endpoint.is_some() || ca.is_some() {
             return Err(Error::Config(
@@ -407,6 +491,24 @@ mod tests {
             error,
             "configuration: PODBRIDGE_DEFAULT_TIMEOUT_SECONDS (21600) is above PODBRIDGE_MAX_TIMEOUT_SECONDS (3600)"
         );
+    }
+
+    #[test]
+    fn the_reconcilers_settings_have_their_defaults_and_name_a_bad_variable() {
+        let s = settings(&MINIMAL).unwrap();
+        assert_eq!(s.reconcile.thresholds, Thresholds::default());
+        assert_eq!(s.reconcile.follow_for, DEFAULT_FOLLOW);
+        assert_eq!(s.cluster, None, "no cluster named: only a command that creates no pods can go on");
+        assert!(s.cluster_access().unwrap_err().to_string().contains("PODBRIDGE_CLUSTER_NAME"));
+
+        let s = with(("PODBRIDGE_STUCK_AFTER_SECONDS", "20")).unwrap();
+        assert_eq!(s.reconcile.thresholds.stuck_after, Duration::from_secs(20));
+        assert_eq!(s.reconcile.thresholds.start_limit, Thresholds::default().start_limit, "the others keep theirs");
+        assert_eq!(with(("PODBRIDGE_FOLLOW_SECONDS", "0")).unwrap().reconcile.follow_for, Duration::ZERO);
+        let error = with(("PODBRIDGE_ORPHAN_GRACE_SECONDS", "5m")).unwrap_err().to_string();
+        assert_eq!(error, "configuration: PODBRIDGE_ORPHAN_GRACE_SECONDS=\"5m\" is not a whole number of seconds");
+        let s = with(("KUBECONFIG", "/tmp/kubeconfig")).unwrap();
+        assert_eq!(s.cluster, Some(ClusterAccess::Kubeconfig { path: Some("/tmp/kubeconfig".into()) }));
     }
 
     fn with(extra: (&str, &str)) -> Result<Settings> {

@@ -24,8 +24,11 @@ pub type FunctionStore = Journal<DynamoJobStore, EventBridgeSink>;
 /// A deployment's settings and the handles built from them, once per process.
 #[derive(Debug)]
 pub struct Deployment {
+    /// The settings the clients were built from.
     pub settings: Settings,
+    /// The journaled job store (a shared handle).
     pub store: Arc<FunctionStore>,
+    /// The Kubernetes cluster (a shared handle).
     pub cluster: Arc<KubeCluster>,
 }
 

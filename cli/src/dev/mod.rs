@@ -27,12 +27,14 @@ use aws_config::{BehaviorVersion, Region};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use podbridge::cluster::KubeCluster;
 use podbridge::services::Submitter;
+use podbridge::settings::var;
 use podbridge::wiring::{Deployment, FunctionStore};
 use podbridge_core::reconcile::Thresholds;
 use reconcile::Reconciler;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
+use crate::connect;
 use crate::settings::{Local, Overrides};
 
 /// One reconcile threshold `podbridge dev` shortens.
@@ -51,40 +53,40 @@ struct LocalThreshold {
 /// The one place they are written down; `--help` lists them from here.
 const LOCAL_THRESHOLDS: [LocalThreshold; 6] = [
     LocalThreshold {
-        variable: "PODBRIDGE_STUCK_AFTER_SECONDS",
+        variable: var::STUCK_AFTER_SECONDS,
         seconds: "20",
         meaning: "how long an image that cannot be pulled, or a container that cannot be created, waits \
                   before its attempt fails",
         field: |t| t.stuck_after,
     },
     LocalThreshold {
-        variable: "PODBRIDGE_UNSCHEDULABLE_AFTER_SECONDS",
+        variable: var::UNSCHEDULABLE_AFTER_SECONDS,
         seconds: "30",
         meaning: "how long a pod the scheduler cannot place waits before its attempt fails",
         field: |t| t.unschedulable_after,
     },
     LocalThreshold {
-        variable: "PODBRIDGE_START_LIMIT_SECONDS",
+        variable: var::START_LIMIT_SECONDS,
         seconds: "60",
         meaning: "how long a pod may take to start, whatever holds it up, before its attempt fails",
         field: |t| t.start_limit,
     },
     LocalThreshold {
-        variable: "PODBRIDGE_DEADLINE_GRACE_SECONDS",
+        variable: var::DEADLINE_GRACE_SECONDS,
         seconds: "5",
         meaning: "how far past its timeoutSeconds a running job may go, if the kubelet has not stopped it, \
                   before it fails",
         field: |t| t.deadline_grace,
     },
     LocalThreshold {
-        variable: "PODBRIDGE_REDISPATCH_AFTER_SECONDS",
+        variable: var::REDISPATCH_AFTER_SECONDS,
         seconds: "15",
         meaning: "how long a first attempt may stay queued without a pod (its dispatcher died) before the \
                   reconciler dispatches it",
         field: |t| t.redispatch_after,
     },
     LocalThreshold {
-        variable: "PODBRIDGE_ORPHAN_GRACE_SECONDS",
+        variable: var::ORPHAN_GRACE_SECONDS,
         seconds: "30",
         meaning: "how long a podbridge pod without a job record (an orphan) is left before it is deleted",
         field: |t| t.orphan_grace,
@@ -117,6 +119,13 @@ fn thresholds_help() -> String {
     help
 }
 
+/// The region of the local stack's clients when the environment names none (moto
+/// serves any).
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// How long each watch window of the local reconciler lasts at most.
+const FOLLOW_WINDOW: Duration = Duration::from_secs(2);
+
 /// Runs the local stack until Ctrl-C.
 #[derive(Debug, clap::Args)]
 #[command(after_help = thresholds_help())]
@@ -130,7 +139,7 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// The moto_server of a Python venv holding the moto release tests/requirements.txt
-    /// pins (checked; the launcher needs that release). Without it, the checkout's .venv
+    /// pins (checked; the launcher needs that release). Without it, the current directory's .venv
     /// when `make test` or `make demo` installed the same requirements there, else a
     /// venv of its own under $XDG_CACHE_HOME/podbridge (or ~/.cache/podbridge), installed
     /// on first use with python3 (a minute or so). A moto_server on PATH is never used.
@@ -187,10 +196,21 @@ fn init_logs(json: bool) {
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
-    let local = Local::from_env(&args.guardrails)?;
+    // The functions' own settings, read once: the cluster is the kubeconfig's (given, or
+    // the simulated cluster's), never an EKS cluster of the environment; the table and
+    // the bus are the ones created below.
+    let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| args.dir.join("kubeconfig"));
+    let fixed = [
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        (var::CLUSTER_NAME, String::new()),
+        (var::CLUSTER_ENDPOINT, String::new()),
+        (var::CLUSTER_CA, String::new()),
+    ];
+    let local = Local::from_env_with(&args.guardrails, &fixed, &local_threshold_defaults())?;
     if let Some(note) = local.assumed_note() {
         info!("{note}");
     }
+    let mut settings = local.settings;
 
     let (_moto, endpoint) = match &args.endpoint_url {
         Some(endpoint) => (None, endpoint.clone()),
@@ -214,7 +234,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         ));
     }
     if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
-        loader = loader.region(Region::new("us-east-1"));
+        loader = loader.region(Region::new(DEFAULT_REGION));
     }
     let sdk = loader.load().await;
     let queues = resources::QueueSettings {
@@ -224,39 +244,33 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let created = resources::create(&sdk, &args.name, queues).await?;
     info!(table = %created.table, queue = %created.queue_url, bus = %created.bus, "AWS resources ready");
 
-    let (_sim, kubeconfig) = match &args.kubeconfig {
-        Some(path) => (None, path.clone()),
+    let _sim = match &args.kubeconfig {
+        Some(_) => None,
         None => {
-            let mut namespaces = local.settings.guardrails.namespaces.clone();
+            let mut namespaces = settings.guardrails.namespaces.clone();
             namespaces.push("default".into());
             let config = kube_sim::SimConfig { namespaces, ..kube_sim::SimConfig::default() };
             let sim = kube_sim::KubeSim::start("127.0.0.1:0".parse()?, config).await?;
-            let path = args.dir.join("kubeconfig");
-            sim.write_kubeconfig(&path)?;
-            info!(url = %sim.url(), kubeconfig = %path.display(), "simulated cluster started");
-            (Some(sim), path)
+            sim.write_kubeconfig(&kubeconfig)?;
+            info!(url = %sim.url(), kubeconfig = %kubeconfig.display(), "simulated cluster started");
+            Some(sim)
         }
     };
-    // The functions' own settings and wiring, on the resources just created.
-    let fixed = [
-        ("PODBRIDGE_TABLE", created.table.clone()),
-        ("PODBRIDGE_EVENT_BUS", created.bus.clone()),
-        ("KUBECONFIG", kubeconfig.display().to_string()),
-        // The cluster is the kubeconfig's, never an EKS cluster of the environment.
-        ("PODBRIDGE_CLUSTER_NAME", String::new()),
-        ("PODBRIDGE_CLUSTER_ENDPOINT", String::new()),
-        ("PODBRIDGE_CLUSTER_CA", String::new()),
-    ];
-    let settings = Local::from_env_with(&args.guardrails, &fixed, &local_threshold_defaults())?.settings;
+    // The functions' own wiring, on the resources just created.
+    settings.table.clone_from(&created.table);
+    settings.event_bus.clone_from(&created.bus);
     let deployment = Deployment::connect(settings, &sdk, "dev").await?;
     let settings = &deployment.settings;
     let submitter = deployment.submitter();
+    // Short watch windows, so each change is shown within a couple of seconds; never
+    // longer than half a Kubernetes call's deadline, or a quiet watch would be cut.
+    let window = FOLLOW_WINDOW.min(settings.kube_timeout / 2);
     let reconciler =
         Reconciler::new(deployment.attempts(), settings.reconcile.thresholds.clone(), settings.concurrency)
-            .with_follow_window(Duration::from_secs(2));
+            .with_follow_window(window);
 
     let env_file = args.dir.join("env");
-    let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+    let region = sdk.region().map_or_else(|| DEFAULT_REGION.to_owned(), ToString::to_string);
     let exports = exports(&endpoint, &created, &kubeconfig, &region);
     write_atomically(&env_file, &exports)?;
     println!("{exports}");
@@ -294,14 +308,14 @@ fn exports(endpoint: &str, created: &resources::Resources, kubeconfig: &Path, re
         ("AWS_DEFAULT_REGION", region.to_owned()),
         ("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "dev".into())),
         ("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "dev".into())),
-        ("PODBRIDGE_TABLE", created.table.clone()),
-        ("PODBRIDGE_QUEUE_URL", created.queue_url.clone()),
-        ("PODBRIDGE_DLQ_URL", created.dlq_url.clone()),
-        ("PODBRIDGE_EVENT_BUS", created.bus.clone()),
+        (var::TABLE, created.table.clone()),
+        (connect::QUEUE_URL_VAR, created.queue_url.clone()),
+        (connect::DLQ_URL_VAR, created.dlq_url.clone()),
+        (var::EVENT_BUS, created.bus.clone()),
         // Where the trigger's rule delivers, and what `dev` feeds the trigger from: a
         // schedule's tick sent here is what a schedule would invoke the trigger with.
-        ("PODBRIDGE_TRIGGER_QUEUE_URL", created.trigger_queue_url.clone()),
-        ("PODBRIDGE_TRIGGER_DLQ_URL", created.trigger_dlq_url.clone()),
+        (connect::TRIGGER_QUEUE_URL_VAR, created.trigger_queue_url.clone()),
+        (connect::TRIGGER_DLQ_URL_VAR, created.trigger_dlq_url.clone()),
         ("KUBECONFIG", kubeconfig.display().to_string()),
     ]
     .iter()

@@ -6,10 +6,12 @@
 //! another release dies at startup with an import error. A `moto_server` on PATH is
 //! therefore never used. Without `--moto`, the pinned moto comes from a venv kept as
 //! `tests/venv.sh` keeps the test stack's: stamped with the SHA-256 of the requirements
-//! it was installed from, and used only while that stamp matches. That is the checkout's
-//! `.venv` when `make test` or `make demo` installed the same requirements there, or
-//! else a venv of `podbridge dev`'s own in the user's cache directory, installed on first
-//! use (a minute or so, once per change of the requirements).
+//! it was installed from, and used only while that stamp matches. That is the `.venv` of
+//! the current directory (a checkout's, when `make test` or `make demo` installed the same
+//! requirements there), or else a venv of `podbridge dev`'s own in the user's cache
+//! directory, installed on first use (a minute or so, once per change of the
+//! requirements). The cache directory is looked for only then, so a usable `.venv` is
+//! enough when neither XDG_CACHE_HOME nor HOME is set.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -57,11 +59,12 @@ fn pinned_version() -> &'static str {
 
 /// The Python of a venv holding the pinned moto: the one of `explicit` (a `moto_server`
 /// in a venv, from `--moto`) after checking its moto is the pinned release, else a venv
-/// whose stamp matches the requirements, installed into the cache on first use.
+/// whose stamp matches the requirements: the current directory's `.venv`, or one
+/// installed into the cache on first use.
 pub async fn python(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     match explicit {
         Some(program) => python_of(program).await,
-        None => pinned_venv(Path::new(".venv"), &cache_dir(|name| std::env::var_os(name))?).await,
+        None => pinned_venv(Path::new(".venv"), || cache_dir(|name| std::env::var_os(name))).await,
     }
 }
 
@@ -160,14 +163,16 @@ async fn usable(venv: &Path, digest: &str) -> Option<PathBuf> {
     starts.is_ok_and(|status| status.success()).then_some(python)
 }
 
-/// A venv holding the pinned moto: `checkout_venv` if it matches, else one in `cache`,
-/// installed there first when it is not yet.
-async fn pinned_venv(checkout_venv: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
+/// A venv holding the pinned moto: `checkout_venv` if it matches, else one in the
+/// directory `cache` gives, installed there first when it is not yet. `cache` is called
+/// only when `checkout_venv` will not do, so that a missing cache directory stops only
+/// the runs that need one.
+async fn pinned_venv(checkout_venv: &Path, cache: impl FnOnce() -> anyhow::Result<PathBuf>) -> anyhow::Result<PathBuf> {
     let digest = requirements_digest().await?;
     if let Some(python) = usable(checkout_venv, &digest).await {
         return Ok(python);
     }
-    let venv = cache.join(format!("moto-{}", &digest[..16.min(digest.len())]));
+    let venv = cache()?.join(format!("moto-{}", &digest[..16.min(digest.len())]));
     if let Some(python) = usable(&venv, &digest).await {
         return Ok(python);
     }
@@ -340,8 +345,22 @@ mod tests {
         assert_eq!(usable(&dir, &digest).await, Some(dir.join("bin/python")));
         // The checkout's venv is taken as it is: nothing is installed.
         let cache = dir.join("cache");
-        assert_eq!(pinned_venv(&dir, &cache).await.unwrap(), dir.join("bin/python"));
+        assert_eq!(pinned_venv(&dir, || Ok(cache.clone())).await.unwrap(), dir.join("bin/python"));
         assert!(!cache.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_usable_checkout_venv_needs_no_cache_directory() {
+        let dir = scratch("no-cache");
+        fake_venv(&dir, "ok");
+        let digest = requirements_digest().await.unwrap();
+        std::fs::write(dir.join(STAMP), format!("{digest}\n")).unwrap();
+        // As with neither XDG_CACHE_HOME nor HOME set.
+        let no_cache = || cache_dir(|_| None);
+        assert_eq!(pinned_venv(&dir, no_cache).await.unwrap(), dir.join("bin/python"));
+        let error = pinned_venv(&dir.join("absent"), no_cache).await.unwrap_err().to_string();
+        assert!(error.contains("XDG_CACHE_HOME"), "without a usable venv, the missing cache is the error: {error}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

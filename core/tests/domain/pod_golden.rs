@@ -1,6 +1,6 @@
 //! The pods the examples become, compared with committed golden files. A change to
 //! the pod builder shows up here as a diff to review; regenerate the files with
-//! `UPDATE_GOLDEN=1 cargo test -p podbridge --test domain pod_golden`.
+//! `UPDATE_GOLDEN=1 cargo test -p podbridge-core --test domain pod_golden`.
 
 use podbridge_core::pod::{PodSettings, build_pod};
 use podbridge_core::validate::{Guardrails, Parsed, parse_message};

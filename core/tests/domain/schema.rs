@@ -1,11 +1,11 @@
 //! The committed JSON Schema of job messages (`docs/job-message.schema.json`) is the
 //! one the message types generate, so users and their tools never validate against a
 //! stale format. Regenerate it with
-//! `UPDATE_SCHEMA=1 cargo test -p podbridge --test domain schema`.
+//! `UPDATE_SCHEMA=1 cargo test -p podbridge-core --test domain schema`.
 
 use podbridge_core::job::message_schema;
 
-const REGENERATE: &str = "UPDATE_SCHEMA=1 cargo test -p podbridge --test domain schema";
+const REGENERATE: &str = "UPDATE_SCHEMA=1 cargo test -p podbridge-core --test domain schema";
 
 #[test]
 fn the_committed_schema_is_the_generated_one() {
@@ -27,7 +27,7 @@ fn the_committed_schema_is_the_generated_one() {
             .find(|(_, (old, new))| old != new)
             .unwrap_or((0, ("<line endings differ>", "")));
         panic!(
-            "docs/job-message.schema.json is not the schema of the message types in shared/src/job.rs.\n\
+            "docs/job-message.schema.json is not the schema of the message types in core/src/job.rs.\n\
              first difference, line {}:\n  committed: {old}\n  generated: {new}\n\
              If the format change is intended, regenerate it with `{REGENERATE}` and commit the file \
              (and update docs/JOBS.md).",

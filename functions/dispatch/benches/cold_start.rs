@@ -32,25 +32,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kube_sim::{KubeSim, SimConfig};
-use podbridge::store::dynamodb::create_table;
+use kube_sim::SimConfig;
+use podbridge_tests::World;
 use podbridge_tests::runtime_api::{FunctionProcess, RuntimeApi, fixture, unique_job_ids};
-use podbridge_tests::{REGION, Stack, unique_name};
 
 /// The binary to measure: `PODBRIDGE_DISPATCH_BIN`, or the one cargo built for this
 /// benchmark (with the benchmark's profile, so optimised under `cargo bench`).
 fn dispatch_binary() -> PathBuf {
     std::env::var_os("PODBRIDGE_DISPATCH_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dispatch")), PathBuf::from)
-}
-
-/// A file removed when the benchmark ends, however it ends.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
@@ -66,29 +56,13 @@ async fn main() {
     let runs: usize =
         std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(if benchmarking { 11 } else { 2 });
 
-    // moto, for the invocation's DynamoDB calls; fails with how to start it when absent.
-    let stack = Stack::from_env().await;
-    let table = unique_name("bench-jobs");
-    create_table(&stack.dynamodb(), &table).await.expect("create the job table");
-    // In-process, so this benchmark's pods touch no one else's cluster.
-    let sim = KubeSim::start("127.0.0.1:0".parse().unwrap(), SimConfig::default()).await.expect("kube-sim");
-    let kubeconfig = TempFile(std::env::temp_dir().join(format!("{}.kubeconfig", unique_name("cold-start"))));
-    std::fs::write(&kubeconfig.0, sim.kubeconfig()).expect("write the kubeconfig");
-    let kubeconfig_path = kubeconfig.0.display().to_string();
-    let env: Vec<(String, String)> = [
-        ("PODBRIDGE_TABLE", table.as_str()),
-        ("PODBRIDGE_NAMESPACES", "podbridge-jobs"),
-        ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/"),
-        ("KUBECONFIG", kubeconfig_path.as_str()),
-        ("AWS_ENDPOINT_URL", stack.aws_endpoint.as_str()),
-        ("AWS_REGION", REGION),
-        ("AWS_DEFAULT_REGION", REGION),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
+    // A fresh table on the stack's moto, for the invocation's DynamoDB calls (fails with
+    // how to start the stack when it is absent), and a kube-sim of its own in this
+    // process, so this benchmark's pods touch no one else's cluster. The function runs
+    // with the world's environment: its table, namespace `podbridge-jobs`, images from
+    // `registry.example.com/`, the kube-sim's kubeconfig and moto's endpoint.
+    let world = World::builder().name("bench-jobs").own_cluster(SimConfig::default()).build().await;
+    let env = world.function_env();
 
     let binary = dispatch_binary();
     let mut cold_starts = Vec::new();

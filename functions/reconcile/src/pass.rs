@@ -51,6 +51,8 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             let listed = self.cluster().list_managed_pods(&namespace, self.page_size).await?;
             report.kube_list_requests += listed.requests;
             report.pods_listed += listed.pods.len();
+            // A pod whose job and attempt cannot be read was not made by podbridge (it
+            // always writes both), whatever its managed-by label says: it is left alone.
             for pod in listed.pods {
                 if let Some((job, attempt)) = attempt_of(&pod) {
                     pods.insert((namespace.clone(), job.to_owned(), attempt), pod);
@@ -109,8 +111,10 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
 
     /// Deletes an unclaimed pod when its keep time (or the orphan grace) has passed.
     async fn clean_up(&self, pod: Pod, now: Timestamp) -> Result<bool> {
-        // A managed pod without readable labels is nobody's: an orphan.
-        let (job_id, attempt) = attempt_of(&pod).map_or((String::new(), 0), |(job, attempt)| (job.to_owned(), attempt));
+        // The pass only gathers pods whose job and attempt it could read.
+        let Some((job_id, attempt)) = attempt_of(&pod).map(|(job, attempt)| (job.to_owned(), attempt)) else {
+            return Ok(false);
+        };
         let record = self.store().get(&job_id).await?;
         let keep = record
             .as_ref()

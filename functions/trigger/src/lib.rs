@@ -358,13 +358,17 @@ async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, 
 
 /// The ids of the schedule's active jobs, read from the active-jobs index.
 async fn active_jobs_of(store: &impl JobStore, schedule: &str) -> Result<Vec<String>> {
-    let pages: Vec<_> = active_pages(store, 500).try_collect().await?;
-    Ok(pages
-        .into_iter()
-        .flat_map(|page| page.jobs)
-        .filter(|r| matches!(&r.source, Source::Schedule { schedule: s, .. } if s == schedule))
-        .map(|r| r.job_id)
-        .collect())
+    // Page by page, keeping only the ids: the index may hold thousands of whole records.
+    active_pages(store, 500)
+        .map_ok(|page| {
+            page.jobs
+                .into_iter()
+                .filter(|r| matches!(&r.source, Source::Schedule { schedule: s, .. } if s == schedule))
+                .map(|r| r.job_id)
+                .collect::<Vec<_>>()
+        })
+        .try_concat()
+        .await
 }
 
 #[cfg(test)]

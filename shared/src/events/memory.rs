@@ -1,19 +1,9 @@
-//! In-memory adapters of the event port, for tests and deployments without a bus.
+//! The in-memory adapter of the event port, for tests.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{EventSink, JobStateChange, PublishReport};
-
-/// A sink that publishes nothing, for deployments without an event bus.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoEvents;
-
-impl EventSink for NoEvents {
-    async fn publish(&self, _events: &[JobStateChange]) -> PublishReport {
-        PublishReport::default()
-    }
-}
 
 /// Events kept in memory, for pure unit tests of the code that publishes them.
 #[derive(Debug, Default)]

@@ -93,11 +93,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         &self.store
     }
 
-    /// What starts attempts (and holds the cluster).
-    pub fn attempts(&self) -> &Attempts<S, C> {
-        &self.attempts
-    }
-
+    /// The deployment's guardrails (before any sender's scoping).
     pub fn guardrails(&self) -> &Guardrails {
         self.attempts.guardrails()
     }

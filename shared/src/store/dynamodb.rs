@@ -106,6 +106,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::{ActivePage, Changed, Created, JobStore, is_own_change, is_own_create};
+use podbridge_core::FailureClass;
 use podbridge_core::record::{JobRecord, Source, StateChange, Transition};
 use podbridge_core::state::JobState;
 
@@ -780,7 +781,11 @@ fn decode_fields(item: &HashMap<String, AttributeValue>) -> Decoded<JobRecord> {
         updated_at: field.timestamp("updated_at")?,
         state_times: decode_state_times(&field.map_of("state_times")?)?,
         exit_code: field.optional_number("exit_code")?,
-        failure_class: field.optional_parsed("failure_class")?,
+        // A class this version does not know (written by a newer one, during a rolling
+        // deploy) reads as `unknown` rather than making the whole record unreadable.
+        failure_class: field
+            .optional_string("failure_class")?
+            .map(|class| class.parse().unwrap_or(FailureClass::Unknown)),
         reason: field.optional_owned("reason")?,
         message: field.optional_owned("message")?,
         termination_message: field.optional_owned("termination_message")?,
@@ -1051,6 +1056,15 @@ mod tests {
             "tick",
         );
         assert_eq!(decode("nightly-20261121-020000", &encode(&ticked)).unwrap(), ticked);
+    }
+
+    #[test]
+    fn a_failure_class_this_version_does_not_know_reads_as_unknown() {
+        let mut item = encode(&full_record());
+        item.insert("failure_class".into(), AttributeValue::S("gpu_fell_off_the_bus".into()));
+        let record = decode("job-1", &item).expect("a newer version's class keeps the record readable");
+        assert_eq!(record.failure_class, Some(FailureClass::Unknown));
+        assert_eq!(decode("job-1", &encode(&full_record())).unwrap().failure_class, full_record().failure_class);
     }
 
     #[test]

@@ -229,6 +229,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn active_pages_read_every_page_in_order_and_stop_when_dropped() {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let store = MemoryJobStore::new();
+        for i in 0..7 {
+            store.create(&queued(&format!("job-{i}"), 10 - i)).await.unwrap();
+        }
+        let ids = |pages: Vec<ActivePage>| -> Vec<Vec<String>> {
+            pages.into_iter().map(|page| page.jobs.into_iter().map(|job| job.job_id).collect()).collect()
+        };
+        let pages: Vec<ActivePage> = crate::store::active_pages(&store, 3).try_collect().await.unwrap();
+        assert_eq!(
+            ids(pages),
+            [vec!["job-6", "job-5", "job-4"], vec!["job-3", "job-2", "job-1"], vec!["job-0"]],
+            "oldest update first, as the index pages them"
+        );
+        let first: Vec<_> = crate::store::active_pages(&store, 3).take(1).try_collect().await.unwrap();
+        assert_eq!(ids(first), [vec!["job-6", "job-5", "job-4"]]);
+        let empty = MemoryJobStore::new();
+        let pages: Vec<ActivePage> = crate::store::active_pages(&empty, 3).try_collect().await.unwrap();
+        assert_eq!(pages.len(), 1, "an empty index is one empty page");
+        assert!(pages[0].jobs.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_full_last_page_has_no_next_and_a_foreign_token_is_refused() {
         let store = MemoryJobStore::new();
         store.create(&queued("job-1", 0)).await.unwrap();

@@ -113,11 +113,20 @@ pub trait JobStore: Send + Sync {
 /// Every page of the active-jobs index, in order: the one loop over its pages. A caller
 /// that has what it needs stops reading by dropping the stream.
 pub fn active_pages<S: JobStore>(store: &S, page_size: u32) -> impl Stream<Item = Result<ActivePage>> + Send + '_ {
-    // `None`: the first page is next; `Some(None)`: the last page was read.
-    futures::stream::try_unfold(Some(None::<String>), move |from| async move {
-        let Some(from) = from else { return Ok(None) };
+    /// Where the reading stands.
+    enum Next {
+        First,
+        After(String),
+        Done,
+    }
+    futures::stream::try_unfold(Next::First, move |next| async move {
+        let from = match next {
+            Next::First => None,
+            Next::After(token) => Some(token),
+            Next::Done => return Ok(None),
+        };
         let page = store.active(page_size, from.as_deref()).await?;
-        let next = page.next.clone().map(Some);
+        let next = page.next.clone().map_or(Next::Done, Next::After);
         Ok(Some((page, next)))
     })
 }

@@ -169,19 +169,29 @@ async fn given_the_api_fails_for_a_while_then_the_message_comes_back_and_the_nex
     assert_eq!(cluster.created(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_one_message_handled_ten_times_at_once_then_one_record_and_one_pod() {
     let (submitter, store, cluster) = world();
-    let handled = futures::future::join_all((0..10).map(|_| send(&submitter, JOB))).await;
+    // The first create is held between the pod and its record, so the other nine
+    // deliveries run into it: they find the record queued and the pod there.
+    let gate = cluster.hold_creates();
+    let deliveries: Vec<_> = (0..10)
+        .map(|_| {
+            let submitter = submitter.clone();
+            tokio::spawn(async move { send(&submitter, JOB).await })
+        })
+        .collect();
+    gate.reached().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.release();
 
-    for outcome in &handled {
-        let outcome = outcome.as_ref().expect("every delivery may be deleted");
+    for delivery in deliveries {
+        let outcome = delivery.await.unwrap().expect("every delivery may be deleted");
         assert_eq!(outcome.job_id(), JOB);
         assert!(matches!(outcome, Outcome::Dispatched { .. } | Outcome::AlreadyRecorded { .. }), "{outcome:?}");
     }
     assert_eq!(cluster.created(), 1, "exactly one pod per attempt");
     assert_eq!(store.records().len(), 1);
     assert_eq!(store.get(JOB).await.unwrap().unwrap().state, JobState::SettingUp);
-    // And the cluster holds what was created under the attempt's name.
     assert!(cluster.get_pod("batch", &pod_name(JOB, 1)).await.unwrap().is_some());
 }

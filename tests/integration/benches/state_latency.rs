@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use kube::api::{WatchEvent, WatchParams};
 use kube_sim::{SimConfig, Timings};
 use podbridge::store::JobStore;
+use podbridge_core::pod::attempt_of;
 use podbridge_core::record::Source;
 use podbridge_core::state::JobState;
 use podbridge_core::validate::{Guardrails, Parsed, parse_message};
@@ -81,10 +82,9 @@ async fn main() {
         while let Ok(Some(event)) = events.try_next().await {
             if let WatchEvent::Added(pod) | WatchEvent::Modified(pod) = event
                 && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+                && let Some((job, _)) = attempt_of(&pod)
             {
-                let job =
-                    pod.metadata.labels.unwrap_or_default().get("podbridge.dev/job-id").cloned().unwrap_or_default();
-                seen.lock().unwrap().entry(job).or_insert_with(Timestamp::now);
+                seen.lock().unwrap().entry(job.to_owned()).or_insert_with(Timestamp::now);
             }
             if seen.lock().unwrap().len() == jobs {
                 break;

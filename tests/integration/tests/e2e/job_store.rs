@@ -11,10 +11,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ProjectionType, TimeToLiveStatus};
+use futures::{StreamExt as _, TryStreamExt as _};
 use jiff::Timestamp;
 use podbridge::Error;
 use podbridge::store::dynamodb::DynamoJobStore;
-use podbridge::store::{ActivePage, Changed, Created, JobStore};
+use podbridge::store::{ActivePage, Changed, Created, JobStore, active_pages};
 use podbridge_core::{JobRecord, JobState, Source, StateChange};
 use podbridge_tests::{Stack, World, eventually, unique_name};
 use serde_json::json;
@@ -66,21 +67,14 @@ impl Table {
         }
     }
 
-    /// Every page of active jobs, following the tokens to the end.
+    /// Every page of active jobs, following the tokens to the end as the reconciler
+    /// does ([`active_pages`]); an error, not a hang, when the tokens do not advance.
     async fn active_pages(&self, page_size: u32) -> anyhow::Result<Vec<ActivePage>> {
-        let mut pages = Vec::new();
-        let mut from: Option<String> = None;
-        loop {
-            let page = self.store.active(page_size, from.as_deref()).await?;
-            from = page.next.clone();
-            pages.push(page);
-            if from.is_none() {
-                return Ok(pages);
-            }
-            if pages.len() > 100 {
-                bail!("more than 100 pages: the tokens do not advance");
-            }
+        let pages: Vec<ActivePage> = active_pages(&self.store, page_size).take(101).try_collect().await?;
+        if pages.len() > 100 {
+            bail!("more than 100 pages: the tokens do not advance");
         }
+        Ok(pages)
     }
 }
 
