@@ -1,7 +1,8 @@
-//! The core's tests, one binary: messages and validation, the guardrails and caps, the
+//! The core's tests, one binary: admission, messages and validation, the guardrails and caps, the
 //! JSON Schema, pod names and golden files, pod status observation and reconcile
 //! decisions. They need no service and no runtime.
 
+mod admission;
 mod guardrails;
 mod messages;
 mod observe;
