@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_MANUAL_RETRIES: u32 = 3;
 /// store and cluster are shared handles.
 #[derive(Debug)]
 pub struct Submitter<S, C> {
-    store: Arc<S>,
+    /// What starts attempts, and holds the store and the cluster.
     attempts: Attempts<S, C>,
     /// Which namespaces each sender may use.
     tenancy: Tenancy,
@@ -45,7 +45,6 @@ pub struct Submitter<S, C> {
 impl<S, C> Clone for Submitter<S, C> {
     fn clone(&self) -> Self {
         Self {
-            store: Arc::clone(&self.store),
             attempts: self.attempts.clone(),
             tenancy: self.tenancy.clone(),
             max_manual_retries: self.max_manual_retries,
@@ -63,12 +62,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     /// A submitter for one team that starts attempts with `attempts` (and writes to
     /// its store), so that it shares its handles with a reconciler.
     pub fn over(attempts: Attempts<S, C>) -> Self {
-        Self {
-            store: attempts.store().clone(),
-            attempts,
-            tenancy: Tenancy::open(),
-            max_manual_retries: DEFAULT_MAX_MANUAL_RETRIES,
-        }
+        Self { attempts, tenancy: Tenancy::open(), max_manual_retries: DEFAULT_MAX_MANUAL_RETRIES }
     }
 
     /// Scopes senders to their namespaces.
@@ -90,7 +84,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
 
     /// The job store it writes to.
     pub fn store(&self) -> &S {
-        &self.store
+        self.attempts.store()
     }
 
     /// The deployment's guardrails (before any sender's scoping).
@@ -197,7 +191,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             };
             return self.reject(Rejection { job_id: None, problems: vec![problem] }, record.source, fallback_id).await;
         }
-        match self.store.create(&record).await? {
+        match self.store().create(&record).await? {
             Created::New => self.attempts.start(&record, &job).await,
             // The same id again: redelivery (maybe after a crash mid-way), or a client
             // reusing its idempotency key. The stored job is the one that runs.
@@ -212,7 +206,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                     && existing.namespace.is_some()
                     && existing.namespace != record.namespace =>
             {
-                match self.store.replace_tombstone(&record, &existing).await? {
+                match self.store().replace_tombstone(&record, &existing).await? {
                     Created::New => self.attempts.start(&record, &job).await,
                     Created::Exists(now) => {
                         Ok(Outcome::AlreadyRecorded { job_id: now.job_id.clone(), state: now.state })
@@ -263,7 +257,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         for id in ids {
             let mut record = JobRecord::new(&id, JobState::Rejected, source.clone(), now, "InvalidMessage", &reason);
             record.expires_at = self.expires_at(now);
-            match self.store.create(&record).await? {
+            match self.store().create(&record).await? {
                 Created::New => return Ok(Outcome::Rejected { job_id: id, reason }),
                 // A redelivery of the same rejected message.
                 Created::Exists(existing) if existing.state == JobState::Rejected && existing.source == source => {
@@ -297,7 +291,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         // A few rounds: each lost race means the job moved, and is looked at again.
         for _ in 0..3 {
             let now = Timestamp::now();
-            let Some(record) = self.store.get(job_id).await? else {
+            let Some(record) = self.store().get(job_id).await? else {
                 if is_tick_id(job_id) && !matches!(source, Source::Schedule { .. }) {
                     return refused(format!(
                         "there is no job {job_id}, and ids ending in -YYYYMMDD-HHMMSS belong to schedule ticks: \
@@ -318,7 +312,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                     JobRecord::new(job_id, JobState::Cancelled, source.clone(), now, "Cancelled", reason);
                 tombstone.namespace = namespace;
                 tombstone.expires_at = self.expires_at(now);
-                match self.store.create(&tombstone).await? {
+                match self.store().create(&tombstone).await? {
                     Created::New => return Ok(Outcome::Cancelled { job_id: job_id.to_owned() }),
                     Created::Exists(_) => continue,
                 }
@@ -341,7 +335,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             let mut change =
                 StateChange::new(record.state, record.attempt, JobState::Cancelled, now, "Cancelled", reason);
             change.expires_at = self.expires_at(now);
-            if let Changed::Applied(cancelled) = self.store.change(job_id, &change).await? {
+            if let Changed::Applied(cancelled) = self.store().change(job_id, &change).await? {
                 self.attempts.delete_pod(&cancelled).await?;
                 return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
             }
@@ -359,7 +353,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         let now = Timestamp::now();
         let mut record = JobRecord::new(job_id, JobState::Cancelled, source, now, "Skipped", message);
         record.expires_at = self.expires_at(now);
-        match self.store.create(&record).await? {
+        match self.store().create(&record).await? {
             Created::New => Ok(Outcome::Skipped { job_id: job_id.to_owned(), reason: message.to_owned() }),
             Created::Exists(existing) => {
                 Ok(Outcome::AlreadyRecorded { job_id: job_id.to_owned(), state: existing.state })
@@ -376,7 +370,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
     pub async fn retry(&self, job_id: &str, attempt: Option<u32>, reason: &str, sender: &Sender) -> Result<Outcome> {
         let ignored = |reason: String| Ok(Outcome::RetryIgnored { job_id: job_id.to_owned(), reason });
         let refused = |reason: String| Ok(Outcome::Refused { job_id: job_id.to_owned(), reason });
-        let Some(record) = self.store.get(job_id).await? else {
+        let Some(record) = self.store().get(job_id).await? else {
             return ignored(format!("there is no job {job_id}"));
         };
         if let Some(why) = self.forbidden(sender, record.namespace.as_deref()) {
@@ -406,7 +400,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
         let mut change =
             StateChange::new(record.state, record.attempt, JobState::Queued, Timestamp::now(), RETRY_REQUESTED, reason);
         change.new_attempt = Some(next);
-        match self.store.change(job_id, &change).await? {
+        match self.store().change(job_id, &change).await? {
             Changed::Applied(queued) => self.attempts.start(&queued, &job).await,
             Changed::Conflict(current) => ignored(format!(
                 "the job moved meanwhile (now {})",
