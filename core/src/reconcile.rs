@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::failure::FailureClass;
 use crate::observe::{Observed, PodView};
-use crate::record::{JobRecord, StateChange};
+use crate::record::{JobRecord, StateChange, expires_at};
 use crate::state::JobState;
 use crate::validate::Job;
 
@@ -125,8 +125,12 @@ struct Steps {
 
 impl Steps {
     fn new(record: &JobRecord, now: Timestamp, record_ttl: Duration) -> Self {
-        let expires_at = now.as_second().saturating_add(i64::try_from(record_ttl.as_secs()).unwrap_or(i64::MAX));
-        Self { from: record.state, attempt: record.attempt, expires_at, changes: Vec::new() }
+        Self {
+            from: record.state,
+            attempt: record.attempt,
+            expires_at: expires_at(now, record_ttl),
+            changes: Vec::new(),
+        }
     }
 
     fn push(&mut self, to: JobState, at: Timestamp, reason: &str, message: &str) -> &mut StateChange {

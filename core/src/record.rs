@@ -106,6 +106,12 @@ pub struct JobRecord {
     pub retry_pending: bool,
 }
 
+/// When a record that ends at `now` expires, kept for `ttl`: DynamoDB's TTL attribute,
+/// in epoch seconds.
+pub fn expires_at(now: Timestamp, ttl: std::time::Duration) -> i64 {
+    now.as_second().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// A record whose stored job cannot be read back: written by hand, or by a version
 /// of podbridge that stored a spec this one cannot read. Retrying cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use podbridge_core::failure::FailureClass;
 use podbridge_core::observe::OOM_KILLED;
 use podbridge_core::pod::{PodSettings, attempt_of, build_pod, pod_name};
-use podbridge_core::record::{JobRecord, StateChange};
+use podbridge_core::record::{JobRecord, StateChange, expires_at};
 use podbridge_core::state::JobState;
 use podbridge_core::validate::{Guardrails, Job, recheck};
 use tracing::warn;
@@ -78,7 +78,7 @@ impl<S, C> Attempts<S, C> {
 
     /// When a record that ends at `now` expires (DynamoDB's TTL, in epoch seconds).
     pub fn expires_at(&self, now: Timestamp) -> Option<i64> {
-        Some(now.as_second().saturating_add(i64::try_from(self.record_ttl.as_secs()).unwrap_or(i64::MAX)))
+        Some(expires_at(now, self.record_ttl))
     }
 }
 
