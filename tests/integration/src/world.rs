@@ -37,6 +37,7 @@ use podbridge::eks::{ClientOptions, ClusterAccess};
 use podbridge::journal::Journal;
 use podbridge::metrics::Metrics;
 use podbridge::services::{Attempts, Submitter};
+use podbridge::settings::var;
 use podbridge::store::JobStore;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
 use podbridge_core::pod::PodSettings;
@@ -515,9 +516,9 @@ impl<S> World<S> {
     pub fn function_env(&self) -> Vec<(String, String)> {
         let guardrails = self.attempts.guardrails();
         let mut env = vec![
-            ("PODBRIDGE_TABLE", self.table.clone()),
-            ("PODBRIDGE_NAMESPACES", guardrails.namespaces.join(",")),
-            ("PODBRIDGE_IMAGE_PREFIXES", guardrails.image_prefixes.join(",")),
+            (var::TABLE, self.table.clone()),
+            (var::NAMESPACES, guardrails.namespaces.join(",")),
+            (var::IMAGE_PREFIXES, guardrails.image_prefixes.join(",")),
             ("KUBECONFIG", self.kubeconfig().display().to_string()),
             ("AWS_ENDPOINT_URL", self.stack.aws_endpoint.clone()),
             ("AWS_REGION", REGION.to_owned()),
@@ -526,7 +527,7 @@ impl<S> World<S> {
             ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
         ];
         if let Some(events) = &self.events {
-            env.push(("PODBRIDGE_EVENT_BUS", events.bus.clone()));
+            env.push((var::EVENT_BUS, events.bus.clone()));
         }
         env.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
     }
