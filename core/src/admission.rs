@@ -15,13 +15,15 @@
 //! 10/40 / 1 = 0.25 and 24/40 / 3 = 0.2, so `ml` is offered the next slot first, and
 //! over a long spike `ml` holds about three times what `etl` holds.
 //!
-//! What this module does not decide yet: a job that can never fit (its request above
-//! its queue's limits, or above the largest node) is to be refused at submission, not
-//! left at the head of its queue, where it would hold the jobs behind it.
+//! A job that can never fit ([`never_fits`]: its request above its queue's limits, the
+//! limit across all queues, or the largest node) is refused at submission, never left
+//! at the head of its queue, where it would hold the jobs behind it for ever.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+
+use crate::job::DEFAULT_QUEUE;
 
 /// What a job, or a set of jobs, holds while admitted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,7 +39,7 @@ impl Resources {
         Self { jobs: 1, cpu_millis, memory_bytes }
     }
 
-    fn plus(self, other: Self) -> Self {
+    pub fn plus(self, other: Self) -> Self {
         Self {
             jobs: self.jobs.saturating_add(other.jobs),
             cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
@@ -87,27 +89,157 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// No limit on anything.
+    pub const NONE: Self = Self { jobs: None, cpu_millis: None, memory_bytes: None };
+
+    /// The limits in words: "20 jobs, 8 CPU, 32Gi", or "none".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(jobs) = self.jobs {
+            parts.push(format!("{jobs} jobs"));
+        }
+        if let Some(cpu) = self.cpu_millis {
+            parts.push(format!("{} CPU", crate::quantity::format_cpu(cpu)));
+        }
+        if let Some(memory) = self.memory_bytes {
+            parts.push(format!("{} memory", crate::quantity::format_memory(memory)));
+        }
+        if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
+    }
+}
+
+/// The weight of a queue no one gave one.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// The largest weight a queue may have (shares are ratios; this keeps them readable).
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// A queue, as its operator defined it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
     pub name: String,
     pub limits: Limits,
-    /// The most of its admitted jobs whose pods are not yet running (backpressure to
-    /// the scheduler); `None` is no limit.
-    pub max_pending: Option<u32>,
     /// Its share of the limit across all queues, relative to the others' (at least 1).
     pub weight: u32,
     /// A paused queue admits nothing; what it holds runs on.
     pub paused: bool,
+    /// Fail an attempt that stays unschedulable past `unschedulable_after`, as before
+    /// queues existed, instead of putting it back to wait for room.
+    pub fail_unschedulable: bool,
 }
 
-/// What a queue holds now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Held {
-    /// Its admitted, unfinished jobs.
-    pub admitted: Resources,
-    /// Of those, the ones whose pods are not yet running.
-    pub pending: u32,
+impl Queue {
+    /// A queue with no limits and the default weight.
+    pub fn unlimited(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            limits: Limits::NONE,
+            weight: DEFAULT_WEIGHT,
+            paused: false,
+            fail_unschedulable: false,
+        }
+    }
+}
+
+/// Every queue of a deployment, and the limit across all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queues {
+    pub queues: BTreeMap<String, Queue>,
+    /// What all queues' admitted jobs may hold together (what the cluster can grow to).
+    pub total: Limits,
+}
+
+impl Queues {
+    /// The queues as defined, with the `default` queue (no limits) when it is not.
+    pub fn new(defined: impl IntoIterator<Item = Queue>, total: Limits) -> Self {
+        let mut queues: BTreeMap<String, Queue> = defined.into_iter().map(|q| (q.name.clone(), q)).collect();
+        queues.entry(DEFAULT_QUEUE.to_owned()).or_insert_with(|| Queue::unlimited(DEFAULT_QUEUE));
+        Self { queues, total }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    /// The queue names, for a message that lists them.
+    pub fn names(&self) -> String {
+        self.queues.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// An admitted job attempt's hold on its queue: what the queue's usage counts. Written
+/// with the usage in one transaction, removed with it in another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub job_id: String,
+    pub attempt: u32,
+    pub queue: String,
+    pub request: Resources,
+}
+
+/// What `slots` hold, per queue: the truth the stored usage must equal.
+pub fn usage_of<'a>(slots: impl IntoIterator<Item = &'a Slot>) -> BTreeMap<String, Resources> {
+    let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
+    for slot in slots {
+        let held = usage.entry(slot.queue.clone()).or_default();
+        *held = held.plus(slot.request);
+    }
+    usage
+}
+
+/// The largest node a pod may get: of the nodes the cluster has, and the configured
+/// shape of the nodes an autoscaler may add, the most CPU and the most memory (each
+/// may come from a different node; a job is only refused when no node could hold it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSize {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// Why a job requesting `request` can never be admitted in `queue`, if it cannot: its
+/// request is over a limit of its queue or of all queues, or over the largest node.
+/// Names both sizes.
+pub fn never_fits(request: Resources, queue: &Queue, total: &Limits, largest: Option<NodeSize>) -> Option<String> {
+    let show_cpu = crate::quantity::format_cpu;
+    let show_memory = crate::quantity::format_memory;
+    let over = |limits: &Limits, whose: &str| {
+        if let Some(limit) = limits.cpu_millis.filter(|l| request.cpu_millis > *l) {
+            return Some(format!(
+                "it requests {} CPU and {whose} may hold at most {} CPU",
+                show_cpu(request.cpu_millis),
+                show_cpu(limit)
+            ));
+        }
+        if let Some(limit) = limits.memory_bytes.filter(|l| request.memory_bytes > *l) {
+            return Some(format!(
+                "it requests {} of memory and {whose} may hold at most {}",
+                show_memory(request.memory_bytes),
+                show_memory(limit)
+            ));
+        }
+        if limits.jobs == Some(0) {
+            return Some(format!("{whose} may hold no jobs (a limit of 0)"));
+        }
+        None
+    };
+    over(&queue.limits, &format!("queue {}", queue.name)).or_else(|| over(total, "all queues together")).or_else(|| {
+        let node = largest?;
+        if request.cpu_millis > node.cpu_millis {
+            Some(format!(
+                "it requests {} CPU and the largest node the cluster has or can add has {}",
+                show_cpu(request.cpu_millis),
+                show_cpu(node.cpu_millis)
+            ))
+        } else if request.memory_bytes > node.memory_bytes {
+            Some(format!(
+                "it requests {} of memory and the largest node the cluster has or can add has {}",
+                show_memory(request.memory_bytes),
+                show_memory(node.memory_bytes)
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 /// A job waiting for admission.
@@ -143,15 +275,11 @@ pub fn in_order(waiting: &mut [Waiting]) {
     });
 }
 
-/// Which of `waiting` to admit now. `queues` are the queues by name, `held` what each
-/// holds now (a queue missing from it holds nothing), and `total` the limit across all
-/// queues. A job whose queue does not exist waits, saying so.
-pub fn admit(
-    queues: &BTreeMap<String, Queue>,
-    held: &BTreeMap<String, Held>,
-    total: &Limits,
-    waiting: &[Waiting],
-) -> Plan {
+/// Which of `waiting` to admit now. `queues` are the queues and the limit across all
+/// of them, `held` what each queue's admitted, unfinished jobs hold now (a queue
+/// missing from it holds nothing). A job whose queue does not exist waits, saying so.
+pub fn admit(queues: &Queues, held: &BTreeMap<String, Resources>, waiting: &[Waiting]) -> Plan {
+    let total = &queues.total;
     let mut lines: BTreeMap<&str, Vec<Waiting>> = BTreeMap::new();
     for job in waiting {
         lines.entry(job.queue.as_str()).or_default().push(job.clone());
@@ -160,10 +288,11 @@ pub fn admit(
         in_order(line);
         line.reverse(); // the next job last, so it pops
     }
-    let mut held: BTreeMap<&str, Held> =
+    // Every queue's holdings count against the limit across all queues, waiting jobs
+    // or not.
+    let mut all_held = held.values().fold(Resources::default(), |sum, h| sum.plus(*h));
+    let mut held: BTreeMap<&str, Resources> =
         lines.keys().map(|name| (*name, held.get(*name).copied().unwrap_or_default())).collect();
-    let all = |held: &BTreeMap<&str, Held>| held.values().fold(Resources::default(), |sum, h| sum.plus(h.admitted));
-    let mut all_held = all(&held);
     // Queues whose next job cannot be admitted this time, with why.
     let mut blocked: BTreeMap<&str, String> = BTreeMap::new();
     let mut plan = Plan::default();
@@ -177,7 +306,7 @@ pub fn admit(
             .min_by(|a, b| {
                 let share = |name: &str| {
                     let weight = queues.get(name).map_or(1, |q| q.weight.max(1));
-                    total.dominant_share(held[name].admitted) / f64::from(weight)
+                    total.dominant_share(held[name]) / f64::from(weight)
                 };
                 share(a).total_cmp(&share(b)).then(a.cmp(b))
             });
@@ -189,11 +318,8 @@ pub fn admit(
             None => Some(format!("queue {name} does not exist")),
             Some(queue) if queue.paused => Some(format!("queue {name} is paused")),
             Some(queue) => {
-                if let Some((what, now, limit)) = queue.limits.passed_by(queue_held.admitted, job.request) {
+                if let Some((what, now, limit)) = queue.limits.passed_by(queue_held, job.request) {
                     Some(format!("queue {name}: {now} of {limit} {what} held"))
-                } else if queue.max_pending.is_some_and(|max| queue_held.pending >= max) {
-                    let max = queue.max_pending.unwrap_or_default();
-                    Some(format!("queue {name}: {} of {max} admitted jobs not yet running", queue_held.pending))
                 } else {
                     total
                         .passed_by(all_held, job.request)
@@ -208,8 +334,7 @@ pub fn admit(
             None => {
                 let job = line.pop().expect("checked above");
                 let entry = held.get_mut(name).expect("every queue with a line has its usage");
-                entry.admitted = entry.admitted.plus(job.request);
-                entry.pending = entry.pending.saturating_add(1);
+                *entry = entry.plus(job.request);
                 all_held = all_held.plus(job.request);
                 plan.admit.push(job.job_id);
             }

@@ -51,6 +51,13 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 63;
 /// The longest Kubernetes object name taken from a message (Secret, Secret key,
 /// PriorityClass, ServiceAccount).
 pub const MAX_OBJECT_NAME_BYTES: usize = 253;
+/// The longest queue name (a DNS label).
+pub const MAX_QUEUE_NAME_BYTES: usize = 63;
+/// The queue of a job that names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// The range of a job's `priority` within its queue.
+pub const MIN_PRIORITY: i32 = -1000;
+pub const MAX_PRIORITY: i32 = 1000;
 /// The most `retry.exitCodes`.
 pub const MAX_EXIT_CODES: usize = 32;
 /// The most `retry.on` classes: each class once.
@@ -124,6 +131,18 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
+    /// The podbridge queue the job waits in until its queue, and the limit across all
+    /// queues, have room for it (`default` when absent). It must be a queue the
+    /// deployment has (`podbridge queues list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_QUEUE_NAME_BYTES), regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub queue: Option<String>,
+    /// The job's place in its queue: higher first, then the oldest. -1000 to 1000,
+    /// 0 when absent. Not the pod's PriorityClass (`priorityClassName`), which the
+    /// scheduler reads once the pod exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_PRIORITY, max = MAX_PRIORITY))]
+    pub priority: Option<i32>,
     /// The container image (`[registry/]path[:tag][@digest]`, as in `docker pull`); it
     /// must be under one of the deployment's allowed prefixes, compared by registry host
     /// and whole path components.

@@ -48,6 +48,17 @@ impl Default for Thresholds {
     }
 }
 
+/// What to do with an attempt whose pod the scheduler cannot place for lack of room,
+/// once `unschedulable_after` has passed (its queue's choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Delete the pod and put the job back to wait for room, as a new attempt that is
+    /// not counted as failed.
+    Wait,
+    /// Fail the attempt as `unschedulable` (and retry it if its rules say so).
+    Fail,
+}
+
 /// What to do about a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -164,6 +175,7 @@ pub fn decide(
     now: Timestamp,
     thresholds: &Thresholds,
     record_ttl: Duration,
+    when_full: WhenFull,
 ) -> Decision {
     let mut steps = Steps::new(record, now, record_ttl);
     let node = pod.and_then(|p| p.node.clone());
@@ -188,7 +200,7 @@ pub fn decide(
                 reason: &str,
                 message: &str,
                 delete_pod: bool| {
-        let retry = should_retry(job, record.attempt, class, exit_code);
+        let retry = should_retry(job, record.counted_attempt(), class, exit_code);
         let failed = steps.push(JobState::Failed, now, reason, message);
         failed.failure_class = Some(class);
         failed.exit_code = exit_code;
@@ -211,6 +223,8 @@ pub fn decide(
     let setting_up_since = record.state_times.get(&JobState::SettingUp).copied();
 
     match (record.state, pod) {
+        // Admission starts it when its queue has room (`admission::admit`).
+        (JobState::Queued, None) if record.is_waiting() => Decision::Nothing,
         (JobState::Queued, None) => {
             let due = if record.attempt <= 1 {
                 since(now, Some(not_before(record, job))) >= thresholds.redispatch_after
@@ -267,7 +281,18 @@ pub fn decide(
             PodView::Unschedulable { since: unschedulable_since, message }
                 if since(now, unschedulable_since.or(setting_up_since)) >= thresholds.unschedulable_after =>
             {
-                fail(steps, FailureClass::Unschedulable, None, "Unschedulable", message, true)
+                if when_full == WhenFull::Wait && crate::observe::is_for_capacity(message) {
+                    let next = record.attempt + 1;
+                    let waited = since(now, unschedulable_since.or(setting_up_since)).as_secs();
+                    let text = format!(
+                        "the cluster had no room for the pod for {waited}s ({message}); attempt {next} waits for room"
+                    );
+                    let requeue = steps.push(JobState::Queued, now, crate::record::REQUEUED, &text);
+                    requeue.new_attempt = Some(next);
+                    steps.into_decision(true)
+                } else {
+                    fail(steps, FailureClass::Unschedulable, None, "Unschedulable", message, true)
+                }
             }
             _ if since(now, setting_up_since) >= thresholds.start_limit => {
                 let message = format!("the pod did not start within {}s", thresholds.start_limit.as_secs());

@@ -23,7 +23,13 @@ pub const HISTORY_KEPT_LAST: usize = 24;
 /// Reasons of history entries that are counted (`RetryRequested`: retries on request,
 /// bounded per job; `OOMKilled`: each gives the next attempt more memory), so that
 /// compacting a history never drops one.
-pub const COUNTED_REASONS: [&str; 2] = ["RetryRequested", "OOMKilled"];
+pub const COUNTED_REASONS: [&str; 3] = ["RetryRequested", "OOMKilled", REQUEUED];
+/// The reason of a transition that puts a job back to wait for room: its pod could not
+/// be scheduled for lack of capacity. It starts a new attempt that does not count as a
+/// failed one.
+pub const REQUEUED: &str = "RequeuedForCapacity";
+/// The reason of a queued job that waits for room in its queue.
+pub const WAITING: &str = "Waiting";
 /// The longest message a counted entry keeps once its history is compacted.
 const KEPT_MESSAGE: usize = 256;
 
@@ -122,6 +128,24 @@ pub struct CorruptRecord {
 }
 
 impl JobRecord {
+    /// Whether the job waits for room in its queue (`queued`, reason `Waiting`).
+    pub fn is_waiting(&self) -> bool {
+        self.state == JobState::Queued && self.reason.as_deref() == Some(WAITING)
+    }
+
+    /// How many of its attempts were put back for lack of room: new attempts that do
+    /// not count as failed ones.
+    pub fn requeues(&self) -> u32 {
+        let count = self.history.iter().filter(|t| t.reason == REQUEUED).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Its attempts that count against `retry.maxAttempts`: the current one and every
+    /// failed one, not those put back for lack of room.
+    pub fn counted_attempt(&self) -> u32 {
+        self.attempt.saturating_sub(self.requeues()).max(1)
+    }
+
     /// The job this record was created from (its stored spec).
     pub fn stored_job(&self) -> Result<Job, CorruptRecord> {
         let corrupt = |message: String| CorruptRecord { job_id: self.job_id.clone(), message };

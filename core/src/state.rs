@@ -73,6 +73,9 @@ impl JobState {
             (self, next),
             (Queued, SettingUp | Executing | Succeeded | Failed | Cancelled)
                 | (SettingUp, Executing | Succeeded | Failed | Cancelled)
+                // Put back to wait: the cluster had no room for the pod (a new attempt,
+                // not a failed one).
+                | (SettingUp, Queued)
                 | (Executing, Succeeded | Failed | Cancelled)
                 | (Failed | Cancelled, Queued)
                 // A failed attempt whose retry is owed, cancelled before it is written.

@@ -19,10 +19,10 @@ use serde_json::Value;
 
 use crate::failure::FailureClass;
 use crate::job::{
-    CancelMessage, CancelSpec, EnvVar, JobMessage, JobSpec, MAX_ARG_BYTES, MAX_COMMAND_ENTRIES,
+    CancelMessage, CancelSpec, DEFAULT_QUEUE, EnvVar, JobMessage, JobSpec, MAX_ARG_BYTES, MAX_COMMAND_ENTRIES,
     MAX_COMMAND_TOTAL_BYTES, MAX_ENV_ENTRIES, MAX_ENV_NAME_BYTES, MAX_ENV_TOTAL_BYTES, MAX_EXIT_CODES, MAX_IMAGE_BYTES,
-    MAX_LABELS, MAX_MESSAGE_BYTES, MAX_NODE_SELECTOR_TERMS, MAX_OBJECT_NAME_BYTES, MAX_REASON_BYTES, MAX_RETRY_CLASSES,
-    MAX_TOLERATIONS, MESSAGE_VERSION, TolerationOperator,
+    MAX_LABELS, MAX_MESSAGE_BYTES, MAX_NODE_SELECTOR_TERMS, MAX_OBJECT_NAME_BYTES, MAX_PRIORITY, MAX_QUEUE_NAME_BYTES,
+    MAX_REASON_BYTES, MAX_RETRY_CLASSES, MAX_TOLERATIONS, MESSAGE_VERSION, MIN_PRIORITY, TolerationOperator,
 };
 use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use image::{ImagePrefix, ImageRef};
@@ -237,6 +237,13 @@ pub struct Retry {
 pub struct Job {
     pub id: String,
     pub namespace: String,
+    /// The queue it waits in for admission (records written before queues read as
+    /// `default`).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Its place in its queue (higher first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
     /// The image as the runtime pulls it, every implied part written out
     /// (`busybox` is recorded as `docker.io/library/busybox`).
     pub image: String,
@@ -598,6 +605,15 @@ pub fn validate(spec: JobSpec, fallback_id: &str, guardrails: &Guardrails) -> Re
     let timeout_seconds = spec.timeout_seconds.unwrap_or(g.default_timeout_seconds);
     p.check_range("job.timeoutSeconds", timeout_seconds, 1, g.max_timeout_seconds);
 
+    let queue = spec.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+    if !is_queue_name(&queue) {
+        p.add("job.queue", format!("{} is not a queue name: {QUEUE_NAME_RULE}", quoted(&queue)));
+    }
+    let priority = spec.priority.unwrap_or(0);
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        p.add("job.priority", format!("{priority} is not allowed; allowed: {MIN_PRIORITY} to {MAX_PRIORITY}"));
+    }
+
     let retry_spec = spec.retry.clone().unwrap_or_default();
     let max_attempts = retry_spec.max_attempts.unwrap_or(3.min(g.max_attempts));
     p.check_range("job.retry.maxAttempts", u64::from(max_attempts), 1, u64::from(g.max_attempts));
@@ -693,6 +709,8 @@ pub fn validate(spec: JobSpec, fallback_id: &str, guardrails: &Guardrails) -> Re
     Ok(Job {
         id,
         namespace,
+        queue,
+        priority,
         image,
         command: spec.command,
         args: spec.args,
@@ -815,6 +833,29 @@ impl Problems {
             self.not_allowed(field, &value.to_string(), &format!("{min} to {max}"));
         }
     }
+}
+
+/// What a queue name may be, for messages.
+pub const QUEUE_NAME_RULE: &str =
+    "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63";
+
+/// Whether `name` can name a queue: a DNS label, so it reads the same in a metric
+/// dimension, a label value and a URL.
+pub fn is_queue_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_QUEUE_NAME_BYTES
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_owned()
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }
 
 /// What a DNS subdomain name may be, for messages.

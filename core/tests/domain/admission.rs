@@ -4,12 +4,22 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use podbridge_core::admission::{Held, Limits, Queue, Resources, Waiting, admit};
+use podbridge_core::admission::{
+    Limits, NodeSize, Queue, Queues, Resources, Slot, Waiting, admit, never_fits, usage_of,
+};
 
 const GI: u64 = 1 << 30;
 
-fn queue(name: &str, limits: Limits, weight: u32) -> (String, Queue) {
-    (name.to_owned(), Queue { name: name.to_owned(), limits, max_pending: None, weight, paused: false })
+fn queue(name: &str, limits: Limits, weight: u32) -> Queue {
+    Queue { limits, weight, ..Queue::unlimited(name) }
+}
+
+fn queues(defined: impl IntoIterator<Item = Queue>, total: Limits) -> Queues {
+    Queues::new(defined, total)
+}
+
+fn holding(queue: &str, jobs: u32, cpu_millis: u64, memory_bytes: u64) -> BTreeMap<String, Resources> {
+    BTreeMap::from([(queue.to_owned(), Resources { jobs, cpu_millis, memory_bytes })])
 }
 
 fn jobs(limit: u32) -> Limits {
@@ -28,14 +38,14 @@ fn waiting(id: &str, queue: &str, priority: i32, second: i64, cpu_millis: u64) -
 
 #[test]
 fn an_idle_system_admits_everything_that_fits_highest_priority_then_oldest_first() {
-    let queues = BTreeMap::from([queue("etl", jobs(3), 1)]);
+    let queues = queues([queue("etl", jobs(3), 1)], Limits::NONE);
     let line = [
         waiting("late", "etl", 0, 30, 100),
         waiting("urgent", "etl", 5, 40, 100),
         waiting("early", "etl", 0, 10, 100),
         waiting("last", "etl", 0, 50, 100),
     ];
-    let plan = admit(&queues, &BTreeMap::new(), &Limits::default(), &line);
+    let plan = admit(&queues, &BTreeMap::new(), &line);
     assert_eq!(plan.admit, ["urgent", "early", "late"]);
     let held = &plan.wait["last"];
     assert_eq!((held.position, held.reason.as_str()), (1, "queue etl: 3 of 3 jobs held"));
@@ -43,13 +53,10 @@ fn an_idle_system_admits_everything_that_fits_highest_priority_then_oldest_first
 
 #[test]
 fn what_a_queue_already_holds_counts_and_every_waiting_job_knows_its_place() {
-    let queues = BTreeMap::from([queue("etl", jobs(20), 1)]);
-    let held = BTreeMap::from([(
-        "etl".to_owned(),
-        Held { admitted: Resources { jobs: 20, cpu_millis: 20_000, memory_bytes: 20 * GI }, pending: 0 },
-    )]);
+    let queues = queues([queue("etl", jobs(20), 1)], Limits::NONE);
+    let held = holding("etl", 20, 20_000, 20 * GI);
     let line: Vec<_> = (0..3).map(|i| waiting(&format!("j{i}"), "etl", 0, i, 100)).collect();
-    let plan = admit(&queues, &held, &Limits::default(), &line);
+    let plan = admit(&queues, &held, &line);
     assert!(plan.admit.is_empty());
     let places: Vec<_> = (0..3).map(|i| plan.wait[&format!("j{i}")].position).collect();
     assert_eq!(places, [1, 2, 3]);
@@ -60,13 +67,10 @@ fn what_a_queue_already_holds_counts_and_every_waiting_job_knows_its_place() {
 #[test]
 fn a_large_job_at_the_head_is_not_overtaken_by_small_ones_of_its_queue() {
     let cpu = Limits { cpu_millis: Some(4_000), ..Limits::default() };
-    let queues = BTreeMap::from([queue("ml", cpu, 1)]);
-    let held = BTreeMap::from([(
-        "ml".to_owned(),
-        Held { admitted: Resources { jobs: 1, cpu_millis: 2_000, memory_bytes: GI }, pending: 0 },
-    )]);
+    let queues = queues([queue("ml", cpu, 1)], Limits::NONE);
+    let held = holding("ml", 1, 2_000, GI);
     let line = [waiting("big", "ml", 0, 0, 3_000), waiting("small", "ml", 0, 1, 500)];
-    let plan = admit(&queues, &held, &Limits::default(), &line);
+    let plan = admit(&queues, &held, &line);
     assert!(plan.admit.is_empty(), "{plan:?}");
     assert_eq!(plan.wait["big"].reason, "queue ml: 2 of 4 CPU held");
     assert_eq!(plan.wait["small"].position, 2);
@@ -74,34 +78,22 @@ fn a_large_job_at_the_head_is_not_overtaken_by_small_ones_of_its_queue() {
 
 #[test]
 fn a_paused_queue_admits_nothing_and_a_missing_one_says_so() {
-    let (name, mut paused) = queue("etl", Limits::default(), 1);
-    paused.paused = true;
-    let queues = BTreeMap::from([(name, paused)]);
+    let paused = Queue { paused: true, ..queue("etl", Limits::NONE, 1) };
+    let queues = queues([paused], Limits::NONE);
     let line = [waiting("a", "etl", 0, 0, 100), waiting("b", "gone", 0, 0, 100)];
-    let plan = admit(&queues, &BTreeMap::new(), &Limits::default(), &line);
+    let plan = admit(&queues, &BTreeMap::new(), &line);
     assert!(plan.admit.is_empty());
     assert_eq!(plan.wait["a"].reason, "queue etl is paused");
     assert_eq!(plan.wait["b"].reason, "queue gone does not exist");
 }
 
 #[test]
-fn admitted_jobs_whose_pods_are_not_running_are_bounded_per_queue() {
-    let (name, mut etl) = queue("etl", Limits::default(), 1);
-    etl.max_pending = Some(2);
-    let queues = BTreeMap::from([(name, etl)]);
-    let line: Vec<_> = (0..4).map(|i| waiting(&format!("j{i}"), "etl", 0, i, 100)).collect();
-    let plan = admit(&queues, &BTreeMap::new(), &Limits::default(), &line);
-    assert_eq!(plan.admit, ["j0", "j1"]);
-    assert_eq!(plan.wait["j2"].reason, "queue etl: 2 of 2 admitted jobs not yet running");
-}
-
-#[test]
 fn the_limit_across_queues_is_shared_by_weight_on_the_dominant_resource() {
-    let queues = BTreeMap::from([queue("etl", Limits::default(), 1), queue("ml", Limits::default(), 3)]);
+    let total = Limits { cpu_millis: Some(40_000), ..Limits::default() };
+    let queues = queues([queue("etl", Limits::NONE, 1), queue("ml", Limits::NONE, 3)], total);
     let mut line: Vec<_> = (0..50).map(|i| waiting(&format!("etl-{i}"), "etl", 0, i, 1_000)).collect();
     line.extend((0..50).map(|i| waiting(&format!("ml-{i}"), "ml", 0, i, 1_000)));
-    let total = Limits { cpu_millis: Some(40_000), ..Limits::default() };
-    let plan = admit(&queues, &BTreeMap::new(), &total, &line);
+    let plan = admit(&queues, &BTreeMap::new(), &line);
     let count = |queue: &str| plan.admit.iter().filter(|id| id.starts_with(queue)).count();
     assert_eq!((count("etl"), count("ml")), (10, 30), "weights 1 and 3 of 40 CPUs");
     assert_eq!(plan.wait["etl-10"].reason, "all queues: 40 of 40 CPU held");
@@ -110,13 +102,66 @@ fn the_limit_across_queues_is_shared_by_weight_on_the_dominant_resource() {
 
 #[test]
 fn a_queue_that_holds_more_than_its_share_waits_while_another_catches_up() {
-    let queues = BTreeMap::from([queue("etl", Limits::default(), 1), queue("ml", Limits::default(), 1)]);
-    let held = BTreeMap::from([(
-        "etl".to_owned(),
-        Held { admitted: Resources { jobs: 6, cpu_millis: 6_000, memory_bytes: 6 * GI }, pending: 0 },
-    )]);
+    let queues = queues([queue("etl", Limits::NONE, 1), queue("ml", Limits::NONE, 1)], jobs(7));
+    let held = holding("etl", 6, 6_000, 6 * GI);
     let line = [waiting("etl-next", "etl", 9, 0, 1_000), waiting("ml-next", "ml", 0, 5, 1_000)];
-    let plan = admit(&queues, &held, &jobs(7), &line);
+    let plan = admit(&queues, &held, &line);
     assert_eq!(plan.admit, ["ml-next"], "the queue with the smaller share is offered the one free slot");
     assert_eq!(plan.wait["etl-next"].reason, "all queues: 7 of 7 jobs held");
+}
+
+#[test]
+fn what_queues_without_waiting_jobs_hold_still_counts_against_the_limit_across_queues() {
+    let queues = queues([queue("etl", Limits::NONE, 1), queue("ml", Limits::NONE, 1)], jobs(5));
+    let held = holding("etl", 5, 5_000, 5 * GI);
+    let plan = admit(&queues, &held, &[waiting("ml-1", "ml", 0, 0, 100)]);
+    assert!(plan.admit.is_empty(), "{plan:?}");
+    assert_eq!(plan.wait["ml-1"].reason, "all queues: 5 of 5 jobs held");
+}
+
+#[test]
+fn the_default_queue_always_exists_without_limits() {
+    let queues = queues([], Limits::NONE);
+    assert_eq!(queues.names(), "default");
+    let plan = admit(&queues, &BTreeMap::new(), &[waiting("a", "default", 0, 0, 100)]);
+    assert_eq!(plan.admit, ["a"]);
+}
+
+#[test]
+fn a_job_larger_than_its_queue_all_queues_or_any_node_never_fits_and_is_told_both_sizes() {
+    let etl = queue("etl", Limits { cpu_millis: Some(4_000), memory_bytes: Some(8 * GI), jobs: Some(10) }, 1);
+    let total = Limits { cpu_millis: Some(16_000), ..Limits::NONE };
+    let node = Some(NodeSize { cpu_millis: 8_000, memory_bytes: 4 * GI });
+    let fits = Resources::job(2_000, 2 * GI);
+    assert_eq!(never_fits(fits, &etl, &total, node), None);
+    assert_eq!(
+        never_fits(Resources::job(6_000, GI), &etl, &total, node).as_deref(),
+        Some("it requests 6 CPU and queue etl may hold at most 4 CPU")
+    );
+    let open = queue("open", Limits::NONE, 1);
+    assert_eq!(
+        never_fits(Resources::job(20_000, GI), &open, &total, node).as_deref(),
+        Some("it requests 20 CPU and all queues together may hold at most 16 CPU")
+    );
+    assert_eq!(
+        never_fits(Resources::job(1_000, 6 * GI), &open, &total, node).as_deref(),
+        Some("it requests 6Gi of memory and the largest node the cluster has or can add has 4Gi")
+    );
+    assert_eq!(never_fits(Resources::job(1_000, 6 * GI), &open, &total, None), None, "no node known: no verdict");
+    let closed = queue("closed", jobs(0), 1);
+    assert!(never_fits(fits, &closed, &total, node).unwrap().contains("a limit of 0"));
+}
+
+#[test]
+fn usage_is_the_sum_of_the_slots_per_queue() {
+    let slot = |job: &str, queue: &str, cpu| Slot {
+        job_id: job.to_owned(),
+        attempt: 1,
+        queue: queue.to_owned(),
+        request: Resources::job(cpu, GI),
+    };
+    let slots = [slot("a", "etl", 1_000), slot("b", "etl", 500), slot("c", "ml", 250)];
+    let usage = usage_of(&slots);
+    assert_eq!(usage["etl"], Resources { jobs: 2, cpu_millis: 1_500, memory_bytes: 2 * GI });
+    assert_eq!(usage["ml"], Resources { jobs: 1, cpu_millis: 250, memory_bytes: GI });
 }

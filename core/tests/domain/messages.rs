@@ -242,3 +242,23 @@ fn an_oom_memory_factor_out_of_range_or_without_oom_retries_is_rejected() {
     );
     check_rejected(retry(json!({ "oomMemoryFactor": 1.5 })), "job.retry.oomMemoryFactor", "includes \"oom_killed\"");
 }
+
+#[test]
+fn a_job_waits_in_the_default_queue_at_priority_zero_unless_it_names_others() {
+    let parsed = parse_message(job(minimal()).to_string().as_bytes(), "sqs-1", &guardrails()).unwrap();
+    let Parsed::Job(plain) = parsed else { panic!("expected a job") };
+    assert_eq!((plain.queue.as_str(), plain.priority), ("default", 0));
+    let named = with(with(minimal(), "queue", json!("etl")), "priority", json!(-5));
+    let Parsed::Job(named) = parse_message(job(named).to_string().as_bytes(), "sqs-2", &guardrails()).unwrap() else {
+        panic!("expected a job")
+    };
+    assert_eq!((named.queue.as_str(), named.priority), ("etl", -5));
+}
+
+#[test]
+fn a_queue_name_and_priority_out_of_range_are_rejected_naming_what_is_allowed() {
+    check_rejected(job(with(minimal(), "queue", json!("ETL_jobs"))), "job.queue", "lowercase letters, digits and '-'");
+    check_rejected(job(with(minimal(), "queue", json!(""))), "job.queue", "is not a queue name");
+    check_rejected(job(with(minimal(), "priority", json!(1001))), "job.priority", "allowed: -1000 to 1000");
+    check_rejected(job(with(minimal(), "priority", json!(-1001))), "job.priority", "allowed: -1000 to 1000");
+}

@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use podbridge_core::FailureClass;
 use podbridge_core::observe::{Observed, observe};
-use podbridge_core::reconcile::{Decision, Thresholds, backoff, decide};
+use podbridge_core::reconcile::{Decision, Thresholds, WhenFull, backoff, decide};
 use podbridge_core::record::{JobRecord, Source, StateChange};
 use podbridge_core::state::JobState;
 use podbridge_core::validate::{Guardrails, Job, Parsed, parse_message};
@@ -86,7 +86,8 @@ fn pods_move_their_jobs_through_the_lifecycle() {
     let t = Thresholds::default();
     let job = job(serde_json::json!({ "maxAttempts": 1 }));
     let check = |state: JobState, fixture: &str, minutes: i64, expected: (Option<JobState>, Option<&str>, bool)| {
-        let decision = decide(&record(state, 1), &job, Some(&pod(fixture)), minutes_later(minutes), &t, TTL);
+        let decision =
+            decide(&record(state, 1), &job, Some(&pod(fixture)), minutes_later(minutes), &t, TTL, WhenFull::Fail);
         let (to, class, delete, _) = summary(&decision);
         assert_eq!((to, class.as_deref(), delete), expected, "{state} + {fixture} at +{minutes}m: {decision:?}");
     };
@@ -122,6 +123,7 @@ fn a_failure_keeps_what_the_pod_said() {
         minutes_later(2),
         &Thresholds::default(),
         TTL,
+        WhenFull::Fail,
     );
     let [change] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(change.exit_code, Some(3));
@@ -135,14 +137,28 @@ fn a_failure_keeps_what_the_pod_said() {
 fn stale_queued_jobs_are_dispatched_and_vanished_pods_fail() {
     let t = Thresholds::default();
     let job = default_job();
-    assert_eq!(decide(&record(JobState::Queued, 1), &job, None, minutes_later(1), &t, TTL), Decision::Nothing);
-    assert_eq!(decide(&record(JobState::Queued, 1), &job, None, minutes_later(3), &t, TTL), Decision::Dispatch);
+    assert_eq!(
+        decide(&record(JobState::Queued, 1), &job, None, minutes_later(1), &t, TTL, WhenFull::Fail),
+        Decision::Nothing
+    );
+    assert_eq!(
+        decide(&record(JobState::Queued, 1), &job, None, minutes_later(3), &t, TTL, WhenFull::Fail),
+        Decision::Dispatch
+    );
     // The dispatcher created the pod but stopped before recording it.
-    let found = decide(&record(JobState::Queued, 1), &job, Some(&pod("container-creating")), minutes_later(1), &t, TTL);
+    let found = decide(
+        &record(JobState::Queued, 1),
+        &job,
+        Some(&pod("container-creating")),
+        minutes_later(1),
+        &t,
+        TTL,
+        WhenFull::Fail,
+    );
     let [change] = writes(&found) else { panic!("{found:?}") };
     assert_eq!((change.to, change.pod_name.as_deref()), (JobState::SettingUp, Some("report-1")));
     // A pod deleted behind podbridge's back: retried by default.
-    let vanished = decide(&record(JobState::Executing, 1), &job, None, minutes_later(1), &t, TTL);
+    let vanished = decide(&record(JobState::Executing, 1), &job, None, minutes_later(1), &t, TTL, WhenFull::Fail);
     assert_eq!(summary(&vanished), (Some(JobState::Failed), Some("pod_vanished".into()), false, true));
 }
 
@@ -150,8 +166,15 @@ fn stale_queued_jobs_are_dispatched_and_vanished_pods_fail() {
 fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
     let t = Thresholds::default();
     let check = |job: &Job, attempt: u32, fixture: &str, retried: bool| {
-        let decision =
-            decide(&record(JobState::Executing, attempt), job, Some(&pod(fixture)), minutes_later(30), &t, TTL);
+        let decision = decide(
+            &record(JobState::Executing, attempt),
+            job,
+            Some(&pod(fixture)),
+            minutes_later(30),
+            &t,
+            TTL,
+            WhenFull::Fail,
+        );
         assert_eq!(summary(&decision).3, retried, "attempt {attempt} + {fixture}: {decision:?}");
     };
     let defaults = default_job();
@@ -166,8 +189,15 @@ fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
     check(&custom, 1, "evicted", false);
     check(&custom, 5, "exit-code", false);
 
-    let decision =
-        decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL);
+    let decision = decide(
+        &record(JobState::Executing, 1),
+        &defaults,
+        Some(&pod("evicted")),
+        minutes_later(30),
+        &t,
+        TTL,
+        WhenFull::Fail,
+    );
     let [failed, retry] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(failed.expires_at, None, "a failure that will be retried does not expire");
     assert!(failed.retry_pending, "and stays followed until its retry is written");
@@ -180,8 +210,15 @@ fn retries_follow_the_jobs_rules_and_stop_at_max_attempts() {
 fn a_retry_owed_by_a_pass_that_stopped_after_the_failure_is_written_by_the_next() {
     let t = Thresholds::default();
     let defaults = default_job();
-    let decision =
-        decide(&record(JobState::Executing, 1), &defaults, Some(&pod("evicted")), minutes_later(30), &t, TTL);
+    let decision = decide(
+        &record(JobState::Executing, 1),
+        &defaults,
+        Some(&pod("evicted")),
+        minutes_later(30),
+        &t,
+        TTL,
+        WhenFull::Fail,
+    );
     let [failed, retry] = writes(&decision) else { panic!("an eviction is retried: {decision:?}") };
     let mut stopped = record(JobState::Executing, 1);
     stopped.apply(failed);
@@ -189,7 +226,7 @@ fn a_retry_owed_by_a_pass_that_stopped_after_the_failure_is_written_by_the_next(
 
     // Whatever the old attempt's pod shows by then (still failed, or gone).
     for observed in [Some(pod("evicted")), None] {
-        let decision = decide(&stopped, &defaults, observed.as_ref(), minutes_later(31), &t, TTL);
+        let decision = decide(&stopped, &defaults, observed.as_ref(), minutes_later(31), &t, TTL, WhenFull::Fail);
         let Decision::Write { changes, delete_pod: false } = &decision else { panic!("{decision:?}") };
         let [change] = changes.as_slice() else { panic!("{decision:?}") };
         assert_eq!((change.expected, change.to, change.new_attempt), (retry.expected, retry.to, retry.new_attempt));
@@ -207,8 +244,8 @@ fn a_retry_waits_for_its_backoff() {
     assert_eq!([2, 3, 4, 5].map(|a| backoff(&job, a).as_secs()), [60, 120, 200, 200]);
     let mut queued = record(JobState::Queued, 2);
     queued.state_times.insert(JobState::Queued, at("2026-11-21T10:00:00Z"));
-    assert_eq!(decide(&queued, &job, None, minutes_later(0), &t, TTL), Decision::Nothing);
-    assert_eq!(decide(&queued, &job, None, minutes_later(1), &t, TTL), Decision::Dispatch);
+    assert_eq!(decide(&queued, &job, None, minutes_later(0), &t, TTL, WhenFull::Fail), Decision::Nothing);
+    assert_eq!(decide(&queued, &job, None, minutes_later(1), &t, TTL, WhenFull::Fail), Decision::Dispatch);
 }
 
 #[test]
@@ -260,8 +297,15 @@ fn infrastructure_failures_are_retried_by_default_and_the_jobs_own_are_not() {
     let t = Thresholds::default();
     let defaults = default_job();
     let check = |fixture: &str, class: &str, retried: bool| {
-        let decision =
-            decide(&record(JobState::Executing, 1), &defaults, Some(&pod(fixture)), minutes_later(30), &t, TTL);
+        let decision = decide(
+            &record(JobState::Executing, 1),
+            &defaults,
+            Some(&pod(fixture)),
+            minutes_later(30),
+            &t,
+            TTL,
+            WhenFull::Fail,
+        );
         let (_, decided_class, _, decided_retry) = summary(&decision);
         assert_eq!((decided_class.as_deref(), decided_retry), (Some(class), retried), "{fixture}: {decision:?}");
     };
@@ -289,7 +333,15 @@ fn a_pod_that_outlives_its_jobs_container_is_deleted_once_the_end_is_recorded() 
     let t = Thresholds::default();
     let job = job(serde_json::json!({ "maxAttempts": 1 }));
     let check = |fixture: &str, expected: (Option<JobState>, Option<&str>, bool)| {
-        let decision = decide(&record(JobState::Executing, 1), &job, Some(&pod(fixture)), minutes_later(6), &t, TTL);
+        let decision = decide(
+            &record(JobState::Executing, 1),
+            &job,
+            Some(&pod(fixture)),
+            minutes_later(6),
+            &t,
+            TTL,
+            WhenFull::Fail,
+        );
         let (to, class, delete, _) = summary(&decision);
         assert_eq!((to, class.as_deref(), delete), expected, "{fixture}: {decision:?}");
     };
@@ -304,7 +356,15 @@ fn a_short_job_first_seen_finished_is_recorded_as_having_executed() {
     let t = Thresholds::default();
     let job = job(serde_json::json!({ "maxAttempts": 1 }));
     for (fixture, end) in [("succeeded", JobState::Succeeded), ("exit-code", JobState::Failed)] {
-        let decision = decide(&record(JobState::SettingUp, 1), &job, Some(&pod(fixture)), minutes_later(6), &t, TTL);
+        let decision = decide(
+            &record(JobState::SettingUp, 1),
+            &job,
+            Some(&pod(fixture)),
+            minutes_later(6),
+            &t,
+            TTL,
+            WhenFull::Fail,
+        );
         let [started, ended] = writes(&decision) else { panic!("{fixture}: {decision:?}") };
         assert_eq!((started.expected, started.to), (JobState::SettingUp, JobState::Executing), "{fixture}");
         assert_eq!(started.at, at("2026-11-21T10:00:08Z"), "{fixture}: when the container started");
@@ -317,12 +377,21 @@ fn a_short_job_first_seen_finished_is_recorded_as_having_executed() {
     }
     // A container that never started has not executed.
     for fixture in ["start-error", "init-failed", "node-rejected-out-of-cpu"] {
-        let decision = decide(&record(JobState::SettingUp, 1), &job, Some(&pod(fixture)), minutes_later(6), &t, TTL);
+        let decision = decide(
+            &record(JobState::SettingUp, 1),
+            &job,
+            Some(&pod(fixture)),
+            minutes_later(6),
+            &t,
+            TTL,
+            WhenFull::Fail,
+        );
         let [failed] = writes(&decision) else { panic!("{fixture}: {decision:?}") };
         assert_eq!((failed.expected, failed.to), (JobState::SettingUp, JobState::Failed), "{fixture}");
     }
     // The start is recorded at the container's start time too when the pod is seen running.
-    let decision = decide(&record(JobState::SettingUp, 1), &job, Some(&pod("running")), minutes_later(1), &t, TTL);
+    let decision =
+        decide(&record(JobState::SettingUp, 1), &job, Some(&pod("running")), minutes_later(1), &t, TTL, WhenFull::Fail);
     let [started] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(started.at, at("2026-11-21T10:00:08Z"));
 }
@@ -344,7 +413,7 @@ fn a_pod_that_cannot_mount_its_volumes_reads_its_events_after_stuck_after_and_fa
     let events: k8s_openapi::List<k8s_openapi::api::core::v1::Event> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let explained = explain_with_events(pending, &events.items);
-    let decision = decide(&setting_up, &job, Some(&explained), minutes_later(5), &t, TTL);
+    let decision = decide(&setting_up, &job, Some(&explained), minutes_later(5), &t, TTL, WhenFull::Fail);
     let [failed] = writes(&decision) else { panic!("{decision:?}") };
     assert_eq!(
         (failed.failure_class.map(FailureClass::as_str), failed.reason.as_str(), failed.message.as_str()),
@@ -372,4 +441,51 @@ fn a_pod_still_running_after_its_attempt_ended_is_deleted_at_once() {
     // The current attempt of an active job is never the clean-up's.
     let running = record(JobState::Executing, 1);
     assert_eq!(cleanup(created, 1, false, Some(&running), keep, minutes_later(1), &t), Cleanup::Keep);
+}
+
+#[test]
+fn a_pod_the_full_cluster_cannot_place_goes_back_to_wait_as_an_attempt_not_counted_as_failed() {
+    let t = Thresholds::default();
+    let job = job(serde_json::json!({ "maxAttempts": 1 }));
+    let setting_up = record(JobState::SettingUp, 1);
+    let decision = decide(&setting_up, &job, Some(&pod("unschedulable")), minutes_later(16), &t, TTL, WhenFull::Wait);
+    let Decision::Write { changes, delete_pod: true } = &decision else { panic!("{decision:?}") };
+    let [requeue] = changes.as_slice() else { panic!("{decision:?}") };
+    assert_eq!(
+        (requeue.to, requeue.reason.as_str(), requeue.new_attempt),
+        (JobState::Queued, "RequeuedForCapacity", Some(2))
+    );
+    assert!(requeue.message.contains("Insufficient memory"), "{}", requeue.message);
+    assert_eq!(requeue.failure_class, None, "not a failure");
+
+    // Its next attempt is the first that counts: a failure of it is retried no more
+    // than maxAttempts allows, and a second full cluster puts it back again.
+    let mut requeued = setting_up.clone();
+    requeued.apply(requeue);
+    assert_eq!((requeued.attempt, requeued.counted_attempt()), (2, 1));
+    let mut second = requeued.clone();
+    let mut created =
+        StateChange::new(JobState::Queued, 2, JobState::SettingUp, minutes_later(17), "PodCreated", "created");
+    created.pod_name = Some("report-2".into());
+    second.apply(&created);
+    let again = decide(&second, &job, Some(&pod("unschedulable")), minutes_later(40), &t, TTL, WhenFull::Wait);
+    assert_eq!(summary(&again), (Some(JobState::Queued), None, true, true));
+
+    // A pod that fits no node is no matter of room: it fails as before.
+    let never =
+        decide(&setting_up, &job, Some(&pod("unschedulable-selector")), minutes_later(16), &t, TTL, WhenFull::Wait);
+    assert_eq!(summary(&never), (Some(JobState::Failed), Some("unschedulable".into()), true, false));
+    // And a queue that asked to fail fast fails.
+    let fast = decide(&setting_up, &job, Some(&pod("unschedulable")), minutes_later(16), &t, TTL, WhenFull::Fail);
+    assert_eq!(summary(&fast), (Some(JobState::Failed), Some("unschedulable".into()), true, false));
+}
+
+#[test]
+fn a_waiting_job_is_left_to_admission() {
+    let t = Thresholds::default();
+    let mut waiting = record(JobState::Queued, 1);
+    waiting.reason = Some("Waiting".into());
+    assert!(waiting.is_waiting());
+    let decision = decide(&waiting, &default_job(), None, minutes_later(30), &t, TTL, WhenFull::Wait);
+    assert_eq!(decision, Decision::Nothing, "never dispatched past its queue's limits");
 }
