@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /kube-sim/faults`, `PUT /kube-sim/faults` | read or replace the faults in force (JSON, see [`Faults`]) |
 //! | `GET /kube-sim/stats` | requests, injected errors and drops per verb; pods stored and ever created |
-//! | `GET /kube-sim/created` | every pod ever created, in order (deleted ones too) |
+//! | `GET /kube-sim/created` | every pod ever created, in order (deleted ones too), with when it first ran (`runningAt`) and when it stopped holding capacity (`endedAt`), see [`CreatedPod`](crate::CreatedPod) |
 //! | `POST /kube-sim/nodes` | add a node: `{"cpuMillis":4000,"memoryBytes":17179869184,"maxPods":110}` (all optional) |
 //! | `POST /kube-sim/nodes/{name}/lose` | the node stops responding (NotReady, pods evicted, node removed) |
 //! | `DELETE /kube-sim/nodes/{name}` | the node object is deleted (its pods are garbage collected) |

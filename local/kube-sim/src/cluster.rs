@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
 use crate::behavior::{Behavior, Defaults};
@@ -59,13 +59,26 @@ pub struct Change {
 }
 
 /// A line of the creation log: every pod ever created, deleted or not.
-#[derive(Debug, Clone, Serialize)]
+///
+/// Times are RFC 3339, as `jiff::Timestamp` prints them (parse them to compare: the
+/// fraction of a second has no fixed width). Together they tell how many pods held
+/// capacity at any moment: a pod holds it from `created_at` until `ended_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedPod {
     pub namespace: String,
     pub name: String,
     pub uid: String,
     pub created_at: String,
+    /// When the pod's phase first became Running (absent if it never ran before it
+    /// ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_at: Option<String>,
+    /// The first moment the pod stopped holding capacity: its phase became Succeeded
+    /// or Failed, or it left the store (deleted, evicted, garbage collected), whichever
+    /// came first. Absent while neither has happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -115,6 +128,8 @@ pub(crate) struct State {
     pub timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
     pub created: Vec<CreatedPod>,
+    /// A pod's uid → its line in `created`.
+    created_index: HashMap<String, usize>,
     pub unschedulable: Vec<Key>,
     pub scale_up_pending: bool,
     pub node_counter: u32,
@@ -174,6 +189,7 @@ impl Cluster {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             created: Vec::new(),
+            created_index: HashMap::new(),
             unschedulable: Vec::new(),
             scale_up_pending: false,
             node_counter: 0,
@@ -325,16 +341,22 @@ impl State {
         let rv = self.next_rv();
         pod.metadata.resource_version = Some(rv.to_string());
         let pod = Arc::new(pod);
+        let uid = uid_of(&pod);
+        self.created_index.insert(uid.clone(), self.created.len());
         self.created.push(CreatedPod {
             namespace: namespace.to_owned(),
             name: name.clone(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            uid: uid.clone(),
             created_at: jiff::Timestamp::now().to_string(),
+            running_at: None,
+            ended_at: None,
             labels: pod.metadata.labels.clone().unwrap_or_default(),
         });
+        // A body may carry a phase, which is kept (defaulting only fills a missing one).
+        self.log_phase(&uid, phase_of(&pod));
         self.pods.insert(key.clone(), PodEntry { pod: pod.clone(), sim: PodSim::new(&pod, behavior) });
         self.publish(ChangeKind::Added, None, pod.clone(), rv);
-        self.at(self.config.timings.schedule, Action::Schedule(key, uid_of(&pod)));
+        self.at(self.config.timings.schedule, Action::Schedule(key, uid));
         Ok(pod)
     }
 
@@ -360,6 +382,9 @@ impl State {
         let old = entry.pod.clone();
         let mut pod = (*entry.pod).clone();
         let result = change(self, &mut pod, &mut entry.sim);
+        if phase_of(&pod) != phase_of(&old) {
+            self.log_phase(uid, phase_of(&pod));
+        }
         let rv = self.next_rv();
         pod.metadata.resource_version = Some(rv.to_string());
         entry.pod = Arc::new(pod);
@@ -441,6 +466,7 @@ impl State {
         }
         let mut entry = self.pods.remove(key)?;
         self.release(&mut entry.sim);
+        self.log_ended(uid);
         self.unschedulable.retain(|k| k != key);
         let rv = self.next_rv();
         let mut pod = (*entry.pod).clone();
@@ -449,6 +475,38 @@ impl State {
         self.publish(ChangeKind::Deleted, Some(entry.pod), pod.clone(), rv);
         self.retry_unschedulable();
         Some(pod)
+    }
+
+    /// Notes in the creation log that the pod `uid` now has `phase`: the first Running
+    /// (while it has not ended) and the first Succeeded or Failed.
+    fn log_phase(&mut self, uid: &str, phase: Option<&str>) {
+        match phase {
+            Some("Running") => {
+                if let Some(line) = self.created_line(uid)
+                    && line.running_at.is_none()
+                    && line.ended_at.is_none()
+                {
+                    line.running_at = Some(jiff::Timestamp::now().to_string());
+                }
+            }
+            Some("Succeeded" | "Failed") => self.log_ended(uid),
+            _ => {}
+        }
+    }
+
+    /// Notes in the creation log that the pod `uid` stopped holding capacity, unless
+    /// it already had.
+    fn log_ended(&mut self, uid: &str) {
+        if let Some(line) = self.created_line(uid)
+            && line.ended_at.is_none()
+        {
+            line.ended_at = Some(jiff::Timestamp::now().to_string());
+        }
+    }
+
+    fn created_line(&mut self, uid: &str) -> Option<&mut CreatedPod> {
+        let index = *self.created_index.get(uid)?;
+        self.created.get_mut(index)
     }
 
     /// Lists pods in key order, `filter`ed (`None`: every pod), one page at a time.
@@ -624,6 +682,10 @@ fn container_state_transitions(old: &PodStatus, new: &PodStatus, restart_policy:
 
 pub(crate) fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn phase_of(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
 }
 
 /// Where a list starts: after the continue token's key, or at the namespace.

@@ -362,3 +362,68 @@ async fn a_pods_own_init_containers_complete_before_its_containers_start() {
     assert_eq!((initialized.status.as_str(), initialized.reason.as_deref()), ("True", None));
     assert_eq!(condition(&running, "Ready").unwrap().status, "True");
 }
+
+/// The creation log line of the pod `name`, as `GET /kube-sim/created` serves it.
+async fn log_line(client: &kube::Client, name: &str) -> serde_json::Value {
+    let (code, log) = common::raw(client, "GET", "/kube-sim/created", None).await;
+    assert_eq!(code, 200, "{log}");
+    let line = log.as_array().unwrap().iter().find(|line| line["name"] == name);
+    line.unwrap_or_else(|| panic!("{name} is not in the creation log: {log:#}")).clone()
+}
+
+fn time(line: &serde_json::Value, field: &str) -> Option<jiff::Timestamp> {
+    line.get(field).map(|t| t.as_str().unwrap_or_else(|| panic!("{field}: {t}")).parse().unwrap())
+}
+
+/// GIVEN pods that complete, are deleted while running, are deleted before they are
+/// scheduled, and run on
+/// WHEN their lives unfold
+/// THEN the creation log tells when each first ran (`runningAt`) and when it stopped
+/// holding capacity (`endedAt`: a terminal phase, or removal), in order, and leaves out
+/// what has not happened yet.
+#[tokio::test]
+async fn the_creation_log_tells_when_pods_ran_and_ended() {
+    let (sim, client) = start(fast()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create(&pods, &pod("completes", "run=100ms")).await;
+    create(&pods, &pod("deleted", "run=forever")).await;
+    create(&pods, &pod("runs-on", "run=forever")).await;
+    let mut big = pod("never-scheduled", "run=forever");
+    big.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(json!({ "requests": { "cpu": "1000", "memory": "64Mi" } })).unwrap());
+    create(&pods, &big).await;
+
+    wait_for(&pods, "runs-on", "Running", |p| phase(p) == "Running").await;
+    let running = log_line(&client, "runs-on").await;
+    assert!(time(&running, "runningAt").is_some(), "{running:#}");
+    assert!(running.get("endedAt").is_none(), "a running pod has not ended: {running:#}");
+
+    wait_for(&pods, "deleted", "Running", |p| phase(p) == "Running").await;
+    let before_delete = jiff::Timestamp::now();
+    pods.delete("deleted", &Default::default()).await.unwrap();
+    common::wait_gone(&pods, "deleted").await;
+    wait_for(&pods, "completes", "Succeeded", |p| phase(p) == "Succeeded").await;
+    wait_for(&pods, "never-scheduled", "Unschedulable", |p| condition(p, "PodScheduled").is_some()).await;
+    pods.delete("never-scheduled", &Default::default()).await.unwrap();
+    common::wait_gone(&pods, "never-scheduled").await;
+
+    for name in ["completes", "deleted"] {
+        let line = log_line(&client, name).await;
+        let created = time(&line, "createdAt").unwrap();
+        let ran = time(&line, "runningAt").unwrap_or_else(|| panic!("{name} ran: {line:#}"));
+        let ended = time(&line, "endedAt").unwrap_or_else(|| panic!("{name} ended: {line:#}"));
+        assert!(created <= ran && ran <= ended, "{name}: {line:#}");
+    }
+    let deleted = time(&log_line(&client, "deleted").await, "endedAt").unwrap();
+    assert!(deleted >= before_delete, "the deleted pod ended when it was deleted, not before");
+    let unscheduled = log_line(&client, "never-scheduled").await;
+    assert!(unscheduled.get("runningAt").is_none(), "it never ran: {unscheduled:#}");
+    assert!(time(&unscheduled, "createdAt").unwrap() <= time(&unscheduled, "endedAt").unwrap());
+
+    // The same through the in-process call.
+    let log = sim.created_pods();
+    let completes = log.iter().find(|line| line.name == "completes").unwrap();
+    assert!(completes.running_at.is_some() && completes.ended_at.is_some());
+    let runs_on = log.iter().find(|line| line.name == "runs-on").unwrap();
+    assert!(runs_on.running_at.is_some() && runs_on.ended_at.is_none());
+}
