@@ -110,6 +110,28 @@ pub struct JobRecord {
     /// reconciler stopped between the two writes leaves the retry to the next pass).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_pending: bool,
+    /// While the job waits for room ([`JobRecord::is_waiting`]): its queue and its
+    /// place in the queue's order (the waiting-jobs index's keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitPlace>,
+}
+
+/// Where a waiting job stands: its queue, and a key whose text order is the queue's
+/// admission order (higher priority first, then the oldest, then the job id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitPlace {
+    pub queue: String,
+    pub order: String,
+}
+
+impl WaitPlace {
+    /// The place of a job of `priority` (within the message format's range) first
+    /// recorded at `since`.
+    pub fn new(queue: &str, priority: i32, since: Timestamp, job_id: &str) -> Self {
+        // Priorities -1000..=1000 become 0000..=2000, highest first.
+        let rank = 1000_i64 - i64::from(priority.clamp(crate::job::MIN_PRIORITY, crate::job::MAX_PRIORITY));
+        Self { queue: queue.to_owned(), order: format!("{rank:04}#{since:.9}#{job_id}") }
+    }
 }
 
 /// When a record that ends at `now` expires, kept for `ttl`: DynamoDB's TTL attribute,
@@ -183,6 +205,7 @@ impl JobRecord {
             }],
             expires_at: None,
             retry_pending: false,
+            wait: None,
         }
     }
 
@@ -274,6 +297,7 @@ impl JobRecord {
         }
         self.expires_at = if change.to.is_terminal() && !change.retry_pending { change.expires_at } else { None };
         self.retry_pending = change.retry_pending;
+        self.wait.clone_from(&change.wait);
     }
 }
 
@@ -298,6 +322,8 @@ pub struct StateChange {
     pub expires_at: Option<i64>,
     /// For a failed attempt that will be retried: see [`JobRecord::retry_pending`].
     pub retry_pending: bool,
+    /// For a job that waits for room: its place (every other change clears it).
+    pub wait: Option<WaitPlace>,
 }
 
 impl StateChange {
@@ -319,6 +345,7 @@ impl StateChange {
             termination_message: None,
             expires_at: None,
             retry_pending: false,
+            wait: None,
         }
     }
 }

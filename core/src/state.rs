@@ -76,6 +76,8 @@ impl JobState {
                 // Put back to wait: the cluster had no room for the pod (a new attempt,
                 // not a failed one).
                 | (SettingUp, Queued)
+                // A waiting job whose reason to wait changed.
+                | (Queued, Queued)
                 | (Executing, Succeeded | Failed | Cancelled)
                 | (Failed | Cancelled, Queued)
                 // A failed attempt whose retry is owed, cancelled before it is written.

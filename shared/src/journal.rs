@@ -16,8 +16,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::error::Result;
 use crate::events::{EventSink, JobStateChange, PublishReport};
 use crate::metrics::{Counter, Metrics};
-use crate::store::{ActivePage, Changed, Created, JobStore};
-use podbridge_core::record::{JobRecord, StateChange};
+use std::collections::BTreeMap;
+
+use crate::metrics::Timing;
+use crate::store::{Acquired, ActivePage, Changed, Created, Definitions, JobStore, QueueStore, Usage};
+use podbridge_core::admission::{Limits, Queue, Resources, Slot};
+use podbridge_core::record::{JobRecord, REQUEUED, StateChange, WAITING};
 use podbridge_core::state::JobState;
 
 /// A job store whose writes are announced as events on `sink` and counted in `metrics`.
@@ -69,6 +73,12 @@ impl<S: JobStore, E: EventSink> Journal<S, E> {
         if let Some(counter) = counter_for(record) {
             self.metrics.count(counter);
         }
+        // From recorded (or queued again) to admitted: how long the job waited.
+        if record.state == JobState::SettingUp
+            && let Some(queued) = record.state_times.get(&JobState::Queued)
+        {
+            self.metrics.time(Timing::AdmissionWait, record.updated_at.duration_since(*queued).unsigned_abs());
+        }
         self.lock().push(JobStateChange::from_record(record));
     }
 
@@ -90,6 +100,10 @@ fn counter_for(record: &JobRecord) -> Option<Counter> {
         JobState::Rejected => Some(Counter::Rejected),
         JobState::Cancelled => Some(Counter::Cancelled),
         JobState::Queued if from.is_some_and(|f| f.is_terminal()) => Some(Counter::Retries),
+        JobState::Queued if record.reason.as_deref() == Some(REQUEUED) => Some(Counter::RequeuedForCapacity),
+        JobState::Queued if record.reason.as_deref() == Some(WAITING) && from != Some(JobState::Queued) => {
+            Some(Counter::Waiting)
+        }
         JobState::Queued => None,
     }
 }
@@ -125,6 +139,53 @@ impl<S: JobStore, E: EventSink> JobStore for Journal<S, E> {
 
     async fn active(&self, page_size: u32, from: Option<&str>) -> Result<ActivePage> {
         self.store.active(page_size, from).await
+    }
+
+    async fn waiting(&self, queue: &str, limit: u32) -> Result<Vec<JobRecord>> {
+        self.store.waiting(queue, limit).await
+    }
+
+    async fn ahead_of(&self, record: &JobRecord) -> Result<Option<u64>> {
+        self.store.ahead_of(record).await
+    }
+}
+
+/// The queue table passes through: slots and usage are no job's transitions.
+impl<S: QueueStore, E: EventSink> QueueStore for Journal<S, E> {
+    async fn definitions(&self) -> Result<Definitions> {
+        self.store.definitions().await
+    }
+
+    async fn put_queue(&self, queue: &Queue) -> Result<()> {
+        self.store.put_queue(queue).await
+    }
+
+    async fn put_total(&self, limits: &Limits) -> Result<()> {
+        self.store.put_total(limits).await
+    }
+
+    async fn usage(&self) -> Result<BTreeMap<String, Usage>> {
+        self.store.usage().await
+    }
+
+    async fn acquire(&self, slot: &Slot, queue: &Limits, total: &Limits) -> Result<Acquired> {
+        self.store.acquire(slot, queue, total).await
+    }
+
+    async fn release(&self, job_id: &str, attempt: u32) -> Result<bool> {
+        self.store.release(job_id, attempt).await
+    }
+
+    async fn slots(&self) -> Result<Vec<Slot>> {
+        self.store.slots().await
+    }
+
+    async fn repair(&self, queue: &str, seen: &Usage, truth: Resources) -> Result<bool> {
+        let repaired = self.store.repair(queue, seen, truth).await?;
+        if repaired {
+            self.metrics.count(Counter::DriftRepaired);
+        }
+        Ok(repaired)
     }
 }
 

@@ -46,6 +46,12 @@ pub enum Counter {
     Cancelled,
     /// A job state change event could not be published.
     EventsFailed,
+    /// A job began to wait for room in its queue.
+    Waiting,
+    /// An attempt the full cluster could not place was put back to wait.
+    RequeuedForCapacity,
+    /// A queue's stored usage differed from its slots and was set to the truth.
+    DriftRepaired,
 }
 
 impl Counter {
@@ -61,6 +67,9 @@ impl Counter {
             Self::Rejected => "Rejected",
             Self::Cancelled => "Cancelled",
             Self::EventsFailed => "EventsFailed",
+            Self::Waiting => "Waiting",
+            Self::RequeuedForCapacity => "RequeuedForCapacity",
+            Self::DriftRepaired => "DriftRepaired",
         }
     }
 
@@ -82,6 +91,8 @@ pub enum Timing {
     ReconcileDuration,
     /// From a pod's change (its status time) to the job's record of it.
     StateLatency,
+    /// From a job's attempt being queued to its admission (its pod created).
+    AdmissionWait,
 }
 
 impl Timing {
@@ -90,6 +101,7 @@ impl Timing {
         match self {
             Self::ReconcileDuration => "ReconcileDuration",
             Self::StateLatency => "StateLatency",
+            Self::AdmissionWait => "AdmissionWait",
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use podbridge_core::admission::{Limits, NodeSize};
 use podbridge_core::reconcile::Thresholds;
 
 use crate::eks::{ClusterAccess, pem_certificates};
@@ -92,6 +93,15 @@ pub mod var {
     pub const STUCK_AFTER_SECONDS: &str = "PODBRIDGE_STUCK_AFTER_SECONDS";
     /// The DynamoDB job table.
     pub const TABLE: &str = "PODBRIDGE_TABLE";
+    /// The DynamoDB queue table.
+    pub const QUEUE_TABLE: &str = "PODBRIDGE_QUEUE_TABLE";
+    /// The limit across all queues, when the queue table sets none: jobs, CPU, memory.
+    pub const MAX_ADMITTED_JOBS: &str = "PODBRIDGE_MAX_ADMITTED_JOBS";
+    pub const MAX_ADMITTED_CPU: &str = "PODBRIDGE_MAX_ADMITTED_CPU";
+    pub const MAX_ADMITTED_MEMORY: &str = "PODBRIDGE_MAX_ADMITTED_MEMORY";
+    /// The allocatable CPU and memory of the largest node an autoscaler may add.
+    pub const LARGEST_NODE_CPU: &str = "PODBRIDGE_LARGEST_NODE_CPU";
+    pub const LARGEST_NODE_MEMORY: &str = "PODBRIDGE_LARGEST_NODE_MEMORY";
     /// The pods' termination grace period.
     pub const TERMINATION_GRACE_SECONDS: &str = "PODBRIDGE_TERMINATION_GRACE_SECONDS";
     /// The taint keys jobs may tolerate.
@@ -113,6 +123,10 @@ pub const DEFAULT_FOLLOW: Duration = Duration::from_secs(50);
 pub struct Settings {
     /// The DynamoDB job table (`PODBRIDGE_TABLE`).
     pub table: String,
+    /// The DynamoDB queue table (`PODBRIDGE_QUEUE_TABLE`).
+    pub queue_table: String,
+    /// Admission's defaults (`PODBRIDGE_MAX_ADMITTED_*`, `PODBRIDGE_LARGEST_NODE_*`).
+    pub admission: AdmissionSettings,
     /// What a job may ask for (`PODBRIDGE_NAMESPACES`, `PODBRIDGE_IMAGE_PREFIXES`, the
     /// allow-lists, the defaults and ceilings).
     pub guardrails: Guardrails,
@@ -141,6 +155,19 @@ pub struct Settings {
     /// How to reach the cluster (`PODBRIDGE_CLUSTER_*`, else `KUBECONFIG`); `None`
     /// when neither is set, which only a command that creates no pods can live with.
     pub cluster: Option<ClusterAccess>,
+}
+
+/// Admission's defaults from the deployment's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// The limit across all queues until `podbridge queues limits` sets one
+    /// (`PODBRIDGE_MAX_ADMITTED_JOBS`, `PODBRIDGE_MAX_ADMITTED_CPU`,
+    /// `PODBRIDGE_MAX_ADMITTED_MEMORY`; unset: no limit).
+    pub total: Limits,
+    /// The allocatable CPU and memory of the largest node an autoscaler may add
+    /// (`PODBRIDGE_LARGEST_NODE_CPU` and `PODBRIDGE_LARGEST_NODE_MEMORY`, both or
+    /// neither): a job larger than it and than every listed node is refused.
+    pub largest_node: Option<NodeSize>,
 }
 
 /// What the reconciler reads besides the shared settings.
@@ -335,8 +362,42 @@ impl Settings {
             None => Tenancy::open(),
             Some(text) => Tenancy::parse(&text, &guardrails.namespaces).map_err(Error::Config)?,
         };
+        let optional_quantity =
+            |name: &str, parse: fn(&str) -> std::result::Result<u64, String>| -> Result<Option<u64>> {
+                var(name).map(|text| parse(&text).map_err(|why| Error::Config(format!("{name}: {why}")))).transpose()
+            };
+        let admitted_jobs = var(var::MAX_ADMITTED_JOBS)
+            .map(|text| {
+                text.parse::<u32>()
+                    .map_err(|_| Error::Config(format!("{}={text:?} is not a whole number", var::MAX_ADMITTED_JOBS)))
+            })
+            .transpose()?;
+        let largest_node = match (
+            optional_quantity(var::LARGEST_NODE_CPU, parse_cpu)?,
+            optional_quantity(var::LARGEST_NODE_MEMORY, parse_memory)?,
+        ) {
+            (Some(cpu_millis), Some(memory_bytes)) => Some(NodeSize { cpu_millis, memory_bytes }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(format!(
+                    "set both {} and {} (the largest node's allocatable CPU and memory), or neither",
+                    var::LARGEST_NODE_CPU,
+                    var::LARGEST_NODE_MEMORY
+                )));
+            }
+        };
+        let admission = AdmissionSettings {
+            total: Limits {
+                jobs: admitted_jobs,
+                cpu_millis: optional_quantity(var::MAX_ADMITTED_CPU, parse_cpu)?,
+                memory_bytes: optional_quantity(var::MAX_ADMITTED_MEMORY, parse_memory)?,
+            },
+            largest_node,
+        };
         Ok(Self {
             table: required(var::TABLE, "the name of the DynamoDB job table")?,
+            queue_table: required(var::QUEUE_TABLE, "the name of the DynamoDB queue table")?,
+            admission,
             guardrails,
             pods: PodSettings { termination_grace_period_seconds: i64::try_from(grace).unwrap_or(i64::MAX) },
             record_ttl: Duration::from_secs(number(var::RECORD_TTL_DAYS, 30)?.saturating_mul(86_400)),
@@ -432,10 +493,11 @@ mod tests {
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 
-    const MINIMAL: [(&str, &str); 3] = [
+    const MINIMAL: [(&str, &str); 4] = [
         ("PODBRIDGE_TABLE", "jobs"),
         ("PODBRIDGE_NAMESPACES", "batch, etl"),
         ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/"),
+        ("PODBRIDGE_QUEUE_TABLE", "queues"),
     ];
 
     #[test]
@@ -519,6 +581,32 @@ mod tests {
     }
 
     #[test]
+    fn admission_defaults_come_from_the_deployment_and_name_a_bad_variable() {
+        let s = settings(&MINIMAL).unwrap();
+        assert_eq!(
+            (s.queue_table.as_str(), s.admission.total, s.admission.largest_node),
+            ("queues", Limits::NONE, None)
+        );
+        let mut set = MINIMAL.to_vec();
+        set.extend([
+            ("PODBRIDGE_MAX_ADMITTED_JOBS", "50"),
+            ("PODBRIDGE_MAX_ADMITTED_CPU", "64"),
+            ("PODBRIDGE_LARGEST_NODE_CPU", "15890m"),
+            ("PODBRIDGE_LARGEST_NODE_MEMORY", "60Gi"),
+        ]);
+        let s = settings(&set).unwrap();
+        assert_eq!(s.admission.total, Limits { jobs: Some(50), cpu_millis: Some(64_000), memory_bytes: None });
+        assert_eq!(s.admission.largest_node, Some(NodeSize { cpu_millis: 15_890, memory_bytes: 60 << 30 }));
+        let mut half = MINIMAL.to_vec();
+        half.push(("PODBRIDGE_LARGEST_NODE_CPU", "16"));
+        assert!(settings(&half).unwrap_err().to_string().contains("PODBRIDGE_LARGEST_NODE_MEMORY"));
+        let mut bad = MINIMAL.to_vec();
+        bad.push(("PODBRIDGE_MAX_ADMITTED_JOBS", "many"));
+        assert!(settings(&bad).unwrap_err().to_string().contains("PODBRIDGE_MAX_ADMITTED_JOBS=\"many\""));
+        assert!(settings(&MINIMAL[..3]).unwrap_err().to_string().contains("PODBRIDGE_QUEUE_TABLE"));
+    }
+
+    #[test]
     fn the_allow_lists_are_empty_unless_set() {
         let s = settings(&MINIMAL).unwrap();
         let g = &s.guardrails;
@@ -527,6 +615,7 @@ mod tests {
         let s = settings(&[
             MINIMAL[0],
             MINIMAL[1],
+            MINIMAL[3],
             ("PODBRIDGE_IMAGE_PREFIXES", "registry.example.com/team, docker.io/library/, localhost:5000, myorg/, *"),
             ("PODBRIDGE_PRIORITY_CLASSES", "batch-low, batch-high"),
             ("PODBRIDGE_TOLERATION_KEYS", "batch-only,example.com/gpu"),

@@ -44,7 +44,8 @@ impl Deployment {
     /// Builds the clients of `settings` on `sdk` (AWS itself, or a local stack's
     /// endpoint). Fails when the settings name no cluster.
     pub async fn connect(settings: Settings, sdk: &SdkConfig, function: &str) -> Result<Self> {
-        let store = DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table.clone());
+        let store = DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table.clone())
+            .with_queue_table(settings.queue_table.clone());
         let events = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), settings.event_bus.clone());
         let store = Journal::new(store, events, Metrics::new(settings.metrics_namespace.clone(), function));
         let options = ClientOptions {
@@ -67,6 +68,7 @@ impl Deployment {
             settings.pods.clone(),
             settings.record_ttl,
         )
+        .with_admission(settings.admission.total, settings.admission.largest_node)
     }
 
     /// What serves senders, scoped as the settings say.

@@ -165,3 +165,27 @@ fn usage_is_the_sum_of_the_slots_per_queue() {
     assert_eq!(usage["etl"], Resources { jobs: 2, cpu_millis: 1_500, memory_bytes: 2 * GI });
     assert_eq!(usage["ml"], Resources { jobs: 1, cpu_millis: 250, memory_bytes: GI });
 }
+
+#[test]
+fn the_text_order_of_wait_places_is_the_admission_order() {
+    use podbridge_core::admission::in_order;
+    use podbridge_core::record::WaitPlace;
+    let mut line = vec![
+        waiting("low-old", "etl", -1000, 0, 100),
+        waiting("top", "etl", 1000, 50, 100),
+        waiting("mid-new", "etl", 3, 40, 100),
+        waiting("mid-old", "etl", 3, 10, 100),
+        waiting("mid-old-b", "etl", 3, 10, 100),
+        waiting("zero", "etl", 0, 0, 100),
+        waiting("minus", "etl", -3, 0, 100),
+    ];
+    let mut by_text: Vec<_> = line
+        .iter()
+        .map(|w| (WaitPlace::new(&w.queue, w.priority, w.queued_at, &w.job_id).order, w.job_id.clone()))
+        .collect();
+    by_text.sort();
+    in_order(&mut line);
+    let ordered: Vec<_> = line.iter().map(|w| w.job_id.clone()).collect();
+    assert_eq!(by_text.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), ordered);
+    assert_eq!(ordered[..3], ["top", "mid-old", "mid-old-b"]);
+}

@@ -12,14 +12,14 @@ use futures::StreamExt;
 use podbridge::cluster::Cluster;
 use podbridge::error::error_chain;
 use podbridge::services::{Outcome, Submitter};
-use podbridge::store::JobStore;
+use podbridge::store::Store;
 use podbridge_core::record::Source;
 use podbridge_core::tenancy::Sender;
 use podbridge_core::validate::id_from_message_id;
 use tracing::{Instrument, error, info, info_span, warn};
 
 /// Handles one SQS batch; the response lists the records to be delivered again.
-pub async fn handle<S: JobStore, C: Cluster>(
+pub async fn handle<S: Store, C: Cluster>(
     submitter: &Submitter<S, C>,
     event: SqsEvent,
     concurrency: usize,
@@ -44,7 +44,7 @@ pub async fn handle<S: JobStore, C: Cluster>(
 }
 
 /// Handles one record; true when it may be deleted.
-async fn handle_record<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, record: SqsMessage) -> bool {
+async fn handle_record<S: Store, C: Cluster>(submitter: &Submitter<S, C>, record: SqsMessage) -> bool {
     let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
         // SQS always sets it; without one the record cannot be reported, so it must
         // not count as done either.
@@ -80,6 +80,7 @@ async fn handle_record<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, rec
 fn log_outcome(outcome: &Outcome) {
     match outcome {
         Outcome::Dispatched { attempt, pod_name, .. } => info!(attempt, pod = %pod_name, "dispatched"),
+        Outcome::Waiting { reason, .. } => info!(%reason, "recorded; waits for room in its queue"),
         Outcome::AlreadyRecorded { state, .. } => info!(%state, "already recorded; nothing to do"),
         Outcome::Rejected { reason, .. } => warn!(%reason, "rejected"),
         Outcome::Failed { reason, .. } => warn!(%reason, "failed"),

@@ -4,17 +4,17 @@
 use jiff::Timestamp;
 use podbridge::cluster::Cluster;
 use podbridge::error::Result;
-use podbridge::store::{Changed, JobStore};
+use podbridge::store::{Changed, Store};
 use podbridge_core::observe::{Observed, explain_with_events};
 use podbridge_core::pod::attempt_pod_name;
-use podbridge_core::reconcile::{Decision, decide, needs_events};
+use podbridge_core::reconcile::{Decision, WhenFull, decide, needs_events};
 use podbridge_core::record::{JobRecord, StateChange};
 use tracing::info;
 
 use crate::Reconciler;
 use crate::report::{JobResult, stuck_in};
 
-impl<S: JobStore, C: Cluster> Reconciler<S, C> {
+impl<S: Store, C: Cluster> Reconciler<S, C> {
     /// Decides about one job from what its pod says (`None`: no pod) and carries it out.
     pub(crate) async fn reconcile_job(
         &self,
@@ -30,11 +30,17 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             }
             other => other,
         };
-        match decide(&record, &job, observed.as_ref(), now, &self.thresholds, self.attempts.record_ttl()) {
+        // Its queue says whether a pod the full cluster cannot place waits or fails.
+        let queues = self.attempts.admission().queues().await?;
+        let when_full = match queues.get(&job.queue) {
+            Some(queue) if queue.fail_unschedulable => WhenFull::Fail,
+            _ => WhenFull::Wait,
+        };
+        match decide(&record, &job, observed.as_ref(), now, &self.thresholds, self.attempts.record_ttl(), when_full) {
             Decision::Nothing => {}
             Decision::Dispatch => {
-                self.attempts.start(&record, &job).await?;
-                result.dispatched = true;
+                let outcome = self.attempts.start(&record, &job).await?;
+                result.dispatched = matches!(outcome, podbridge::services::Outcome::Dispatched { .. });
             }
             Decision::Write { changes, delete_pod } => {
                 let mut all_written = true;
@@ -43,12 +49,18 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                         all_written = false;
                         break;
                     }
-                    result.retried |= change.new_attempt.is_some();
+                    result.retried |= change.new_attempt.is_some() && change.reason != podbridge_core::record::REQUEUED;
+                    result.requeued |= change.reason == podbridge_core::record::REQUEUED;
                 }
                 // Only once the record says the attempt is over: a pod podbridge deletes
                 // is then never mistaken for one deleted by someone else.
                 if delete_pod && all_written {
                     result.pod_deleted = self.delete_pod(&record).await?;
+                }
+                // The attempt is over once the record says so (ended, or a new attempt
+                // begun): its slot is given back, once, whoever gets here first.
+                if changes.iter().any(|c| c.to.is_terminal() || c.new_attempt.is_some()) {
+                    result.released = self.attempts.release(&record.job_id, record.attempt).await?;
                 }
             }
         }

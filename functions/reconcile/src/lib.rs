@@ -18,6 +18,7 @@
 //! [`decide`]: podbridge_core::reconcile::decide
 
 mod act;
+mod admit;
 mod pass;
 mod report;
 mod watch;
@@ -31,11 +32,11 @@ use jiff::Timestamp;
 use podbridge::cluster::Cluster;
 use podbridge::error::Result;
 use podbridge::services::Attempts;
-use podbridge::store::JobStore;
+use podbridge::store::Store;
 use podbridge_core::reconcile::Thresholds;
 use tracing::info;
 
-pub use report::{FollowReport, PassReport, Step, record_metrics};
+pub use report::{FollowReport, PassReport, QueueReport, Step, record_metrics};
 pub use watch::Watch;
 
 /// The reconciler and what it needs: [`Attempts`], whose store and cluster it reads
@@ -49,7 +50,7 @@ pub struct Reconciler<S, C> {
     follow_window: Duration,
 }
 
-impl<S: JobStore, C: Cluster> Reconciler<S, C> {
+impl<S: Store, C: Cluster> Reconciler<S, C> {
     /// A reconciler that starts attempts with `attempts`, on its store and cluster,
     /// and keeps records for `attempts`' record TTL.
     pub fn new(attempts: Attempts<S, C>, thresholds: Thresholds, concurrency: usize) -> Self {

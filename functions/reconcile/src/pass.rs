@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::Cluster;
 use podbridge::error::{Result, error_chain};
-use podbridge::store::{ActivePage, JobStore, active_pages};
+use podbridge::store::{ActivePage, Store, active_pages};
 use podbridge_core::observe::observe;
 use podbridge_core::pod::{attempt_of, is_pod_of};
 use podbridge_core::reconcile::{Cleanup, cleanup};
@@ -27,7 +27,7 @@ fn attempt_key(record: &JobRecord) -> AttemptKey {
     (record.namespace.clone().unwrap_or_default(), record.job_id.clone(), record.attempt)
 }
 
-impl<S: JobStore, C: Cluster> Reconciler<S, C> {
+impl<S: Store, C: Cluster> Reconciler<S, C> {
     /// Runs one pass at time `now`.
     pub async fn pass(&self, now: Timestamp) -> Result<PassReport> {
         let mut report = PassReport::default();
@@ -68,6 +68,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         let unclaimed: Vec<Pod> =
             pods.iter().filter(|(key, _)| !active.contains(*key)).map(|(_, pod)| pod.clone()).collect();
 
+        let records_seen = records.clone();
         let results = self
             .concurrently(records, |record| {
                 let pod = pods.remove(&attempt_key(&record)).filter(|pod| is_pod_of(pod, &record));
@@ -92,6 +93,15 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
             match result {
                 Some(result) => report.count(result),
                 None => report.errors += 1,
+            }
+        }
+        // The queues after the jobs: slots released by the attempts that just ended
+        // are room for the jobs that wait.
+        match self.settle_queues(&records_seen).await {
+            Ok(queues) => report.queues = queues,
+            Err(e) => {
+                error!(error = %error_chain(&e), "cannot settle the queues; the next pass will");
+                report.errors += 1;
             }
         }
         let cleaned = self.concurrently(unclaimed, |pod| async move { self.clean_up(pod, now).await }).await;

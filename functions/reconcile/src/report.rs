@@ -22,6 +22,12 @@ pub struct PassReport {
     pub writes: usize,
     pub dispatched: usize,
     pub retries: usize,
+    /// Slots given back by attempts that ended.
+    pub released: usize,
+    /// Attempts put back to wait because the cluster had no room for their pods.
+    pub requeued: usize,
+    /// What the pass did about the queues (slots and usage put right, jobs admitted).
+    pub queues: QueueReport,
     pub pods_deleted: usize,
     /// Writes that found the job already moved (another pass or function got there first).
     pub lost_races: usize,
@@ -65,6 +71,8 @@ impl PassReport {
         self.retries += usize::from(result.retried);
         self.pods_deleted += usize::from(result.pod_deleted);
         self.lost_races += usize::from(result.lost_race);
+        self.released += usize::from(result.released);
+        self.requeued += usize::from(result.requeued);
         if let Some(state) = result.recorded {
             *self.recorded.entry(state).or_default() += 1;
         }
@@ -92,6 +100,10 @@ pub struct FollowReport {
     pub lost_races: usize,
     /// Watches or jobs that failed (the next window or pass tries again).
     pub errors: usize,
+    /// Slots given back by attempts that ended.
+    pub released: usize,
+    /// Waiting jobs admitted.
+    pub admitted: usize,
     /// From a pod's change (its container's start or finish time) to the record of it.
     #[serde(skip)]
     pub latencies: Vec<Duration>,
@@ -106,8 +118,29 @@ impl FollowReport {
         self.relists += other.relists;
         self.lost_races += other.lost_races;
         self.errors += other.errors;
+        self.released += other.released;
+        self.admitted += other.admitted;
         self.latencies.extend(other.latencies);
     }
+}
+
+/// What a look at the queues found and did: the usage against the slots, the slots
+/// against the records, and the waiting jobs admitted.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueReport {
+    /// Usages (a queue's, or all queues') that differed from the sum of the slots and
+    /// were set to it.
+    pub drift_repaired: usize,
+    /// Slots held by no active attempt (a crash between an attempt's end and its
+    /// release), given back.
+    pub leaked_released: usize,
+    /// Admitted attempts with no slot (admitted before queues existed, or by hand),
+    /// given one.
+    pub missing_adopted: usize,
+    /// Waiting jobs admitted (their pods created).
+    pub admitted: usize,
+    /// Jobs still waiting after the look.
+    pub waiting: usize,
 }
 
 /// What happened to one job.
@@ -121,6 +154,10 @@ pub(crate) struct JobResult {
     pub(crate) recorded: Option<JobState>,
     pub(crate) failure_class: Option<FailureClass>,
     pub(crate) stale: Option<JobState>,
+    /// The attempt's slot was given back.
+    pub(crate) released: bool,
+    /// The attempt was put back to wait for room.
+    pub(crate) requeued: bool,
 }
 
 /// A step of [`Reconciler::run`], handed to its caller to count and flush.

@@ -5,12 +5,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::collections::HashMap;
+
+use futures::{FutureExt as _, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::{Cluster, PodEvent};
 use podbridge::error::{Result, error_chain};
-use podbridge::store::JobStore;
+use tokio::sync::Notify;
+
+/// How often the watch offers room to waiting jobs when no pod's end prompts it.
+pub const ADMIT_EVERY: Duration = Duration::from_secs(2);
+/// The most pod changes taken in one batch.
+const MAX_BATCH: usize = 256;
+use podbridge::store::Store;
 use podbridge_core::observe::{PodView, observe};
 use podbridge_core::pod::{attempt_of, is_pod_of};
 use tracing::{info, warn};
@@ -37,7 +45,7 @@ impl Watch {
     }
 }
 
-impl<S: JobStore, C: Cluster> Reconciler<S, C> {
+impl<S: Store, C: Cluster> Reconciler<S, C> {
     /// Watches the managed pods of every namespace in `watches` (namespace → where its
     /// watch stands) until `window` has passed, applying each change to its job as it
     /// comes. `watches` moves on, so the next window starts where this one stopped.
@@ -46,12 +54,39 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
     /// change for that long would otherwise be cut by the client's read timeout.
     pub async fn follow(&self, watches: &mut BTreeMap<String, Watch>, window: Duration) -> FollowReport {
         let deadline = tokio::time::Instant::now() + window;
-        let followed = watches.iter_mut().map(|(namespace, watch)| self.follow_namespace(namespace, watch, deadline));
-        let mut report = FollowReport::default();
-        for namespace in futures::future::join_all(followed).await {
+        // Pods that ended gave back their slots: the waiting jobs are offered the room
+        // at once, and every few seconds whatever happens (a limit raised, a queue
+        // resumed).
+        let freed = Notify::new();
+        let followed =
+            watches.iter_mut().map(|(namespace, watch)| self.follow_namespace(namespace, watch, deadline, &freed));
+        let (namespaces, admitted) =
+            futures::future::join(futures::future::join_all(followed), self.admit_while(&freed, deadline)).await;
+        let mut report = admitted;
+        for namespace in namespaces {
             report.add(namespace);
         }
         report
+    }
+
+    /// Admits waiting jobs when `freed` is notified and every [`ADMIT_EVERY`], until
+    /// `deadline`.
+    async fn admit_while(&self, freed: &Notify, deadline: tokio::time::Instant) -> FollowReport {
+        let mut report = FollowReport::default();
+        loop {
+            let next = deadline.min(tokio::time::Instant::now() + ADMIT_EVERY);
+            let _ = tokio::time::timeout_at(next, freed.notified()).await;
+            if tokio::time::Instant::now() >= deadline {
+                return report;
+            }
+            match self.admit_waiting().await {
+                Ok(round) => report.admitted += round.admitted,
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "cannot admit waiting jobs; trying again shortly");
+                    report.errors += 1;
+                }
+            }
+        }
     }
 
     async fn follow_namespace(
@@ -59,6 +94,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         namespace: &str,
         watch: &mut Watch,
         deadline: tokio::time::Instant,
+        freed: &Notify,
     ) -> FollowReport {
         let mut report = FollowReport::default();
         loop {
@@ -90,27 +126,71 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
                     continue;
                 }
             };
-            // Until the window closes or the server ends the watch.
-            while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
-                match event {
-                    Ok(PodEvent::Changed(pod) | PodEvent::Deleted(pod)) => {
-                        if let Some(seen) = &pod.metadata.resource_version {
-                            *watch = Watch::from_version(seen);
+            // Until the window closes or the server ends the watch: every change that
+            // has arrived is taken at once, the latest of each pod kept (each pod's
+            // changes in order; its latest status says all the earlier ones did), and
+            // the pods are followed concurrently.
+            let mut open = true;
+            while open {
+                let Ok(Some(first)) = tokio::time::timeout_at(deadline, events.next()).await else { break };
+                let mut batch: Vec<Result<PodEvent>> = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match events.next().now_or_never() {
+                        Some(Some(event)) => batch.push(event),
+                        Some(None) => {
+                            open = false;
+                            break;
                         }
-                        report.events += 1;
-                        self.follow_pod(*pod, &mut report).await;
+                        None => break,
                     }
-                    Ok(PodEvent::Bookmark(seen)) => *watch = Watch::from_version(seen),
-                    Ok(PodEvent::Expired) => {
-                        info!(namespace, "the watch's resourceVersion expired; listing again");
-                        *watch = Watch::Relist;
-                        break;
+                }
+                let mut latest: HashMap<(String, String), Pod> = HashMap::new();
+                let mut restart = false;
+                for event in batch {
+                    match event {
+                        Ok(PodEvent::Changed(pod) | PodEvent::Deleted(pod)) => {
+                            if let Some(seen) = &pod.metadata.resource_version {
+                                *watch = Watch::from_version(seen);
+                            }
+                            report.events += 1;
+                            let key = (
+                                pod.metadata.name.clone().unwrap_or_default(),
+                                pod.metadata.uid.clone().unwrap_or_default(),
+                            );
+                            latest.insert(key, *pod);
+                        }
+                        Ok(PodEvent::Bookmark(seen)) => *watch = Watch::from_version(seen),
+                        Ok(PodEvent::Expired) => {
+                            info!(namespace, "the watch's resourceVersion expired; listing again");
+                            *watch = Watch::Relist;
+                            restart = true;
+                            break;
+                        }
+                        Err(e) => {
+                            warn!(namespace, error = %error_chain(&e), "the watch broke; watching again");
+                            report.errors += 1;
+                            restart = true;
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        warn!(namespace, error = %error_chain(&e), "the watch broke; watching again");
-                        report.errors += 1;
-                        break;
-                    }
+                }
+                let followed = self
+                    .concurrently(latest.into_values(), |pod| async move {
+                        let mut report = FollowReport::default();
+                        self.follow_pod(pod, &mut report).await;
+                        report
+                    })
+                    .await;
+                let mut released = 0;
+                for pod in followed {
+                    released += pod.released;
+                    report.add(pod);
+                }
+                if released > 0 {
+                    freed.notify_one();
+                }
+                if restart {
+                    break;
                 }
             }
         }
@@ -157,6 +237,7 @@ impl<S: JobStore, C: Cluster> Reconciler<S, C> {
         match self.reconcile_job(record, Some(observed), now).await {
             Ok(result) => {
                 report.writes += result.writes;
+                report.released += usize::from(result.released);
                 report.lost_races += usize::from(result.lost_race);
                 if result.recorded.is_some()
                     && let Some(since) = since

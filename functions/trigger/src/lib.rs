@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use podbridge::cluster::Cluster;
 use podbridge::error::Result;
 use podbridge::services::{Outcome, Submitter};
-use podbridge::store::{JobStore, active_pages};
+use podbridge::store::{JobStore, Store, active_pages};
 use podbridge_core::record::Source;
 use podbridge_core::tenancy::Sender;
 use podbridge_core::validate::{Problem, Rejection, check_reason, id_from_event_id, is_valid_job_id};
@@ -147,6 +147,7 @@ impl From<Outcome> for Handled {
             Outcome::Dispatched { attempt, pod_name, .. } => {
                 ("dispatched", format!("attempt {attempt}: pod {pod_name}"))
             }
+            Outcome::Waiting { reason, .. } => ("waiting", reason),
             Outcome::AlreadyRecorded { state, .. } => ("already_recorded", format!("the job is {state}")),
             Outcome::Rejected { reason, .. } => ("rejected", reason),
             Outcome::Failed { reason, .. } => ("failed", reason),
@@ -261,7 +262,7 @@ pub fn tick_job_id(schedule: &str, scheduled_time: &str) -> std::result::Result<
 
 /// Handles one input. `Err` only for failures worth retrying (or a deployment that is
 /// not right), so that EventBridge retries the event.
-pub async fn handle<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, input: &Value) -> Result<Handled> {
+pub async fn handle<S: Store, C: Cluster>(submitter: &Submitter<S, C>, input: &Value) -> Result<Handled> {
     let parsed = match parse(input) {
         Ok(parsed) => parsed,
         Err(bad) => return reject(submitter, bad, input).await,
@@ -291,7 +292,7 @@ pub async fn handle<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, input:
 }
 
 /// Records a bad input as a `rejected` job where it names one; logs it either way.
-async fn reject<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, bad: BadInput, input: &Value) -> Result<Handled> {
+async fn reject<S: Store, C: Cluster>(submitter: &Submitter<S, C>, bad: BadInput, input: &Value) -> Result<Handled> {
     let event_id = input.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
     warn!(event_id = %event_id, problem = %bad.problem, "an input that cannot succeed");
     match bad.job_id {
@@ -311,7 +312,7 @@ fn tick_source(input: &Value) -> Option<Source> {
     })
 }
 
-async fn tick<S: JobStore, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, job_id: String) -> Result<Handled> {
+async fn tick<S: Store, C: Cluster>(submitter: &Submitter<S, C>, tick: Tick, job_id: String) -> Result<Handled> {
     let source = Source::Schedule { schedule: tick.schedule.clone(), scheduled_time: tick.scheduled_time.clone() };
     if tick.suspend {
         return Ok(Handled {

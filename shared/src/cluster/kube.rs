@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
 
-use super::{Cluster, PodCreated, PodEvent, PodEvents, PodList};
+use super::{Cluster, NodeSize, PodCreated, PodEvent, PodEvents, PodList};
 use crate::error::{Error, Result};
 
 /// The label selector of every pod podbridge manages.
@@ -106,6 +106,27 @@ impl Cluster for KubeCluster {
         let list =
             self.call("list events", events.list(&params)).await?.map_err(|status| api_error("list events", status))?;
         Ok(list.items)
+    }
+
+    async fn largest_node(&self) -> Result<Option<NodeSize>> {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let list = self
+            .call("list nodes", nodes.list(&ListParams::default()))
+            .await?
+            .map_err(|status| api_error("list nodes", status))?;
+        let allocatable = |node: &k8s_openapi::api::core::v1::Node, resource: &str| {
+            node.status.as_ref().and_then(|s| s.allocatable.as_ref()).and_then(|a| a.get(resource)).map(|q| q.0.clone())
+        };
+        let mut largest: Option<NodeSize> = None;
+        for node in &list.items {
+            let cpu = allocatable(node, "cpu").and_then(|q| podbridge_core::quantity::parse_cpu(&q).ok());
+            let memory = allocatable(node, "memory").and_then(|q| podbridge_core::quantity::parse_memory(&q).ok());
+            let (Some(cpu), Some(memory)) = (cpu, memory) else { continue };
+            let size = largest.get_or_insert(NodeSize { cpu_millis: 0, memory_bytes: 0 });
+            size.cpu_millis = size.cpu_millis.max(cpu);
+            size.memory_bytes = size.memory_bytes.max(memory);
+        }
+        Ok(largest)
     }
 
     async fn list_managed_pods(&self, namespace: &str, page_size: u32) -> Result<PodList> {

@@ -30,6 +30,7 @@ struct State {
     failures: Vec<Failure>,
     /// While set, every create waits for it after storing its pod.
     gate: Option<Gate>,
+    largest_node: Option<super::NodeSize>,
 }
 
 /// Creates held after their pod is stored, until released: the moment between the pod
@@ -80,6 +81,11 @@ impl MemoryCluster {
     /// An empty cluster that accepts every pod.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Says its largest node is `size`.
+    pub fn set_largest_node(&self, size: super::NodeSize) {
+        self.lock().largest_node = Some(size);
     }
 
     /// Stores `pod` as if someone else had created it (another controller, a person).
@@ -194,6 +200,10 @@ impl Cluster for MemoryCluster {
 
     async fn pod_events(&self, _namespace: &str, _name: &str) -> Result<Vec<Event>> {
         Ok(Vec::new())
+    }
+
+    async fn largest_node(&self) -> Result<Option<super::NodeSize>> {
+        Ok(self.lock().largest_node)
     }
 
     async fn watch_managed_pods(&self, _namespace: &str, _version: &str, _timeout: Duration) -> Result<PodEvents> {

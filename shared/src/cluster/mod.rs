@@ -53,6 +53,8 @@ pub enum PodEvent {
 /// A stream of pod changes, ended by the server at the watch's timeout.
 pub type PodEvents = BoxStream<'static, Result<PodEvent>>;
 
+pub use podbridge_core::admission::NodeSize;
+
 /// The Kubernetes API, as podbridge uses it.
 pub trait Cluster: Send + Sync {
     /// Creates `pod` in its namespace.
@@ -70,6 +72,10 @@ pub trait Cluster: Send + Sync {
     /// The events about the pod `name` (the kubelet's reports, such as `FailedMount`),
     /// newest last as the API lists them.
     fn pod_events(&self, namespace: &str, name: &str) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// The most CPU and the most memory any one node can give pods (its allocatable),
+    /// of the nodes the API lists; `None` when it lists none.
+    fn largest_node(&self) -> impl Future<Output = Result<Option<NodeSize>>> + Send;
 
     /// Watches the pods podbridge manages in `namespace` for changes after
     /// `resource_version`, for at most `timeout`.

@@ -3,23 +3,28 @@
 //! moved to `setting_up` only from `queued`; or the attempt recorded as failed for a
 //! reason retrying cannot fix.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
+use podbridge_core::admission::{Limits, NodeSize};
 use podbridge_core::failure::FailureClass;
 use podbridge_core::observe::OOM_KILLED;
 use podbridge_core::pod::{PodSettings, attempt_of, build_pod, pod_name};
-use podbridge_core::record::{JobRecord, StateChange, expires_at};
+use podbridge_core::record::{JobRecord, StateChange, WAITING, WaitPlace, expires_at};
 use podbridge_core::state::JobState;
 use podbridge_core::validate::{Guardrails, Job, recheck};
 use tracing::warn;
 
 use super::Outcome;
+use super::admission::{Admission, Admit};
 use crate::cluster::{Cluster, PodCreated};
-use crate::error::{Error, Result};
-use crate::store::{Changed, JobStore};
+use crate::error::{Error, Result, error_chain};
+use crate::store::{Changed, Store};
+
+/// How long the largest node the cluster lists is remembered.
+const NODES_REFRESH: Duration = Duration::from_secs(60);
 
 /// Starts and ends job attempts. Cheap to clone: the store and the cluster are shared
 /// handles, so the submitter and the reconciler of one process use the same clients.
@@ -31,6 +36,10 @@ pub struct Attempts<S, C> {
     pods: PodSettings,
     /// How long terminal records stay in the table before its TTL removes them.
     record_ttl: Duration,
+    /// Slots and queues.
+    admission: Arc<Admission<S>>,
+    /// The largest node the cluster listed, and when.
+    nodes: Arc<Mutex<Option<(Instant, Option<NodeSize>)>>>,
 }
 
 impl<S, C> Clone for Attempts<S, C> {
@@ -41,6 +50,8 @@ impl<S, C> Clone for Attempts<S, C> {
             guardrails: self.guardrails.clone(),
             pods: self.pods.clone(),
             record_ttl: self.record_ttl,
+            admission: Arc::clone(&self.admission),
+            nodes: Arc::clone(&self.nodes),
         }
     }
 }
@@ -53,7 +64,21 @@ impl<S, C> Attempts<S, C> {
         pods: PodSettings,
         record_ttl: Duration,
     ) -> Self {
-        Self { store, cluster, guardrails, pods, record_ttl }
+        let admission = Arc::new(Admission::new(Arc::clone(&store), Limits::NONE, None));
+        Self { store, cluster, guardrails, pods, record_ttl, admission, nodes: Arc::default() }
+    }
+
+    /// Admits under `total` across all queues when the queue table sets none, and
+    /// counts `largest_node` (the shape an autoscaler adds) among the nodes a job may
+    /// get.
+    pub fn with_admission(mut self, total: Limits, largest_node: Option<NodeSize>) -> Self {
+        self.admission = Arc::new(Admission::new(Arc::clone(&self.store), total, largest_node));
+        self
+    }
+
+    /// Slots and queues.
+    pub fn admission(&self) -> &Admission<S> {
+        &self.admission
     }
 
     /// The job store (a shared handle).
@@ -82,9 +107,45 @@ impl<S, C> Attempts<S, C> {
     }
 }
 
-impl<S: JobStore, C: Cluster> Attempts<S, C> {
-    /// Creates the pod of the record's current attempt and records it (`queued` →
-    /// `setting_up`). Safe to repeat: the pod name is fixed per attempt.
+impl<S: Store, C: Cluster> Attempts<S, C> {
+    /// The largest node a pod may get: of those the cluster lists (read at most a
+    /// minute ago) and the configured shape an autoscaler adds, the most of each. A
+    /// cluster that does not let podbridge list nodes counts the configured shape only.
+    pub async fn largest_node(&self) -> Option<NodeSize> {
+        let cached = *self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let listed = match cached {
+            Some((read, listed)) if read.elapsed() < NODES_REFRESH => listed,
+            _ => {
+                let listed = match self.cluster.largest_node().await {
+                    Ok(listed) => listed,
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), "cannot list nodes; only the configured largest node counts");
+                        None
+                    }
+                };
+                *self.nodes.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), listed));
+                listed
+            }
+        };
+        match (listed, self.admission.configured_largest_node()) {
+            (Some(a), Some(b)) => Some(NodeSize {
+                cpu_millis: a.cpu_millis.max(b.cpu_millis),
+                memory_bytes: a.memory_bytes.max(b.memory_bytes),
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Gives back the slot of `job_id`'s `attempt` (an ended attempt); false when it
+    /// held none.
+    pub async fn release(&self, job_id: &str, attempt: u32) -> Result<bool> {
+        self.admission.release(job_id, attempt).await
+    }
+
+    /// Takes the slot of the record's current attempt, creates its pod and records it
+    /// (`queued` → `setting_up`); with no room, records why the job waits (`queued`,
+    /// reason `Waiting`). Safe to repeat: the slot and the pod name are fixed per
+    /// attempt.
     pub async fn start(&self, record: &JobRecord, job: &Job) -> Result<Outcome> {
         let oom_kills = record.history.iter().filter(|t| t.to == JobState::Failed && t.reason == OOM_KILLED).count();
         let attempt_job = job.with_memory_after(oom_kills);
@@ -104,6 +165,9 @@ impl<S: JobStore, C: Cluster> Attempts<S, C> {
                 }
             },
         };
+        if let Admit::Wait(reason) = self.admission.acquire(record, &attempt_job).await? {
+            return self.wait(record, job, &reason).await;
+        }
         let created = match adopted {
             Some(running) => Ok(PodCreated::Exists(Box::new(running))),
             None => self.cluster.create_pod(&pod).await,
@@ -165,8 +229,28 @@ impl<S: JobStore, C: Cluster> Attempts<S, C> {
             let name = created.metadata.name.clone().unwrap_or_default();
             warn!(job_id = %record.job_id, state = %current.state, pod = %name, "the job ended while its pod was created; deleting the pod");
             self.cluster.delete_pod(&namespace, &name, created.metadata.uid.as_deref()).await?;
+            self.release(&record.job_id, record.attempt).await?;
         }
         Ok(Outcome::AlreadyRecorded { job_id: current.job_id, state: current.state })
+    }
+
+    /// Records that the job waits for room, and why; nothing is written when the
+    /// record already says so.
+    async fn wait(&self, record: &JobRecord, job: &Job, reason: &str) -> Result<Outcome> {
+        let outcome = Outcome::Waiting { job_id: record.job_id.clone(), reason: reason.to_owned() };
+        if record.is_waiting() && record.message.as_deref() == Some(reason) {
+            return Ok(outcome);
+        }
+        let mut change =
+            StateChange::new(JobState::Queued, record.attempt, JobState::Queued, Timestamp::now(), WAITING, reason);
+        change.wait = Some(WaitPlace::new(&job.queue, job.priority, record.created_at, &record.job_id));
+        match self.store.change(&record.job_id, &change).await? {
+            Changed::Applied(_) => Ok(outcome),
+            Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {
+                job_id: record.job_id.clone(),
+                state: current.map_or(record.state, |c| c.state),
+            }),
+        }
     }
 
     /// Records the attempt as failed for a reason retrying cannot fix.
@@ -175,7 +259,10 @@ impl<S: JobStore, C: Cluster> Attempts<S, C> {
         let mut change = StateChange::new(JobState::Queued, record.attempt, JobState::Failed, now, reason, message);
         change.failure_class = Some(class);
         change.expires_at = self.expires_at(now);
-        match self.store.change(&record.job_id, &change).await? {
+        let changed = self.store.change(&record.job_id, &change).await?;
+        // Whatever the record says now, this attempt no longer holds its slot.
+        self.release(&record.job_id, record.attempt).await?;
+        match changed {
             Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
             Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {
                 job_id: record.job_id.clone(),

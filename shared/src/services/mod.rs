@@ -5,9 +5,11 @@
 //! (functions/reconcile), which both hold the same store and cluster handles. The
 //! decisions themselves are the core's ([`podbridge_core`]); these run them.
 
+mod admission;
 mod attempts;
 mod submit;
 
+pub use admission::{Admission, Admit, QUEUES_REFRESH};
 pub use attempts::Attempts;
 pub use submit::{DEFAULT_MAX_MANUAL_RETRIES, MAX_NEW_RECORD_BYTES, RETRY_REQUESTED, Submitter};
 
@@ -20,6 +22,8 @@ use podbridge_core::state::JobState;
 pub enum Outcome {
     /// The job is recorded and its pod created.
     Dispatched { job_id: String, attempt: u32, pod_name: String },
+    /// The job is recorded and waits for room in its queue, for `reason`.
+    Waiting { job_id: String, reason: String },
     /// The job was recorded before (a redelivery); nothing more was needed.
     AlreadyRecorded { job_id: String, state: JobState },
     /// The message was invalid; it is recorded as `rejected` with the reasons.
@@ -47,6 +51,7 @@ impl Outcome {
     pub fn job_id(&self) -> &str {
         match self {
             Self::Dispatched { job_id, .. }
+            | Self::Waiting { job_id, .. }
             | Self::AlreadyRecorded { job_id, .. }
             | Self::Rejected { job_id, .. }
             | Self::Failed { job_id, .. }

@@ -20,7 +20,7 @@ use podbridge_core::validate::{Guardrails, Job, Parsed, Problem, Rejection, pars
 use super::{Attempts, Outcome};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
-use crate::store::{Changed, Created, JobStore};
+use crate::store::{Changed, Created, Store};
 
 /// The largest record a job may start with (its JSON size, close to its DynamoDB size).
 pub const MAX_NEW_RECORD_BYTES: usize = 200_000;
@@ -52,7 +52,7 @@ impl<S, C> Clone for Submitter<S, C> {
     }
 }
 
-impl<S: JobStore, C: Cluster> Submitter<S, C> {
+impl<S: Store, C: Cluster> Submitter<S, C> {
     /// A submitter for one team (every sender may use every namespace) over its own
     /// store and cluster; see [`Submitter::with_tenancy`].
     pub fn new(store: S, cluster: C, guardrails: Guardrails, pods: PodSettings, record_ttl: Duration) -> Self {
@@ -172,6 +172,14 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
                 ),
             };
             return self.reject(Rejection { job_id: None, problems: vec![problem] }, source, fallback_id).await;
+        }
+        // A queue that does not exist, or a job no queue or node could ever hold, is
+        // refused now rather than left waiting for ever.
+        let largest = self.attempts.largest_node().await;
+        if let Some(problem) = self.attempts.admission().refuse(&job, largest).await? {
+            return self
+                .reject(Rejection { job_id: Some(job.id.clone()), problems: vec![problem] }, source, fallback_id)
+                .await;
         }
         let now = Timestamp::now();
         let mut record =
@@ -324,6 +332,7 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             // failed: delete it now (deleting a pod that is gone is not an error).
             if record.state == JobState::Cancelled {
                 self.attempts.delete_pod(&record).await?;
+                self.attempts.release(job_id, record.attempt).await?;
             }
             // A failed attempt whose retry is still owed has not ended the job.
             if record.state.is_terminal() && !record.retry_pending {
@@ -337,6 +346,8 @@ impl<S: JobStore, C: Cluster> Submitter<S, C> {
             change.expires_at = self.expires_at(now);
             if let Changed::Applied(cancelled) = self.store().change(job_id, &change).await? {
                 self.attempts.delete_pod(&cancelled).await?;
+                // The record says the attempt is over: its slot is free for the next job.
+                self.attempts.release(job_id, record.attempt).await?;
                 return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
             }
         }

@@ -53,6 +53,16 @@
 //! page with its previous state, which is why the reconciler acts through conditional
 //! changes, never on a page alone.
 //!
+//! ## The `waiting` index
+//!
+//! A second sparse index, `waiting`: partition key `wait_queue` (S), sort key
+//! `wait_order` (S), projection ALL. A job carries both attributes exactly while it
+//! waits for room in its queue (`queued`, reason `Waiting`): the change that makes it
+//! wait `SET`s them ([`podbridge_core::record::WaitPlace`]), every other change
+//! `REMOVE`s them. The order key's text order is the queue's admission order, so the
+//! jobs next in line are a `Query` with a small `Limit`, and a job's position is a
+//! `Query` with `Select = COUNT` below its key. One partition per queue.
+//!
 //! ## Writes
 //!
 //! - Create: `PutItem` with `attribute_not_exists(job_id)`. When the job exists, the
@@ -107,11 +117,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::store::{ActivePage, Changed, Created, JobStore, is_own_change, is_own_create};
 use podbridge_core::FailureClass;
-use podbridge_core::record::{JobRecord, Source, StateChange, Transition};
+use podbridge_core::record::{JobRecord, Source, StateChange, Transition, WaitPlace};
 use podbridge_core::state::JobState;
 
 /// The name of the sparse index of active jobs.
 pub const ACTIVE_INDEX: &str = "active";
+/// The name of the sparse index of jobs waiting for room, by queue in admission order.
+pub const WAITING_INDEX: &str = "waiting";
 /// The value of the `active` attribute while a job is active.
 const ACTIVE: &str = "1";
 /// The table's TTL attribute.
@@ -124,14 +136,22 @@ const TABLE_READY_POLL: Duration = Duration::from_millis(250);
 /// The job store on a DynamoDB table laid out as the module documentation describes.
 #[derive(Debug, Clone)]
 pub struct DynamoJobStore {
-    client: Client,
+    pub(crate) client: Client,
     table: String,
+    /// The queue table ([`crate::store::queue_table`]), when the deployment has one.
+    pub(crate) queue_table: Option<String>,
 }
 
 impl DynamoJobStore {
     /// A store on `table`, which must exist (see [`create_table`]).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), queue_table: None }
+    }
+
+    /// The same store with its queue table (see [`crate::store::queue_table::create_table`]).
+    pub fn with_queue_table(mut self, table: impl Into<String>) -> Self {
+        self.queue_table = Some(table.into());
+        self
     }
 
     /// The table's name.
@@ -424,6 +444,47 @@ impl JobStore for DynamoJobStore {
             .collect::<Result<Vec<_>>>()?;
         Ok(ActivePage { jobs, next })
     }
+
+    async fn waiting(&self, queue: &str, limit: u32) -> Result<Vec<JobRecord>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(WAITING_INDEX)
+            .key_condition_expression("wait_queue = :queue")
+            .expression_attribute_values(":queue", s(queue))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|err| store_error("query waiting jobs", err))?;
+        output.items().iter().map(|item| decode(string_attr(item, "job_id").unwrap_or("<no job_id>"), item)).collect()
+    }
+
+    async fn ahead_of(&self, record: &JobRecord) -> Result<Option<u64>> {
+        let Some(place) = &record.wait else { return Ok(None) };
+        let mut ahead = 0_u64;
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(WAITING_INDEX)
+                .key_condition_expression("wait_queue = :queue AND wait_order < :order")
+                .expression_attribute_values(":queue", s(&place.queue))
+                .expression_attribute_values(":order", s(&place.order))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|err| store_error("count the jobs waiting ahead", err))?;
+            ahead += u64::try_from(output.count()).unwrap_or_default();
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(Some(ahead));
+            }
+        }
+    }
 }
 
 /// Creates the job table with its `active` index (on-demand billing), waits until it
@@ -443,13 +504,15 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
     let key = |name: &str, key_type: KeyType| {
         KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(build)
     };
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(ACTIVE_INDEX)
-        .key_schema(key("active", KeyType::Hash)?)
-        .key_schema(key("updated_at", KeyType::Range)?)
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
-        .build()
-        .map_err(build)?;
+    let index = |name: &str, hash: &str, range: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash)?)
+            .key_schema(key(range, KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(build)
+    };
     client
         .create_table()
         .table_name(table)
@@ -457,24 +520,16 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         .attribute_definitions(string_attr("job_id")?)
         .attribute_definitions(string_attr("active")?)
         .attribute_definitions(string_attr("updated_at")?)
+        .attribute_definitions(string_attr("wait_queue")?)
+        .attribute_definitions(string_attr("wait_order")?)
         .key_schema(key("job_id", KeyType::Hash)?)
-        .global_secondary_indexes(index)
+        .global_secondary_indexes(index(ACTIVE_INDEX, "active", "updated_at")?)
+        .global_secondary_indexes(index(WAITING_INDEX, "wait_queue", "wait_order")?)
         .send()
         .await
         .map_err(|err| store_error("create table", err))?;
 
-    let deadline = tokio::time::Instant::now() + TABLE_READY_TIMEOUT;
-    loop {
-        let described =
-            client.describe_table().table_name(table).send().await.map_err(|err| store_error("describe table", err))?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout { operation: "create table", after: TABLE_READY_TIMEOUT });
-        }
-        tokio::time::sleep(TABLE_READY_POLL).await;
-    }
+    wait_until_active(client, table).await?;
 
     let ttl = TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().map_err(build)?;
     client
@@ -485,6 +540,22 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         .await
         .map_err(|err| store_error("enable TTL", err))?;
     Ok(())
+}
+
+/// Waits until a table just created is ACTIVE.
+pub(crate) async fn wait_until_active(client: &Client, table: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + TABLE_READY_TIMEOUT;
+    loop {
+        let described =
+            client.describe_table().table_name(table).send().await.map_err(|err| store_error("describe table", err))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout { operation: "create table", after: TABLE_READY_TIMEOUT });
+        }
+        tokio::time::sleep(TABLE_READY_POLL).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -505,7 +576,7 @@ fn is_item_too_large<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
 }
 
 /// Wraps an SDK error, deciding once whether the call is worth repeating.
-fn store_error<E>(operation: &'static str, err: SdkError<E>) -> Error
+pub(crate) fn store_error<E>(operation: &'static str, err: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -561,11 +632,11 @@ fn timestamp_text(at: Timestamp) -> String {
     format!("{at:.9}")
 }
 
-fn s(text: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(text: impl Into<String>) -> AttributeValue {
     AttributeValue::S(text.into())
 }
 
-fn n(number: impl ToString) -> AttributeValue {
+pub(crate) fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
 }
 
@@ -598,6 +669,8 @@ fn encode(record: &JobRecord) -> HashMap<String, AttributeValue> {
     optional("termination_message", record.termination_message.as_ref().map(s));
     optional(TTL_ATTRIBUTE, record.expires_at.filter(|_| !record.is_followed()).map(n));
     optional("active", record.is_followed().then(|| s(ACTIVE)));
+    optional("wait_queue", record.wait.as_ref().map(|w| s(&w.queue)));
+    optional("wait_order", record.wait.as_ref().map(|w| s(&w.order)));
     item
 }
 
@@ -738,6 +811,20 @@ fn update_for(change: &StateChange) -> Update {
         }
     }
 
+    // Only a queued job can be waiting: a change from any other state has no place
+    // to clear.
+    match &change.wait {
+        Some(place) => {
+            update.set("wait_queue", s(&place.queue));
+            update.set("wait_order", s(&place.order));
+        }
+        None if change.expected == JobState::Queued => {
+            update.remove("wait_queue");
+            update.remove("wait_order");
+        }
+        None => {}
+    }
+
     if change.to.is_active() || change.retry_pending {
         update.set("active", s(ACTIVE));
         update.remove(TTL_ATTRIBUTE);
@@ -793,6 +880,10 @@ fn decode_fields(item: &HashMap<String, AttributeValue>) -> Decoded<JobRecord> {
         expires_at: field.optional_number(TTL_ATTRIBUTE)?,
         // A terminal record in the active index is owed its retry.
         retry_pending: field.optional_string("active")?.is_some() && state.is_terminal(),
+        wait: match (field.optional_owned("wait_queue")?, field.optional_owned("wait_order")?) {
+            (Some(queue), Some(order)) => Some(WaitPlace { queue, order }),
+            _ => None,
+        },
     })
 }
 
@@ -1133,7 +1224,7 @@ mod tests {
         assert!(expression.contains("#state_times.#setting_up = :at"), "{expression}");
         assert!(expression.contains("#pod_name = :pod_name"), "{expression}");
         assert!(expression.contains("#active = :active"), "{expression}");
-        assert!(expression.ends_with("REMOVE #expires_at"), "{expression}");
+        assert!(expression.ends_with("REMOVE #wait_queue, #wait_order, #expires_at"), "{expression}");
         assert!(!expression.contains("#node"), "{expression}");
         assert!(update.names.contains_key("#attempt"), "the condition uses #attempt");
         assert!(update.values.contains_key(":expected") && update.values.contains_key(":expected_attempt"));
@@ -1150,6 +1241,25 @@ mod tests {
         assert!(expression.contains("#node = :node"), "{expression}");
         let removed = expression.split_once(" REMOVE ").map(|(_, r)| r).unwrap_or_default();
         assert_eq!(removed, "#pod_name, #exit_code, #failure_class, #termination_message, #expires_at");
+    }
+
+    #[test]
+    fn a_job_that_waits_enters_the_waiting_index_and_leaves_it_on_its_next_change() {
+        let mut wait = StateChange::new(JobState::Queued, 1, JobState::Queued, at(10, 0), "Waiting", "queue etl: full");
+        let place = WaitPlace::new("etl", 5, at(9, 0), "job");
+        wait.wait = Some(place.clone());
+        let update = update_for(&wait);
+        assert!(update.expression().contains("#wait_queue = :wait_queue, #wait_order = :wait_order"));
+        assert_eq!(update.values.get(":wait_order"), Some(&s(&place.order)));
+        let mut record = full_record();
+        record.wait = Some(place);
+        assert_eq!(
+            decode(&record.job_id, &encode(&record)).unwrap().wait,
+            record.wait,
+            "the place survives the round trip"
+        );
+        let started = StateChange::new(JobState::Executing, 1, JobState::Succeeded, at(11, 0), "Completed", "ok");
+        assert!(!update_for(&started).expression().contains("wait"), "only a queued job can be waiting");
     }
 
     #[test]

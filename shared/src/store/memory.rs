@@ -12,14 +12,39 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
-use crate::store::{ActivePage, Changed, Created, JobStore};
+use crate::store::{ALL_QUEUES, Acquired, ActivePage, Changed, Created, Definitions, JobStore, QueueStore, Usage};
+use podbridge_core::admission::{Limits, Queue, Resources, Slot};
 use podbridge_core::record::{JobRecord, StateChange};
 
-/// Job records in a map behind a mutex. Every operation is atomic, as a conditional
-/// write is in DynamoDB.
+/// Job records in a map behind a mutex, and the queue table beside them. Every
+/// operation is atomic, as a conditional write or a transaction is in DynamoDB.
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<BTreeMap<String, JobRecord>>,
+    queues: Mutex<QueueTable>,
+}
+
+#[derive(Debug, Default)]
+struct QueueTable {
+    definitions: Definitions,
+    usage: BTreeMap<String, Usage>,
+    slots: BTreeMap<String, Slot>,
+}
+
+/// Whether `held` plus `more` stays within `limits`.
+fn within(limits: &Limits, held: Resources, more: Resources) -> bool {
+    let after = held.plus(more);
+    limits.jobs.is_none_or(|l| after.jobs <= l)
+        && limits.cpu_millis.is_none_or(|l| after.cpu_millis <= l)
+        && limits.memory_bytes.is_none_or(|l| after.memory_bytes <= l)
+}
+
+fn minus(held: Resources, less: Resources) -> Resources {
+    Resources {
+        jobs: held.jobs.saturating_sub(less.jobs),
+        cpu_millis: held.cpu_millis.saturating_sub(less.cpu_millis),
+        memory_bytes: held.memory_bytes.saturating_sub(less.memory_bytes),
+    }
 }
 
 impl MemoryJobStore {
@@ -38,6 +63,88 @@ impl MemoryJobStore {
         // No operation panics while it holds the lock, so a poisoned map is still
         // consistent; a test that panicked elsewhere should not hide behind this one.
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn queue_table(&self) -> MutexGuard<'_, QueueTable> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets a usage as a bug or a hand edit would leave it, for tests of the repair.
+    pub fn corrupt_usage(&self, queue: &str, held: Resources) {
+        let mut table = self.queue_table();
+        let usage = table.usage.entry(queue.to_owned()).or_default();
+        usage.held = held;
+        usage.version += 1;
+    }
+}
+
+impl QueueStore for MemoryJobStore {
+    async fn definitions(&self) -> Result<Definitions> {
+        Ok(self.queue_table().definitions.clone())
+    }
+
+    async fn put_queue(&self, queue: &Queue) -> Result<()> {
+        let mut table = self.queue_table();
+        table.definitions.queues.retain(|q| q.name != queue.name);
+        table.definitions.queues.push(queue.clone());
+        Ok(())
+    }
+
+    async fn put_total(&self, limits: &Limits) -> Result<()> {
+        self.queue_table().definitions.total = Some(*limits);
+        Ok(())
+    }
+
+    async fn usage(&self) -> Result<BTreeMap<String, Usage>> {
+        Ok(self.queue_table().usage.clone())
+    }
+
+    async fn acquire(&self, slot: &Slot, queue: &Limits, total: &Limits) -> Result<Acquired> {
+        let mut table = self.queue_table();
+        if let Some(held) = table.slots.get(&slot.job_id) {
+            return Ok(if held.attempt == slot.attempt { Acquired::Held } else { Acquired::Other(held.clone()) });
+        }
+        let usage_of = |table: &QueueTable, key: &str| table.usage.get(key).copied().unwrap_or_default();
+        if !within(queue, usage_of(&table, &slot.queue).held, slot.request)
+            || !within(total, usage_of(&table, ALL_QUEUES).held, slot.request)
+        {
+            return Ok(Acquired::Full);
+        }
+        for key in [slot.queue.as_str(), ALL_QUEUES] {
+            let usage = table.usage.entry(key.to_owned()).or_default();
+            usage.held = usage.held.plus(slot.request);
+            usage.version += 1;
+        }
+        table.slots.insert(slot.job_id.clone(), slot.clone());
+        Ok(Acquired::Admitted)
+    }
+
+    async fn release(&self, job_id: &str, attempt: u32) -> Result<bool> {
+        let mut table = self.queue_table();
+        let Some(slot) = table.slots.get(job_id).filter(|s| s.attempt == attempt).cloned() else {
+            return Ok(false);
+        };
+        table.slots.remove(job_id);
+        for key in [slot.queue.as_str(), ALL_QUEUES] {
+            let usage = table.usage.entry(key.to_owned()).or_default();
+            usage.held = minus(usage.held, slot.request);
+            usage.version += 1;
+        }
+        Ok(true)
+    }
+
+    async fn slots(&self) -> Result<Vec<Slot>> {
+        Ok(self.queue_table().slots.values().cloned().collect())
+    }
+
+    async fn repair(&self, queue: &str, seen: &Usage, truth: Resources) -> Result<bool> {
+        let mut table = self.queue_table();
+        let usage = table.usage.entry(queue.to_owned()).or_default();
+        if usage != seen {
+            return Ok(false);
+        }
+        *usage = Usage { held: truth, version: seen.version + 1 };
+        Ok(true)
     }
 }
 
@@ -102,6 +209,24 @@ impl JobStore for MemoryJobStore {
             _ => None,
         };
         Ok(ActivePage { jobs: page, next })
+    }
+
+    async fn waiting(&self, queue: &str, limit: u32) -> Result<Vec<JobRecord>> {
+        let jobs = self.lock();
+        let mut waiting: Vec<&JobRecord> =
+            jobs.values().filter(|r| r.wait.as_ref().is_some_and(|w| w.queue == queue)).collect();
+        waiting.sort_by(|a, b| a.wait.as_ref().map(|w| &w.order).cmp(&b.wait.as_ref().map(|w| &w.order)));
+        Ok(waiting.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn ahead_of(&self, record: &JobRecord) -> Result<Option<u64>> {
+        let Some(place) = &record.wait else { return Ok(None) };
+        let jobs = self.lock();
+        let ahead = jobs
+            .values()
+            .filter(|r| r.wait.as_ref().is_some_and(|w| w.queue == place.queue && w.order < place.order))
+            .count();
+        Ok(Some(ahead as u64))
     }
 }
 

@@ -1,16 +1,26 @@
-//! The job store port: where every job and every state change is recorded. One trait;
-//! [`dynamodb::DynamoJobStore`] is the real adapter (and the only module that knows the
-//! table's layout), [`memory::MemoryJobStore`] the in-memory one for tests.
+//! The store port: where every job and every state change is recorded ([`JobStore`]),
+//! and where queues, their usage and the slots of admitted jobs are kept
+//! ([`QueueStore`]). [`dynamodb::DynamoJobStore`] is the real adapter (with
+//! [`queue_table`], the only modules that know the two tables' layouts),
+//! [`memory::MemoryJobStore`] the in-memory one for tests.
 
 use std::future::Future;
 
+use std::collections::BTreeMap;
+
 use futures::Stream;
+use podbridge_core::admission::{Limits, Queue, Resources, Slot};
 use podbridge_core::record::{JobRecord, StateChange};
 
 use crate::error::Result;
 
 pub mod dynamodb;
 pub mod memory;
+pub mod queue_table;
+
+/// The key under which the usage of all queues together is kept (no queue can be
+/// named so: queue names are DNS labels).
+pub const ALL_QUEUES: &str = "*";
 
 /// What a create found.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +118,83 @@ pub trait JobStore: Send + Sync {
 
     /// One page of active jobs from the active-jobs index, never a scan.
     fn active(&self, page_size: u32, from: Option<&str>) -> impl Future<Output = Result<ActivePage>> + Send;
+
+    /// The first `limit` jobs waiting in `queue`, in admission order (from the
+    /// waiting-jobs index, which may lag a write by a moment).
+    fn waiting(&self, queue: &str, limit: u32) -> impl Future<Output = Result<Vec<JobRecord>>> + Send;
+
+    /// How many jobs wait ahead of `record` in its queue; `None` if it does not wait.
+    fn ahead_of(&self, record: &JobRecord) -> impl Future<Output = Result<Option<u64>>> + Send;
 }
+
+/// The queues as stored: every defined queue, and the limit across all queues if one
+/// was set (else the deployment's default applies).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Definitions {
+    pub queues: Vec<Queue>,
+    pub total: Option<Limits>,
+}
+
+/// What a queue's usage (or that of all queues, [`ALL_QUEUES`]) says it holds, and how
+/// many times it was changed: every acquire and release counts one, so a repair that
+/// read it can tell whether it moved since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub held: Resources,
+    pub version: u64,
+}
+
+/// What an acquire found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// The slot is written and the usage counts it.
+    Admitted,
+    /// The job already holds a slot for this attempt (a repeat): it is admitted.
+    Held,
+    /// The job holds a slot for another attempt, which must be released first.
+    Other(Slot),
+    /// The queue, or all queues together, have no room: nothing was written.
+    Full,
+}
+
+/// The queue table: definitions, usage and slots. Every acquire and release writes a
+/// slot and the usage it changes in one transaction, so the usage is always the sum of
+/// the slots (see docs/ARCHITECTURE.md, "Admission").
+pub trait QueueStore: Send + Sync {
+    /// The queues as defined (strongly consistent).
+    fn definitions(&self) -> impl Future<Output = Result<Definitions>> + Send;
+
+    /// Creates or replaces a queue's definition.
+    fn put_queue(&self, queue: &Queue) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sets the limit across all queues.
+    fn put_total(&self, limits: &Limits) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every stored usage, by queue (and [`ALL_QUEUES`]); a queue that never held a
+    /// job has none.
+    fn usage(&self) -> impl Future<Output = Result<BTreeMap<String, Usage>>> + Send;
+
+    /// Writes `slot` and adds it to its queue's usage and to that of all queues, in one
+    /// transaction, only if the slot is not there and neither usage would pass its
+    /// limit (`queue` for the queue's, `total` for all queues').
+    fn acquire(&self, slot: &Slot, queue: &Limits, total: &Limits) -> impl Future<Output = Result<Acquired>> + Send;
+
+    /// Removes the slot of `job_id` at `attempt` and takes it from the usages, in one
+    /// transaction; false (nothing written) when the job holds no slot for that attempt.
+    fn release(&self, job_id: &str, attempt: u32) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every slot (strongly consistent).
+    fn slots(&self) -> impl Future<Output = Result<Vec<Slot>>> + Send;
+
+    /// Sets the usage of `queue` (or [`ALL_QUEUES`]) to `truth`, only if it is still
+    /// `seen` (its version unchanged); false when it moved meanwhile.
+    fn repair(&self, queue: &str, seen: &Usage, truth: Resources) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Both tables: what the services need.
+pub trait Store: JobStore + QueueStore {}
+
+impl<T: JobStore + QueueStore> Store for T {}
 
 /// Every page of the active-jobs index, in order: the one loop over its pages. A caller
 /// that has what it needs stops reading by dropping the stream.

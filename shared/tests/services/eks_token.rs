@@ -230,7 +230,12 @@ const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nAAECAw==\n-----END CERTIFICAT
 /// The cluster access the settings read from `vars` (with the settings every function
 /// needs besides), or the error that names what is wrong.
 fn from_vars(vars: &[(&str, &str)]) -> podbridge::Result<ClusterAccess> {
-    let required = [("PODBRIDGE_TABLE", "jobs"), ("PODBRIDGE_NAMESPACES", "batch"), ("PODBRIDGE_IMAGE_PREFIXES", "*")];
+    let required = [
+        ("PODBRIDGE_TABLE", "jobs"),
+        ("PODBRIDGE_QUEUE_TABLE", "queues"),
+        ("PODBRIDGE_NAMESPACES", "batch"),
+        ("PODBRIDGE_IMAGE_PREFIXES", "*"),
+    ];
     let settings = podbridge::settings::Settings::from_lookup(|name| {
         vars.iter().chain(&required).find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
     })?;

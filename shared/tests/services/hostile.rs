@@ -43,6 +43,9 @@ impl Cluster for NoCluster {
     async fn watch_managed_pods(&self, _: &str, _: &str, _: std::time::Duration) -> podbridge::Result<PodEvents> {
         unreachable!("a rejection watches no pods")
     }
+    async fn largest_node(&self) -> podbridge::Result<Option<podbridge::cluster::NodeSize>> {
+        unreachable!("a rejection never asks for room")
+    }
 }
 
 /// Strings a sender might get wrong or an attacker might try.

@@ -3,6 +3,7 @@
 //! the in-memory store and cluster, and EKS authentication (the token against
 //! botocore's, its cache, the kubeconfig client against a local server).
 
+mod admission;
 mod eks_token;
 mod hostile;
 mod races;

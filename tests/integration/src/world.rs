@@ -38,8 +38,9 @@ use podbridge::journal::Journal;
 use podbridge::metrics::Metrics;
 use podbridge::services::{Attempts, Submitter};
 use podbridge::settings::var;
-use podbridge::store::JobStore;
+use podbridge::store::Store;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge_core::admission::{Limits, NodeSize};
 use podbridge_core::pod::PodSettings;
 use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::JobRecord;
@@ -70,7 +71,7 @@ pub type Journaled = podbridge::wiring::FunctionStore;
 
 /// A job store a world can open on its table: the table itself ([`DynamoJobStore`]), or
 /// the table journaled to the world's event bus ([`Journaled`]), as a function's is.
-pub trait WorldStore: JobStore + Sized + 'static {
+pub trait WorldStore: Store + Sized + 'static {
     /// The store on `table`; `events` is the world's subscription, when it has one.
     fn open(table: DynamoJobStore, events: Option<&Subscription>) -> Self;
 
@@ -104,6 +105,7 @@ pub struct WorldBuilder<S = DynamoJobStore> {
     name: String,
     guardrails: Guardrails,
     thresholds: Thresholds,
+    admission: (Limits, Option<NodeSize>),
     own_cluster: Option<SimConfig>,
     fresh_namespace: bool,
     kube_timeout: Duration,
@@ -135,6 +137,14 @@ impl<S> WorldBuilder<S> {
     /// The reconciler's limits (default [`Thresholds::default`]).
     pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
         self.thresholds = thresholds;
+        self
+    }
+
+    /// The limit across all queues when the queue table sets none, and the configured
+    /// largest node (the deployment's `PODBRIDGE_MAX_ADMITTED_*` and
+    /// `PODBRIDGE_LARGEST_NODE_*`). Default: no limit, no configured node.
+    pub fn admission(mut self, total: Limits, largest_node: Option<NodeSize>) -> Self {
+        self.admission = (total, largest_node);
         self
     }
 
@@ -207,6 +217,7 @@ impl<S> WorldBuilder<S> {
             name: with_events.name,
             guardrails: with_events.guardrails,
             thresholds: with_events.thresholds,
+            admission: with_events.admission,
             own_cluster: with_events.own_cluster,
             fresh_namespace: with_events.fresh_namespace,
             kube_timeout: with_events.kube_timeout,
@@ -249,6 +260,10 @@ impl<S: WorldStore> WorldBuilder<S> {
         create_table(&stack.dynamodb(), &table)
             .await
             .unwrap_or_else(|error| panic!("cannot create the job table {table}: {error}"));
+        let queue_table = format!("{table}-queues");
+        podbridge::store::queue_table::create_table(&stack.dynamodb(), &queue_table)
+            .await
+            .unwrap_or_else(|error| panic!("cannot create the queue table {queue_table}: {error}"));
 
         let proxy = match self.latency_proxy {
             Some(seed) => {
@@ -269,7 +284,8 @@ impl<S: WorldStore> WorldBuilder<S> {
             Some(pattern) => Some(Subscription::matching(&stack, pattern).await.expect("an event subscription")),
             None => None,
         };
-        let store = Arc::new(S::open(DynamoJobStore::new(dynamodb, &table), events.as_ref()));
+        let store =
+            Arc::new(S::open(DynamoJobStore::new(dynamodb, &table).with_queue_table(&queue_table), events.as_ref()));
 
         let own = match self.own_cluster {
             Some(config) => Some(OwnCluster::start(config).await),
@@ -293,7 +309,8 @@ impl<S: WorldStore> WorldBuilder<S> {
 
         let cluster = Arc::new(KubeCluster::new(kube.clone(), self.kube_timeout));
         let attempts =
-            Attempts::new(Arc::clone(&store), Arc::clone(&cluster), guardrails, PodSettings::default(), RECORD_TTL);
+            Attempts::new(Arc::clone(&store), Arc::clone(&cluster), guardrails, PodSettings::default(), RECORD_TTL)
+                .with_admission(self.admission.0, self.admission.1);
         let mut submitter = Submitter::over(attempts.clone());
         if let Some(max) = self.max_manual_retries {
             submitter = submitter.with_max_manual_retries(max);
@@ -312,6 +329,7 @@ impl<S: WorldStore> WorldBuilder<S> {
         World {
             stack,
             table,
+            queue_table,
             store,
             kube,
             cluster,
@@ -377,6 +395,8 @@ pub struct World<S = DynamoJobStore> {
     pub stack: Stack,
     /// The name of the world's fresh job table.
     pub table: String,
+    /// The name of its queue table.
+    pub queue_table: String,
     /// The job store on that table (through the proxy, when there is one).
     pub store: Arc<S>,
     /// A client of the world's cluster (the stack's, or the test's own).
@@ -420,6 +440,7 @@ impl World {
             name: "jobs".to_owned(),
             guardrails: Guardrails { image_prefixes: vec![IMAGE_PREFIX.into()], ..Guardrails::default() },
             thresholds: Thresholds::default(),
+            admission: (Limits::NONE, None),
             own_cluster: None,
             fresh_namespace: false,
             kube_timeout: Duration::from_secs(5),
@@ -501,7 +522,7 @@ impl<S> World<S> {
     /// A store on the world's table through the stack's own client, past the proxy
     /// and its timeouts: to read what was written, as a person would.
     pub fn direct_store(&self) -> DynamoJobStore {
-        DynamoJobStore::new(self.stack.dynamodb(), &self.table)
+        DynamoJobStore::new(self.stack.dynamodb(), &self.table).with_queue_table(&self.queue_table)
     }
 
     /// Another queue and its dead-letter queue (`prefix`, then a unique suffix).
@@ -517,6 +538,7 @@ impl<S> World<S> {
         let guardrails = self.attempts.guardrails();
         let mut env = vec![
             (var::TABLE, self.table.clone()),
+            (var::QUEUE_TABLE, self.queue_table.clone()),
             (var::NAMESPACES, guardrails.namespaces.join(",")),
             (var::IMAGE_PREFIXES, guardrails.image_prefixes.join(",")),
             ("KUBECONFIG", self.kubeconfig().display().to_string()),

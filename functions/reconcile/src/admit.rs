@@ -1,0 +1,164 @@
+//! The queues: admitting waiting jobs when room frees, and keeping every usage equal to
+//! the slots it counts and every slot held by an attempt that runs. The pass does both
+//! ([`Reconciler::settle_queues`]); the watch admits as pods end
+//! ([`Reconciler::admit_waiting`]), and every few seconds so that a limit raised or a
+//! queue resumed takes effect without waiting for the next pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use podbridge::error::{Result, error_chain};
+use podbridge::services::Outcome;
+use podbridge::store::{ALL_QUEUES, Acquired, Store};
+use podbridge_core::admission::{Limits, Resources, Slot, Waiting, admit, usage_of};
+use podbridge_core::reconcile::not_before;
+use podbridge_core::record::JobRecord;
+use podbridge_core::state::JobState;
+use tracing::{info, warn};
+
+use crate::Reconciler;
+use crate::report::QueueReport;
+
+/// How many jobs of each queue one admission round reads from the head of the line:
+/// more than a round admits in practice, and a queue whose head is larger than the room
+/// holds the rest anyway.
+const HEADS_PER_QUEUE: u32 = 200;
+
+impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
+    /// Admits the waiting jobs that fit now, in the order [`admit`] gives: reads the
+    /// queues, their usage and the head of each line, then starts each admitted job
+    /// (its slot is taken in one transaction with the usage, so two rounds racing
+    /// never pass a limit: the loser's job waits on).
+    pub async fn admit_waiting(&self) -> Result<QueueReport> {
+        let mut report = QueueReport::default();
+        let queues = self.attempts.admission().queues().await?;
+        let mut records: BTreeMap<String, JobRecord> = BTreeMap::new();
+        for name in queues.queues.keys() {
+            for record in self.store().waiting(name, HEADS_PER_QUEUE).await? {
+                records.insert(record.job_id.clone(), record);
+            }
+        }
+        if records.is_empty() {
+            return Ok(report);
+        }
+        let now = Timestamp::now();
+        let mut waiting = Vec::new();
+        for record in records.values() {
+            let Ok(job) = record.stored_job() else { continue };
+            // A job put back for lack of room waits its back-off before it is offered again.
+            if record.attempt > 1 && now < not_before(record, &job) {
+                continue;
+            }
+            waiting.push(Waiting {
+                job_id: record.job_id.clone(),
+                queue: job.queue.clone(),
+                priority: job.priority,
+                queued_at: record.created_at,
+                request: Resources::job(job.cpu_millis, job.memory_bytes),
+            });
+        }
+        let usage = self.store().usage().await?;
+        let held: BTreeMap<String, Resources> =
+            usage.into_iter().filter(|(queue, _)| queue != ALL_QUEUES).map(|(queue, u)| (queue, u.held)).collect();
+        let plan = admit(&queues, &held, &waiting);
+        report.waiting = records.len().saturating_sub(plan.admit.len());
+        // In order, one at a time: each takes room the next would otherwise count on.
+        for job_id in plan.admit {
+            let Some(record) = records.remove(&job_id) else { continue };
+            let Ok(job) = record.stored_job() else { continue };
+            match self.attempts.start(&record, &job).await {
+                Ok(Outcome::Dispatched { .. }) => report.admitted += 1,
+                Ok(_) => {}
+                Err(e) => warn!(job_id, error = %error_chain(&e), "cannot admit a waiting job; the next round will"),
+            }
+        }
+        if report.admitted > 0 {
+            info!(admitted = report.admitted, waiting = report.waiting, "admitted waiting jobs");
+        }
+        Ok(report)
+    }
+
+    /// Puts the queues right against `records` (every active job, as the pass read
+    /// them): each usage equal to the sum of its slots, each slot held by an attempt
+    /// that is admitted and not over, each admitted attempt holding one. Then admits
+    /// what fits.
+    pub(crate) async fn settle_queues(&self, records: &[JobRecord]) -> Result<QueueReport> {
+        let mut report = QueueReport::default();
+        // The usage before and after the slots are read: a usage whose version did not
+        // move in between was not touched by any acquire or release, so the slots read
+        // are exactly what it counts.
+        let before = self.store().usage().await?;
+        let slots = self.store().slots().await?;
+        let after = self.store().usage().await?;
+        let mut truth = usage_of(&slots);
+        let everything = truth.values().fold(Resources::default(), |sum, held| sum.plus(*held));
+        truth.insert(ALL_QUEUES.to_owned(), everything);
+        let keys: BTreeSet<&String> = after.keys().chain(truth.keys()).collect();
+        for key in keys {
+            let seen = after.get(key).copied().unwrap_or_default();
+            if before.get(key).copied().unwrap_or_default() != seen {
+                continue;
+            }
+            let true_held = truth.get(key).copied().unwrap_or_default();
+            if seen.held != true_held && self.store().repair(key, &seen, true_held).await? {
+                warn!(queue = %key, stored = ?seen.held, slots = ?true_held, "a queue's usage differed from its slots; repaired");
+                report.drift_repaired += 1;
+            }
+        }
+
+        // Slots against the records.
+        let active: BTreeMap<&str, &JobRecord> = records.iter().map(|r| (r.job_id.as_str(), r)).collect();
+        for slot in &slots {
+            match active.get(slot.job_id.as_str()) {
+                Some(record) if record.attempt == slot.attempt && holds_slot(record) => continue,
+                Some(record) if record.attempt == slot.attempt && record.is_waiting() => {
+                    // Admitted, then stopped before its pod (a crash): start it now.
+                    if let Ok(job) = record.stored_job()
+                        && let Ok(Outcome::Dispatched { .. }) = self.attempts.start(record, &job).await
+                    {
+                        report.admitted += 1;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // The index may lag: only the record itself, read consistently, says the
+            // slot is free.
+            let current = self.store().get(&slot.job_id).await?;
+            let held = current.as_ref().is_some_and(|r| r.attempt == slot.attempt && (holds_slot(r) || r.is_waiting()));
+            if !held && self.attempts.release(&slot.job_id, slot.attempt).await? {
+                info!(job_id = %slot.job_id, attempt = slot.attempt, "released a slot no running attempt held");
+                report.leaked_released += 1;
+            }
+        }
+        let slotted: BTreeSet<(&str, u32)> = slots.iter().map(|s| (s.job_id.as_str(), s.attempt)).collect();
+        for record in records.iter().filter(|r| holds_slot(r) && r.state != JobState::Queued) {
+            if slotted.contains(&(record.job_id.as_str(), record.attempt)) {
+                continue;
+            }
+            let Ok(job) = record.stored_job() else { continue };
+            let slot = Slot {
+                job_id: record.job_id.clone(),
+                attempt: record.attempt,
+                queue: job.queue.clone(),
+                request: Resources::job(job.cpu_millis, job.memory_bytes),
+            };
+            // Its pod exists: it is counted whatever the limits say.
+            if self.store().acquire(&slot, &Limits::NONE, &Limits::NONE).await? == Acquired::Admitted {
+                info!(job_id = %record.job_id, attempt = record.attempt, "gave an admitted attempt the slot it lacked");
+                report.missing_adopted += 1;
+            }
+        }
+
+        let admitted = self.admit_waiting().await?;
+        report.admitted += admitted.admitted;
+        report.waiting = admitted.waiting;
+        Ok(report)
+    }
+}
+
+/// Whether the record's current attempt is admitted and not over: its pod may exist.
+fn holds_slot(record: &JobRecord) -> bool {
+    matches!(record.state, JobState::SettingUp | JobState::Executing)
+        || (record.state == JobState::Queued && !record.is_waiting())
+}
