@@ -68,7 +68,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let queue_url = target.queue_url()?;
     let aws = target.connect().await?;
     if let Some(table) = target.table_if_set() {
-        eprintln!("{}", foresight(&aws, table, &args.job).await);
+        eprintln!("{}", foresight(&aws, table, target.queue_table_if_set(), &args.job).await);
     }
     let body = message(&args.job, args.reason.as_deref(), args.namespace.as_deref()).to_string();
     let message_id = aws.send_message(queue_url, &body).await?;
@@ -81,8 +81,8 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// What the cancel will do to the job as it is recorded now.
-async fn foresight(aws: &Aws, table: &str, job_id: &str) -> String {
-    match aws.store(table).get(job_id).await {
+async fn foresight(aws: &Aws, table: &str, queue_table: Option<&str>, job_id: &str) -> String {
+    match aws.store(table, queue_table).get(job_id).await {
         Ok(record) => expect(job_id, record.as_ref()),
         Err(error) => format!("note: the job's state could not be read ({error}); sending the cancel anyway"),
     }
@@ -95,6 +95,10 @@ fn expect(job_id: &str, record: Option<&JobRecord>) -> String {
         }
         Some(record) if record.state.is_terminal() => {
             format!("note: job {job_id} has already ended ({}): the cancel will change nothing", record.state)
+        }
+        Some(record) if record.is_waiting() => {
+            let queue = record.wait.as_ref().map(|place| format!(" in queue {}", place.queue)).unwrap_or_default();
+            format!("note: job {job_id} waits for room{queue}: the cancel takes it out before it ever runs")
         }
         Some(record) => {
             let pod =
@@ -134,5 +138,20 @@ mod tests {
         assert!(expect("j", Some(&record)).ends_with("executing at attempt 1: its pod j-1 will be deleted"));
         record.state = JobState::Succeeded;
         assert!(expect("j", Some(&record)).contains("will change nothing"));
+        let mut waiting = JobRecord::new("w", JobState::Queued, Source::Direct, Timestamp::now(), "Submitted", "m");
+        let mut wait = podbridge_core::record::StateChange::new(
+            JobState::Queued,
+            1,
+            JobState::Queued,
+            Timestamp::now(),
+            podbridge_core::record::WAITING,
+            "queue etl is paused",
+        );
+        wait.wait = Some(podbridge_core::record::WaitPlace::new("etl", 0, waiting.created_at, "w"));
+        waiting.apply(&wait);
+        assert!(
+            expect("w", Some(&waiting))
+                .ends_with("waits for room in queue etl: the cancel takes it out before it ever runs")
+        );
     }
 }

@@ -1,9 +1,9 @@
-//! Where the operator commands find a deployment: its job table, its queue and its
-//! event bus, and the AWS clients that reach them.
+//! Where the operator commands find a deployment: its job table, its queue table, its
+//! queue and its event bus, and the AWS clients that reach them.
 //!
-//! Every command takes the same four flags, and each flag overrides an environment
+//! Every command takes the same five flags, and each flag overrides an environment
 //! variable: the variables the functions themselves read (`PODBRIDGE_TABLE`,
-//! `PODBRIDGE_EVENT_BUS`), the queue's URL (`PODBRIDGE_QUEUE_URL`, the stack's
+//! `PODBRIDGE_QUEUE_TABLE`, `PODBRIDGE_EVENT_BUS`), the queue's URL (`PODBRIDGE_QUEUE_URL`, the stack's
 //! `JobQueueUrl` output), and `AWS_ENDPOINT_URL`, which points every client at a local
 //! stack (moto). `podbridge dev` prints `export` lines for exactly these, so a shell
 //! that pasted them talks to the local stack and one that did not talks to AWS.
@@ -31,6 +31,13 @@ pub struct Setting {
 /// The DynamoDB job table.
 pub const TABLE: Setting =
     Setting { variable: var::TABLE, flag: "--table", what: "the name of the DynamoDB job table" };
+/// The DynamoDB queue table: the queues' definitions, their usage and the slots of
+/// admitted jobs.
+pub const QUEUE_TABLE: Setting = Setting {
+    variable: var::QUEUE_TABLE,
+    flag: "--queue-table",
+    what: "the name of the DynamoDB queue table (the stack's QueueTableName output)",
+};
 /// The SQS job queue (dispatch's trigger).
 pub const QUEUE_URL: Setting = Setting {
     variable: QUEUE_URL_VAR,
@@ -56,7 +63,7 @@ pub const TRIGGER_DLQ_URL_VAR: &str = "PODBRIDGE_TRIGGER_DLQ_URL";
 
 /// What a missing setting's error adds about where values come from.
 const WHERE_FROM: &str = "`podbridge dev` prints the export lines for the local stack; for a deployed \
-     stack, `sam list stack-outputs` shows JobTableName, JobQueueUrl and EventBusName";
+     stack, `sam list stack-outputs` shows JobTableName, QueueTableName, JobQueueUrl and EventBusName";
 
 /// The connection flags every operator command takes.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -65,6 +72,9 @@ pub struct Flags {
     /// The DynamoDB job table [env: PODBRIDGE_TABLE].
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
+    /// The DynamoDB queue table [env: PODBRIDGE_QUEUE_TABLE].
+    #[arg(long, value_name = "NAME")]
+    pub queue_table: Option<String>,
     /// The URL of the job queue [env: PODBRIDGE_QUEUE_URL].
     #[arg(long, value_name = "URL")]
     pub queue_url: Option<String>,
@@ -82,6 +92,7 @@ pub struct Flags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     table: Option<String>,
+    queue_table: Option<String>,
     queue_url: Option<String>,
     bus: String,
     endpoint_url: Option<String>,
@@ -100,6 +111,7 @@ impl Target {
         };
         Self {
             table: pick(&args.table, TABLE),
+            queue_table: pick(&args.queue_table, QUEUE_TABLE),
             queue_url: pick(&args.queue_url, QUEUE_URL),
             bus: pick(&args.bus, EVENT_BUS).unwrap_or_else(|| DEFAULT_EVENT_BUS.to_owned()),
             endpoint_url: pick(&args.endpoint_url, ENDPOINT_URL),
@@ -114,6 +126,16 @@ impl Target {
     /// The job table when one is configured: for commands that only use it to say more.
     pub fn table_if_set(&self) -> Option<&str> {
         self.table.as_deref()
+    }
+
+    /// The queue table, or an error naming the variable and the flag.
+    pub fn queue_table(&self) -> anyhow::Result<&str> {
+        required(self.queue_table.as_deref(), QUEUE_TABLE)
+    }
+
+    /// The queue table when one is configured: the job store gets it where it is set.
+    pub fn queue_table_if_set(&self) -> Option<&str> {
+        self.queue_table.as_deref()
     }
 
     /// The job queue's URL, or an error naming the variable and the flag.
@@ -172,9 +194,15 @@ impl Aws {
         &self.sdk
     }
 
-    /// The job store on `table`.
-    pub fn store(&self, table: &str) -> DynamoJobStore {
-        DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table)
+    /// The job store on `table`, with the queue table `queue_table` when one is
+    /// configured ([`Target::queue_table_if_set`]; a command that reads or changes queues
+    /// requires it with [`Target::queue_table`]).
+    pub fn store(&self, table: &str, queue_table: Option<&str>) -> DynamoJobStore {
+        let store = DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table);
+        match queue_table {
+            Some(queue_table) => store.with_queue_table(queue_table),
+            None => store,
+        }
     }
 
     pub fn events(&self) -> aws_sdk_eventbridge::Client {
@@ -246,7 +274,10 @@ fn hint(chain: &str) -> Option<String> {
     let hint = if has("NonExistentQueue") || has("QueueDoesNotExist") {
         format!("the queue does not exist there: check {} / {}", QUEUE_URL.variable, QUEUE_URL.flag)
     } else if has("Requested resource not found") || has("non-existent table") {
-        format!("the table does not exist there: check {} / {} and the region", TABLE.variable, TABLE.flag)
+        format!(
+            "the table does not exist there: check {} / {}, {} / {} and the region",
+            TABLE.variable, TABLE.flag, QUEUE_TABLE.variable, QUEUE_TABLE.flag
+        )
     } else if has("ResourceNotFoundException") && (has("bus") || has("Bus")) {
         format!("the event bus does not exist there: check {} / {}", EVENT_BUS.variable, EVENT_BUS.flag)
     } else if has("credentials") || has("UnrecognizedClientException") || has("InvalidClientTokenId") {
@@ -277,24 +308,28 @@ mod tests {
     fn flags_override_variables_and_blank_is_unset() {
         let env = [
             ("PODBRIDGE_TABLE", "jobs-env"),
+            ("PODBRIDGE_QUEUE_TABLE", "queues-env"),
             ("PODBRIDGE_QUEUE_URL", " "),
             ("PODBRIDGE_EVENT_BUS", "bus-env"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
         ];
         let from_env = target(&env, &Flags::default());
         assert_eq!(from_env.table().unwrap(), "jobs-env");
+        assert_eq!(from_env.queue_table().unwrap(), "queues-env");
         assert_eq!(from_env.bus(), "bus-env");
         assert_eq!(from_env.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
         assert!(from_env.queue_url().is_err(), "a blank variable is unset");
 
         let args = Flags {
             table: Some("jobs-flag".into()),
+            queue_table: Some("queues-flag".into()),
             queue_url: Some("http://q".into()),
             bus: Some("bus-flag".into()),
             endpoint_url: Some("http://e".into()),
         };
         let from_flags = target(&env, &args);
         assert_eq!(from_flags.table().unwrap(), "jobs-flag");
+        assert_eq!(from_flags.queue_table().unwrap(), "queues-flag");
         assert_eq!(from_flags.queue_url().unwrap(), "http://q");
         assert_eq!(from_flags.bus(), "bus-flag");
         assert_eq!(from_flags.endpoint_url.as_deref(), Some("http://e"));
@@ -305,8 +340,16 @@ mod tests {
         let empty = target(&[], &Flags::default());
         assert_eq!(empty.bus(), "default");
         assert_eq!(empty.table_if_set(), None);
+        assert_eq!(empty.queue_table_if_set(), None);
         let error = empty.table().unwrap_err().to_string();
         assert!(error.starts_with("PODBRIDGE_TABLE is not set") && error.contains("--table"), "{error}");
+        let error = empty.queue_table().unwrap_err().to_string();
+        assert!(
+            error.starts_with("PODBRIDGE_QUEUE_TABLE is not set")
+                && error.contains("--queue-table")
+                && error.contains("QueueTableName"),
+            "{error}"
+        );
         let error = empty.queue_url().unwrap_err().to_string();
         assert!(error.starts_with("PODBRIDGE_QUEUE_URL is not set") && error.contains("--queue-url"), "{error}");
     }

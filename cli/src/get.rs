@@ -1,4 +1,5 @@
-//! `podbridge get JOB`: everything the table knows about one job, and its history.
+//! `podbridge get JOB`: everything the table knows about one job, and its history; for
+//! a job that waits for room in its queue, its place in the queue's order.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -24,8 +25,12 @@ Exit codes: 0 the job was shown, 1 error (a missing setting, AWS unreachable),
 #[derive(Debug, clap::Args)]
 #[command(
     long_about = "Show one job: its state, attempt, pod, failure class, exit code, the container's \
-        termination message, and every state change with its time, reason and message.\n\n\
-        Reads the job's record from the job table (one strongly consistent GetItem).",
+        termination message, and every state change with its time, reason and message; its queue \
+        and priority; and, for a job that waits for room in its queue, its position in the \
+        queue's admission order (1 is next) and what holds it.\n\n\
+        Reads the job's record from the job table (one strongly consistent GetItem); the position \
+        of a waiting job is counted on the table's waiting-jobs index, which may lag a change by \
+        a moment.",
     after_help = EXAMPLES
 )]
 pub struct Args {
@@ -44,8 +49,8 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let target = Target::from_env(&args.connect);
     let table = target.table()?;
     let aws = target.connect().await?;
-    let record = aws
-        .store(table)
+    let store = aws.store(table, target.queue_table_if_set());
+    let record = store
         .get(&args.job)
         .await
         .map_err(|error| aws.explain(&error, &format!("reading job {} from the table {table}", args.job)))?;
@@ -58,14 +63,25 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut stdout, &record).context("writing JSON")?;
         writeln!(stdout)?;
     } else {
-        write!(stdout, "{}", describe(&record, Timestamp::now()))?;
+        // The place is only said, never needed: a failed count still shows the job.
+        let ahead = if record.is_waiting() {
+            Some(match store.ahead_of(&record).await {
+                Ok(Some(ahead)) => Ok(ahead),
+                Ok(None) => Err("the record names no place in a queue".to_owned()),
+                Err(error) => Err(error.to_string()),
+            })
+        } else {
+            None
+        };
+        write!(stdout, "{}", describe(&record, ahead, Timestamp::now()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The record as a person reads it: the fields that are set, then the termination
-/// message, then the history.
-pub fn describe(record: &JobRecord, now: Timestamp) -> String {
+/// message, then the history. `ahead` is, for a waiting job, how many jobs wait ahead of
+/// it in its queue (or why that could not be read).
+pub fn describe(record: &JobRecord, ahead: Option<Result<u64, String>>, now: Timestamp) -> String {
     let mut fields = output::table(&[], true);
     let mut field = |name: &str, value: String| {
         fields.add_row(vec![name.to_owned(), value]);
@@ -82,6 +98,9 @@ pub fn describe(record: &JobRecord, now: Timestamp) -> String {
         state.push_str(&format!(" (exit code {code})"));
     }
     field("State", state);
+    if let Some(ahead) = ahead {
+        field("Waiting", waiting(record, ahead));
+    }
     field("Attempt", record.attempt.to_string());
     if let Some(namespace) = &record.namespace {
         field("Namespace", namespace.clone());
@@ -91,6 +110,8 @@ pub fn describe(record: &JobRecord, now: Timestamp) -> String {
         field("Pod", format!("{pod}{node}"));
     }
     if let Ok(job) = record.stored_job() {
+        field("Queue", job.queue.clone());
+        field("Priority", job.priority.to_string());
         field("Image", job.image.clone());
         let command: Vec<&str> = job.command.iter().chain(&job.args).map(String::as_str).collect();
         if !command.is_empty() {
@@ -141,6 +162,33 @@ pub fn describe(record: &JobRecord, now: Timestamp) -> String {
     }
     section("History:", &output::render(&mut history));
     text
+}
+
+/// Where a waiting job stands, in words: `position 3 in queue etl (2 ahead): queue etl:
+/// 20 of 20 jobs held`.
+fn waiting(record: &JobRecord, ahead: Result<u64, String>) -> String {
+    let queue = match (&record.wait, record.stored_job()) {
+        (Some(place), _) => place.queue.clone(),
+        (None, Ok(job)) => job.queue,
+        (None, Err(_)) => "?".to_owned(),
+    };
+    let why = record.message.as_deref().map(without_place).unwrap_or_default();
+    let why = if why.is_empty() { "it waits for room".to_owned() } else { why.to_owned() };
+    match ahead {
+        Ok(0) => format!("position 1 in queue {queue} (none ahead): {why}"),
+        Ok(ahead) => format!("position {} in queue {queue} ({ahead} ahead): {why}", ahead + 1),
+        Err(error) => format!("in queue {queue}, position unknown ({error}): {why}"),
+    }
+}
+
+/// A waiting job's message without the place it had when the message was written
+/// (`2 ahead of it in queue etl; `): the place counted now replaces it.
+pub(crate) fn without_place(message: &str) -> &str {
+    let Some((place, rest)) = message.split_once("; ") else { return message };
+    let stale = place.split_once(" ahead of it in queue ").is_some_and(|(count, queue)| {
+        !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) && !queue.contains(' ')
+    });
+    if stale { rest } else { message }
 }
 
 /// Where a job came from, in words.
@@ -198,7 +246,7 @@ mod tests {
         failed.termination_message = Some("step 2 of 3\nno such table: sales\n".into());
         record.apply(&failed);
 
-        let text = describe(&record, at("2026-11-21T02:08:09Z"));
+        let text = describe(&record, None, at("2026-11-21T02:08:09Z"));
         let line = |start: &str| {
             text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no {start} line:\n{text}")).to_owned()
         };
@@ -216,5 +264,50 @@ mod tests {
         assert!(history[1].contains("new → queued") && history[1].contains("Submitted"), "{text}");
         assert!(history[2].contains("queued → setting_up") && history[2].contains("PodCreated"), "{text}");
         assert!(history[3].starts_with("2026-11-21T02:03:09Z") && history[3].contains("setting_up → failed"), "{text}");
+        assert!(!text.contains("Waiting"), "only a waiting job has a place:\n{text}");
+    }
+
+    #[test]
+    fn a_waiting_job_shows_its_queue_priority_and_place_counted_now() {
+        let guardrails = podbridge_core::validate::Guardrails {
+            namespaces: vec!["batch".into()],
+            image_prefixes: vec!["*".into()],
+            ..Default::default()
+        };
+        let body = br#"{"version": 1, "job": {"id": "etl-7", "image": "x/y:1", "queue": "etl", "priority": 5}}"#;
+        let Ok(podbridge_core::validate::Parsed::Job(job)) =
+            podbridge_core::validate::parse_message(body, "unused", &guardrails)
+        else {
+            panic!("a valid job")
+        };
+        let created = at("2026-11-21T02:00:00Z");
+        let mut record = JobRecord::new("etl-7", JobState::Queued, Source::Direct, created, "Submitted", "queued");
+        record.spec = Some(serde_json::to_value(&job).unwrap());
+        let mut wait = StateChange::new(
+            JobState::Queued,
+            1,
+            JobState::Queued,
+            at("2026-11-21T02:00:01Z"),
+            podbridge_core::record::WAITING,
+            "4 ahead of it in queue etl; queue etl: 20 of 20 jobs held",
+        );
+        wait.wait = Some(podbridge_core::record::WaitPlace::new("etl", 5, created, "etl-7"));
+        record.apply(&wait);
+
+        let text = describe(&record, Some(Ok(2)), at("2026-11-21T02:05:00Z"));
+        let line = |start: &str| {
+            text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no {start} line:\n{text}")).to_owned()
+        };
+        assert!(
+            line("Waiting").ends_with("position 3 in queue etl (2 ahead): queue etl: 20 of 20 jobs held"),
+            "the place counted now, not the one in the message:\n{text}"
+        );
+        assert!(line("Queue").ends_with(" etl") && line("Priority").ends_with(" 5"), "{text}");
+        let first = describe(&record, Some(Ok(0)), at("2026-11-21T02:05:00Z"));
+        assert!(first.contains("position 1 in queue etl (none ahead): queue etl: 20 of 20 jobs held"), "{first}");
+        let unknown = describe(&record, Some(Err("throttled".into())), at("2026-11-21T02:05:00Z"));
+        assert!(unknown.contains("in queue etl, position unknown (throttled): queue etl"), "{unknown}");
+        assert_eq!(without_place("queue etl is paused"), "queue etl is paused");
+        assert_eq!(without_place("limits; more"), "limits; more");
     }
 }

@@ -8,6 +8,7 @@ mod dev;
 mod get;
 mod list;
 mod output;
+mod queues;
 mod render;
 mod retry;
 mod settings;
@@ -40,12 +41,12 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     name = "podbridge",
     version,
-    about = "Operate podbridge: send jobs, follow them, cancel and retry them, and see the pods they become.",
-    long_about = "Operate podbridge: send jobs, follow them, cancel and retry them, and see the pods they become.\n\n\
-        The operator commands talk to one deployment's job table, queue and event bus, named by \
-        PODBRIDGE_TABLE, PODBRIDGE_QUEUE_URL and PODBRIDGE_EVENT_BUS (or --table, --queue-url, \
-        --bus), with the usual AWS region and credentials; AWS_ENDPOINT_URL (or --endpoint-url) \
-        points them at a local stack. Guardrails are read from the same PODBRIDGE_* environment \
+    about = "Operate podbridge: send jobs, follow them, cancel and retry them, manage the queues they wait in, and see the pods they become.",
+    long_about = "Operate podbridge: send jobs, follow them, cancel and retry them, manage the queues they wait in, and see the pods they become.\n\n\
+        The operator commands talk to one deployment's job table, queue table, queue and event \
+        bus, named by PODBRIDGE_TABLE, PODBRIDGE_QUEUE_TABLE, PODBRIDGE_QUEUE_URL and \
+        PODBRIDGE_EVENT_BUS (or --table, --queue-table, --queue-url, --bus), with the usual AWS \
+        region and credentials; AWS_ENDPOINT_URL (or --endpoint-url) points them at a local stack. Guardrails are read from the same PODBRIDGE_* environment \
         variables as the deployed functions, so a command answers as the deployment would. The \
         message format is described in docs/JOBS.md.",
     after_help = "Exit codes: 0 success, 1 error (unreadable file, bad or missing setting, AWS or the \
@@ -66,6 +67,7 @@ enum Command {
     Watch(watch::Args),
     Cancel(cancel::Args),
     Retry(retry::Args),
+    Queues(queues::Args),
     Render(render::Args),
     /// Run the whole stack locally: moto for AWS, a simulated (or given) cluster, and
     /// the functions' handlers as Lambda would drive them.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => block_on(watch::run(args)),
         Command::Cancel(args) => block_on(cancel::run(args)),
         Command::Retry(args) => block_on(retry::run(args)),
+        Command::Queues(args) => block_on(queues::run(args)),
         Command::Render(args) => render::run(args),
         Command::Dev(args) => dev::run(args),
     };

@@ -82,7 +82,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match target.table_if_set() {
         Some(table) => {
             let record =
-                aws.store(table).get(&args.job).await.map_err(|error| {
+                aws.store(table, target.queue_table_if_set()).get(&args.job).await.map_err(|error| {
                     aws.explain(&error, &format!("reading job {} from the table {table}", args.job))
                 })?;
             let Some(record) = record else {

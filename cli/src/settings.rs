@@ -16,9 +16,11 @@ use podbridge::settings::{Settings, var};
 /// Values for the variables a deployment must set and a local command may go without.
 const LOCAL_FALLBACKS: [(&str, &str); 2] = [(var::NAMESPACES, "podbridge-jobs"), (var::IMAGE_PREFIXES, "*")];
 
-/// The job table is required by the functions' settings; a local command that uses
-/// one fixes it (see [`Local::from_env_with`]), the others never touch this placeholder.
-const NO_TABLE: (&str, &str) = (var::TABLE, "unused-by-local-commands");
+/// The job table and the queue table are required by the functions' settings; a local
+/// command that uses them fixes them (see [`Local::from_env_with`]), the others never
+/// touch these placeholders.
+const NO_TABLES: [(&str, &str); 2] =
+    [(var::TABLE, "unused-by-local-commands"), (var::QUEUE_TABLE, "unused-by-local-commands")];
 
 /// Guardrail flags shared by the commands that validate messages. Each replaces its
 /// PODBRIDGE_* variable entirely (it does not add to it).
@@ -113,7 +115,7 @@ impl Local {
                     .iter()
                     .copied()
                     .chain(LOCAL_FALLBACKS)
-                    .chain([NO_TABLE])
+                    .chain(NO_TABLES)
                     .find(|(n, _)| *n == name)
                     .map(|(_, v)| v.to_owned())
             })
@@ -193,6 +195,18 @@ mod tests {
         assert_eq!(local.settings.guardrails.service_accounts, ["writer"]);
         assert!(local.settings.guardrails.allow_secret_refs);
         assert!(local.assumed.is_empty());
+    }
+
+    #[test]
+    fn the_tables_are_placeholders_unless_given_or_fixed() {
+        let local_env = local(&[], &Overrides::default()).unwrap();
+        assert_eq!(local_env.settings.queue_table, "unused-by-local-commands");
+        let map: HashMap<String, String> = HashMap::from([("PODBRIDGE_QUEUE_TABLE".into(), "queues-env".into())]);
+        let fixed = [(var::QUEUE_TABLE, "queues-fixed".to_owned())];
+        let from_env = Local::from_lookup(|name| map.get(name).cloned(), &Overrides::default(), &[], &[]).unwrap();
+        assert_eq!(from_env.settings.queue_table, "queues-env");
+        let fixed = Local::from_lookup(|name| map.get(name).cloned(), &Overrides::default(), &fixed, &[]).unwrap();
+        assert_eq!(fixed.settings.queue_table, "queues-fixed");
     }
 
     #[test]

@@ -35,10 +35,11 @@ Examples:
   podbridge watch \"$(podbridge submit job.json)\"
   podbridge submit --direct job.json                  # record it and create its pod from here
 
-Exit codes: 0 every message was sent (--direct: recorded), 1 error (a missing setting, a
-file that cannot be read, AWS or the cluster unreachable, --direct: a pod the Kubernetes API
-refused), 2 rejected (input that is not JSON messages, nothing sent; --direct: a message
-recorded as rejected), 64 wrong command line.";
+Exit codes: 0 every message was sent (--direct: recorded, its pod created or the job waiting
+for room in its queue), 1 error (a missing setting, a file that cannot be read, AWS or the
+cluster unreachable, --direct: a pod the Kubernetes API refused), 2 rejected (input that is
+not JSON messages, nothing sent; --direct: a message recorded as rejected), 64 wrong command
+line.";
 
 /// Submit jobs: send job messages to the queue (--direct: record them and create their pods from here).
 #[derive(Debug, clap::Args)]
@@ -51,7 +52,9 @@ recorded as rejected), 64 wrong command line.";
         Lines). The format is in docs/JOBS.md; `podbridge render FILE` shows the pod a message \
         becomes. Cancel messages are sent like any other.\n\n\
         --direct runs the submission core that dispatch runs, here, without the queue: it records \
-        the job in the table and creates its pod in the cluster of KUBECONFIG (or \
+        the job in the table, admits it through its queue (the queue table; a job its queue has no \
+        room for is recorded waiting, and the reconciler admits it later) and creates its pod in the \
+        cluster of KUBECONFIG (or \
         PODBRIDGE_CLUSTER_NAME for EKS), with the guardrails of the PODBRIDGE_* variables or the \
         flags below (local fallbacks where unset, as for render), and publishes the job's state \
         changes to the bus. A job without an id gets `direct-<time>-<n>`.",
@@ -182,7 +185,13 @@ async fn send(target: &Target, messages: &[Message]) -> anyhow::Result<ExitCode>
 /// Runs every message through the submission core, here.
 async fn direct(args: &Args, target: &Target, messages: &[Message]) -> anyhow::Result<ExitCode> {
     let table = target.table()?;
-    let fixed = [(var::TABLE, table.to_owned()), (var::EVENT_BUS, target.bus().to_owned())];
+    // Admission takes each job's slot in the queue table, as dispatch does.
+    let queue_table = target.queue_table()?;
+    let fixed = [
+        (var::TABLE, table.to_owned()),
+        (var::QUEUE_TABLE, queue_table.to_owned()),
+        (var::EVENT_BUS, target.bus().to_owned()),
+    ];
     let local = Local::from_env_with(&args.guardrails, &fixed, &[]).context("reading the PODBRIDGE_* settings")?;
     if let Some(note) = local.assumed_note() {
         eprintln!("{note}");
@@ -252,6 +261,7 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::Dispatched { job_id, attempt, pod_name } => {
             format!("job {job_id} recorded, pod {pod_name} created (attempt {attempt})")
         }
+        Outcome::Waiting { job_id, reason } => format!("job {job_id} recorded; it waits for room: {reason}"),
         Outcome::AlreadyRecorded { job_id, state } => {
             format!("job {job_id} was already recorded ({state}); nothing more was needed")
         }

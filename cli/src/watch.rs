@@ -216,7 +216,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let target = Target::from_env(&args.connect);
     let table = target.table()?;
     let aws = target.connect().await?;
-    let store = aws.store(table);
+    let store = aws.store(table, target.queue_table_if_set());
     let started = Instant::now();
     let mut progress = Progress::new();
     let mut printed = 0;

@@ -81,13 +81,20 @@ async fn given_the_local_stack_when_a_job_is_sent_to_its_queue_then_it_runs_to_t
         "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": "run=1s" }] } });
     sqs.send_message().queue_url(&env["PODBRIDGE_QUEUE_URL"]).message_body(body.to_string()).send().await.unwrap();
 
-    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone())
+        .with_queue_table(env["PODBRIDGE_QUEUE_TABLE"].clone());
     let record = eventually("the job to succeed", Duration::from_secs(60), Duration::from_millis(200), || async {
         store.get("dev-job").await.ok().flatten().filter(|r| r.state == JobState::Succeeded)
     })
     .await;
     assert_eq!(record.pod_name.as_deref(), Some("dev-job-1"));
     assert!(env["KUBECONFIG"].ends_with("kubeconfig") && std::path::Path::new(&env["KUBECONFIG"]).exists());
+    // The env file names the queue table `dev` created: the queue commands work in a
+    // shell that sourced it.
+    let queues = Command::new(env!("CARGO_BIN_EXE_podbridge")).arg("queues").envs(&env).output().unwrap();
+    let listed = String::from_utf8_lossy(&queues.stdout);
+    assert!(queues.status.success(), "{listed}\n{}", String::from_utf8_lossy(&queues.stderr));
+    assert!(listed.lines().any(|line| line.starts_with("default ")), "{listed}");
 
     let status = Command::new("kill").args(["-TERM", &running.0.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -133,7 +140,8 @@ async fn given_the_local_stack_when_a_tick_goes_to_the_trigger_queue_and_a_cance
         .send()
         .await
         .unwrap();
-    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone())
+        .with_queue_table(env["PODBRIDGE_QUEUE_TABLE"].clone());
     let job = "ping-20261201-090000";
     eventually("the tick's job to run", Duration::from_secs(60), Duration::from_millis(200), || async {
         store.get(job).await.ok().flatten().filter(|r| r.state == JobState::Executing)
@@ -189,7 +197,8 @@ async fn given_a_dispatch_that_keeps_failing_when_dev_polls_then_the_message_com
     })
     .await;
     assert_eq!(dead.body.as_deref(), Some(body.to_string().as_str()), "the message itself, unchanged");
-    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone())
+        .with_queue_table(env["PODBRIDGE_QUEUE_TABLE"].clone());
     let record = store.get("doomed").await.unwrap().expect("the job is recorded though its pod never came");
     assert_eq!(record.state, JobState::Queued, "for the reconciler to dispatch once the cluster recovers");
     let _ = std::fs::remove_dir_all(&dir);

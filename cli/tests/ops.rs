@@ -4,6 +4,10 @@
 //! the operator sees (stdout, stderr, the exit code) and what the command left behind
 //! (the queue's messages, the bus's events, the records, the pods).
 
+// `podbridge queues`, `list --queue` and `get` of a waiting job.
+#[path = "ops/queues.rs"]
+mod queues;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -14,6 +18,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use podbridge::store::dynamodb::{DynamoJobStore, create_table};
+use podbridge::store::queue_table;
 use podbridge::store::{Changed, Created, JobStore};
 use podbridge_core::record::{JobRecord, Source, StateChange};
 use podbridge_core::state::JobState;
@@ -25,10 +30,11 @@ use serde_json::{Value, json};
 /// How long any one wait of these tests may last: a bound, never an expectation.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A table and a queue of the test's own.
+/// A job table, a queue table and a queue of the test's own.
 struct World {
     stack: Stack,
     table: String,
+    queue_table: String,
     store: DynamoJobStore,
     queue_url: String,
 }
@@ -37,16 +43,22 @@ async fn world() -> World {
     let stack = Stack::from_env().await;
     let table = unique_name("jobs");
     create_table(&stack.dynamodb(), &table).await.expect("job table");
+    let queue_table = unique_name("queues");
+    queue_table::create_table(&stack.dynamodb(), &queue_table).await.expect("queue table");
     let queue_url =
         stack.sqs().create_queue().queue_name(unique_name("queue")).send().await.unwrap().queue_url.unwrap();
-    let store = DynamoJobStore::new(stack.dynamodb(), &table);
-    World { stack, table, store, queue_url }
+    let store = DynamoJobStore::new(stack.dynamodb(), &table).with_queue_table(&queue_table);
+    World { stack, table, queue_table, store, queue_url }
 }
 
 impl World {
     /// The settings an operator's shell would export for this world.
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("PODBRIDGE_TABLE", self.table.clone()), ("PODBRIDGE_QUEUE_URL", self.queue_url.clone())]
+        vec![
+            ("PODBRIDGE_TABLE", self.table.clone()),
+            ("PODBRIDGE_QUEUE_TABLE", self.queue_table.clone()),
+            ("PODBRIDGE_QUEUE_URL", self.queue_url.clone()),
+        ]
     }
 
     /// Every message on the queue (received and deleted), waiting a bounded time for `count`.
@@ -80,9 +92,17 @@ impl World {
 
     /// Records `id` as `queued`, with a spec whose retry rules retry nothing.
     async fn record(&self, id: &str, namespace: &str) -> JobRecord {
-        let body = json!({ "version": 1, "job": { "id": id, "namespace": namespace,
+        self.record_in(id, namespace, json!({})).await
+    }
+
+    /// [`World::record`] with more fields of the job (`queue`, `priority`, ...).
+    async fn record_in(&self, id: &str, namespace: &str, more: Value) -> JobRecord {
+        let mut body = json!({ "version": 1, "job": { "id": id, "namespace": namespace,
             "image": "registry.example.com/batch/report:1", "command": ["report", "--day", "today"],
             "retry": { "maxAttempts": 1 } } });
+        for (key, value) in more.as_object().expect("fields of a job") {
+            body["job"][key] = value.clone();
+        }
         let guardrails = Guardrails {
             namespaces: vec!["podbridge-jobs".into(), "batch".into()],
             image_prefixes: vec!["registry.example.com/".into()],
@@ -213,7 +233,8 @@ async fn given_direct_when_a_job_is_submitted_then_it_is_recorded_its_pod_create
     let events = Subscription::new(&world.stack).await.expect("a subscriber to the bus");
     let id = unique_name("direct");
     let message = json!({ "version": 1, "job": { "id": id, "image": "registry.example.com/batch/report:1" } });
-    let args = ["submit", "--direct", "-", "--table", &world.table, "--bus", &events.bus];
+    let args =
+        ["submit", "--direct", "-", "--table", &world.table, "--queue-table", &world.queue_table, "--bus", &events.bus];
 
     let output = podbridge(&args, &[], message.to_string().as_bytes());
     assert_eq!(exits(&output, 0), format!("{id}\n"));
@@ -528,6 +549,8 @@ fn given_no_settings_when_a_command_needs_one_then_the_error_names_the_variable_
         (&["cancel", "some-job"][..], "PODBRIDGE_QUEUE_URL", "--queue-url"),
         (&["submit", "-"][..], "PODBRIDGE_QUEUE_URL", "--queue-url"),
         (&["submit", "--direct", "-"][..], "PODBRIDGE_TABLE", "--table"),
+        (&["queues"][..], "PODBRIDGE_QUEUE_TABLE", "--queue-table"),
+        (&["queues", "set", "etl", "--jobs", "3"][..], "PODBRIDGE_QUEUE_TABLE", "--queue-table"),
     ] {
         let output = podbridge(args, &[], br#"{"version": 1, "job": {"image": "registry.example.com/x:1"}}"#);
         let stderr = text(&output.stderr);
@@ -541,7 +564,7 @@ fn given_no_settings_when_a_command_needs_one_then_the_error_names_the_variable_
 #[test]
 fn help_documents_the_connection_and_every_exit_code() {
     let top = exits(&podbridge(&["--help"], &[], b""), 0);
-    for command in ["submit", "get", "list", "watch", "cancel", "retry", "render"] {
+    for command in ["submit", "get", "list", "watch", "cancel", "retry", "queues", "render"] {
         assert!(top.lines().any(|line| line.trim_start().starts_with(command)), "{command} missing:\n{top}");
     }
     for (command, needles) in [
@@ -550,9 +573,11 @@ fn help_documents_the_connection_and_every_exit_code() {
         ("watch", &["--timeout", "4 the job failed", "5 the job was cancelled", "6 --timeout"][..]),
         ("cancel", &["--reason", "Exit codes"][..]),
         ("retry", &["--attempt", "Retry Job", "Exit codes"][..]),
+        ("queues", &["list", "get", "set", "pause", "resume", "limits", "Exit codes", "--json"][..]),
     ] {
         let help = exits(&podbridge(&[command, "--help"], &[], b""), 0);
-        for needle in needles.iter().chain(&["PODBRIDGE_TABLE", "PODBRIDGE_QUEUE_URL", "--endpoint-url"]) {
+        let connection = ["PODBRIDGE_TABLE", "PODBRIDGE_QUEUE_TABLE", "PODBRIDGE_QUEUE_URL", "--endpoint-url"];
+        for needle in needles.iter().chain(&connection) {
             assert!(help.contains(needle), "{command} --help does not mention {needle}:\n{help}");
         }
     }

@@ -97,7 +97,7 @@ impl Limits {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(jobs) = self.jobs {
-            parts.push(format!("{jobs} jobs"));
+            parts.push(if jobs == 1 { "1 job".to_owned() } else { format!("{jobs} jobs") });
         }
         if let Some(cpu) = self.cpu_millis {
             parts.push(format!("{} CPU", crate::quantity::format_cpu(cpu)));
@@ -226,7 +226,7 @@ pub fn never_fits(request: Resources, queue: &Queue, total: &Limits, largest: Op
         let node = largest?;
         if request.cpu_millis > node.cpu_millis {
             Some(format!(
-                "it requests {} CPU and the largest node the cluster has or can add has {}",
+                "it requests {} CPU and the largest node the cluster has or can add has {} CPU",
                 show_cpu(request.cpu_millis),
                 show_cpu(node.cpu_millis)
             ))

@@ -9,7 +9,8 @@
 //! code the Lambdas run.
 //!
 //! When everything is ready it writes `<dir>/env` (`export` lines for the CLI and any AWS
-//! client: the AWS endpoint, region and credentials, the table, the queues, the bus, and
+//! client: the AWS endpoint, region and credentials, the job and queue tables, the SQS
+//! queues, the bus, and
 //! `KUBECONFIG`), prints the same lines, and runs until Ctrl-C (or SIGTERM), then stops
 //! what it started and removes `<dir>/env`.
 //!
@@ -197,7 +198,7 @@ fn init_logs(json: bool) {
 async fn serve(args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     // The functions' own settings, read once: the cluster is the kubeconfig's (given, or
-    // the simulated cluster's), never an EKS cluster of the environment; the table and
+    // the simulated cluster's), never an EKS cluster of the environment; the tables and
     // the bus are the ones created below.
     let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| args.dir.join("kubeconfig"));
     let fixed = [
@@ -242,7 +243,13 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         max_receive_count: args.max_receive_count,
     };
     let created = resources::create(&sdk, &args.name, queues).await?;
-    info!(table = %created.table, queue = %created.queue_url, bus = %created.bus, "AWS resources ready");
+    info!(
+        table = %created.table,
+        queue_table = %created.queue_table,
+        queue = %created.queue_url,
+        bus = %created.bus,
+        "AWS resources ready"
+    );
 
     let _sim = match &args.kubeconfig {
         Some(_) => None,
@@ -258,6 +265,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     };
     // The functions' own wiring, on the resources just created.
     settings.table.clone_from(&created.table);
+    settings.queue_table.clone_from(&created.queue_table);
     settings.event_bus.clone_from(&created.bus);
     let deployment = Deployment::connect(settings, &sdk, "dev").await?;
     let settings = &deployment.settings;
@@ -309,6 +317,7 @@ fn exports(endpoint: &str, created: &resources::Resources, kubeconfig: &Path, re
         ("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "dev".into())),
         ("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "dev".into())),
         (var::TABLE, created.table.clone()),
+        (var::QUEUE_TABLE, created.queue_table.clone()),
         (connect::QUEUE_URL_VAR, created.queue_url.clone()),
         (connect::DLQ_URL_VAR, created.dlq_url.clone()),
         (var::EVENT_BUS, created.bus.clone()),
@@ -490,6 +499,7 @@ mod tests {
     fn the_env_file_serves_any_aws_client_and_names_the_trigger_queue() {
         let created = resources::Resources {
             table: "t".into(),
+            queue_table: "t-queues".into(),
             queue_url: "http://q/jobs".into(),
             dlq_url: "http://q/jobs-dlq".into(),
             bus: "bus".into(),
@@ -503,6 +513,8 @@ mod tests {
             "export AWS_ENDPOINT_URL='http://127.0.0.1:5000'",
             "export AWS_REGION='eu-west-1'",
             "export AWS_DEFAULT_REGION='eu-west-1'",
+            "export PODBRIDGE_TABLE='t'",
+            "export PODBRIDGE_QUEUE_TABLE='t-queues'",
             "export PODBRIDGE_QUEUE_URL='http://q/jobs'",
             "export PODBRIDGE_TRIGGER_QUEUE_URL='http://q/trigger'",
             "export PODBRIDGE_TRIGGER_DLQ_URL='http://q/trigger-dlq'",

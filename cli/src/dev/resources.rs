@@ -1,5 +1,7 @@
 //! The AWS side of the local stack on moto: what `infra/template.yaml` defines, with the
-//! same shape (the job table with its active-jobs index and TTL, the job queue with its
+//! same shape (the job table with its active-jobs and waiting-jobs indexes and TTL, the
+//! queue table (queue definitions, their usage and the slots of admitted jobs), the job
+//! queue with its
 //! dead-letter queue and redrive, the event bus, the trigger's rule and dead-letter
 //! queue), plus a queue that receives every Job State Change so `dev` can show them.
 
@@ -13,6 +15,8 @@ use serde_json::json;
 #[derive(Debug, Clone)]
 pub struct Resources {
     pub table: String,
+    /// The queue table, beside the job table.
+    pub queue_table: String,
     pub queue_url: String,
     pub dlq_url: String,
     pub bus: String,
@@ -41,6 +45,13 @@ pub async fn create(sdk: &aws_config::SdkConfig, name: &str, queues: QueueSettin
     if !exists {
         podbridge::store::dynamodb::create_table(&dynamodb, &table).await.context("creating the job table")?;
     }
+    let queue_table = format!("{name}-queues");
+    let exists = dynamodb.describe_table().table_name(&queue_table).send().await.is_ok();
+    if !exists {
+        podbridge::store::queue_table::create_table(&dynamodb, &queue_table)
+            .await
+            .context("creating the queue table")?;
+    }
     let (queue_url, dlq_url) = queue_with_dlq(&sqs, &format!("{name}-jobs"), queues).await?;
     let (trigger_queue_url, trigger_dlq_url) = queue_with_dlq(&sqs, &format!("{name}-trigger"), queues).await?;
     // Shown changes are deleted at once; a batch received as `dev` stops comes back fast.
@@ -55,7 +66,7 @@ pub async fn create(sdk: &aws_config::SdkConfig, name: &str, queues: QueueSettin
     rule(&events, &sqs, &bus, &format!("{name}-trigger"), &requests.to_string(), &trigger_queue_url).await?;
     let changes = json!({ "source": [SOURCE], "detail-type": [DETAIL_TYPE] });
     rule(&events, &sqs, &bus, &format!("{name}-changes"), &changes.to_string(), &changes_queue_url).await?;
-    Ok(Resources { table, queue_url, dlq_url, bus, trigger_queue_url, trigger_dlq_url, changes_queue_url })
+    Ok(Resources { table, queue_table, queue_url, dlq_url, bus, trigger_queue_url, trigger_dlq_url, changes_queue_url })
 }
 
 async fn queue(

@@ -129,7 +129,8 @@ async fn given_dev_killed_mid_batch_when_started_again_then_every_job_ends_with_
         .collect();
     send_all(&sqs, &env["PODBRIDGE_QUEUE_URL"], &bodies).await;
 
-    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone());
+    let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone())
+        .with_queue_table(env["PODBRIDGE_QUEUE_TABLE"].clone());
     let kill_points = [random_in(1..JOBS / 3), random_in(JOBS / 3..2 * JOBS / 3)];
     println!("killing podbridge dev once {kill_points:?} pods were created");
     let mut running = running;

@@ -12,7 +12,7 @@ use podbridge::services::Outcome;
 use podbridge::store::{ALL_QUEUES, Acquired, Store};
 use podbridge_core::admission::{Limits, Resources, Slot, Waiting, admit, usage_of};
 use podbridge_core::reconcile::not_before;
-use podbridge_core::record::JobRecord;
+use podbridge_core::record::{JobRecord, StateChange, WAITING};
 use podbridge_core::state::JobState;
 use tracing::{info, warn};
 
@@ -22,7 +22,7 @@ use crate::report::QueueReport;
 /// How many jobs of each queue one admission round reads from the head of the line:
 /// more than a round admits in practice, and a queue whose head is larger than the room
 /// holds the rest anyway.
-const HEADS_PER_QUEUE: u32 = 200;
+const HEADS_PER_QUEUE: u32 = 100;
 
 impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
     /// Admits the waiting jobs that fit now, in the order [`admit`] gives: reads the
@@ -32,9 +32,20 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
     pub async fn admit_waiting(&self) -> Result<QueueReport> {
         let mut report = QueueReport::default();
         let queues = self.attempts.admission().queues().await?;
+        let usage = self.store().usage().await?;
+        let held: BTreeMap<String, Resources> =
+            usage.into_iter().filter(|(queue, _)| queue != ALL_QUEUES).map(|(queue, u)| (queue, u.held)).collect();
+        let all_held = held.values().fold(Resources::default(), |sum, h| sum.plus(*h));
+        let total_room = queues.total.jobs.map(|limit| limit.saturating_sub(all_held.jobs));
         let mut records: BTreeMap<String, JobRecord> = BTreeMap::new();
-        for name in queues.queues.keys() {
-            for record in self.store().waiting(name, HEADS_PER_QUEUE).await? {
+        for (name, queue) in &queues.queues {
+            // Only as many of the line as could be admitted now, and one more to say
+            // what holds the rest: a full queue costs one small read.
+            let queue_room = queue.limits.jobs.map(|limit| limit.saturating_sub(held.get(name).map_or(0, |h| h.jobs)));
+            let room =
+                if queue.paused { 0 } else { queue_room.into_iter().chain(total_room).min().unwrap_or(u32::MAX) };
+            let heads = room.saturating_add(1).min(HEADS_PER_QUEUE);
+            for record in self.store().waiting(name, heads).await? {
                 records.insert(record.job_id.clone(), record);
             }
         }
@@ -57,19 +68,36 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
                 request: Resources::job(job.cpu_millis, job.memory_bytes),
             });
         }
-        let usage = self.store().usage().await?;
-        let held: BTreeMap<String, Resources> =
-            usage.into_iter().filter(|(queue, _)| queue != ALL_QUEUES).map(|(queue, u)| (queue, u.held)).collect();
         let plan = admit(&queues, &held, &waiting);
         report.waiting = records.len().saturating_sub(plan.admit.len());
-        // In order, one at a time: each takes room the next would otherwise count on.
-        for job_id in plan.admit {
-            let Some(record) = records.remove(&job_id) else { continue };
-            let Ok(job) = record.stored_job() else { continue };
-            match self.attempts.start(&record, &job).await {
+        // The first job of each line says what holds it now (a queue paused, a limit
+        // lowered); the ones behind it say so through their position.
+        for (job_id, hold) in plan.wait.iter().filter(|(_, hold)| hold.position == 1) {
+            let Some(record) = records.get(job_id) else { continue };
+            if record.message.as_deref() == Some(hold.reason.as_str()) || hold.reason.is_empty() {
+                continue;
+            }
+            let mut change =
+                StateChange::new(JobState::Queued, record.attempt, JobState::Queued, now, WAITING, &hold.reason);
+            change.wait.clone_from(&record.wait);
+            if let Err(e) = self.store().change(job_id, &change).await {
+                warn!(job_id, error = %error_chain(&e), "cannot say why a job waits; the next round will");
+            }
+        }
+        // Every admitted job starts at once: the plan left room for all of them, and
+        // each takes its slot in its own transaction (a round racing another loses
+        // nothing but the race: its job waits on).
+        let starts = self
+            .concurrently(plan.admit.iter().filter_map(|id| records.get(id)), |record| async move {
+                let job = record.stored_job()?;
+                self.attempts.start(record, &job).await
+            })
+            .await;
+        for started in starts {
+            match started {
                 Ok(Outcome::Dispatched { .. }) => report.admitted += 1,
                 Ok(_) => {}
-                Err(e) => warn!(job_id, error = %error_chain(&e), "cannot admit a waiting job; the next round will"),
+                Err(e) => warn!(error = %error_chain(&e), "cannot admit a waiting job; the next round will"),
             }
         }
         if report.admitted > 0 {
@@ -134,6 +162,12 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
         let slotted: BTreeSet<(&str, u32)> = slots.iter().map(|s| (s.job_id.as_str(), s.attempt)).collect();
         for record in records.iter().filter(|r| holds_slot(r) && r.state != JobState::Queued) {
             if slotted.contains(&(record.job_id.as_str(), record.attempt)) {
+                continue;
+            }
+            // The pass read the records before it acted: one it just ended must not
+            // be given a slot again. Only the record as it is now says it runs.
+            let Some(record) = self.store().get(&record.job_id).await? else { continue };
+            if !(holds_slot(&record) && record.state != JobState::Queued) {
                 continue;
             }
             let Ok(job) = record.stored_job() else { continue };

@@ -69,22 +69,22 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         report
     }
 
-    /// Admits waiting jobs when `freed` is notified and every [`ADMIT_EVERY`], until
-    /// `deadline`.
+    /// Admits waiting jobs at the start of the window, when `freed` is notified, and
+    /// every [`ADMIT_EVERY`], until `deadline`.
     async fn admit_while(&self, freed: &Notify, deadline: tokio::time::Instant) -> FollowReport {
         let mut report = FollowReport::default();
         loop {
-            let next = deadline.min(tokio::time::Instant::now() + ADMIT_EVERY);
-            let _ = tokio::time::timeout_at(next, freed.notified()).await;
-            if tokio::time::Instant::now() >= deadline {
-                return report;
-            }
             match self.admit_waiting().await {
                 Ok(round) => report.admitted += round.admitted,
                 Err(e) => {
                     warn!(error = %error_chain(&e), "cannot admit waiting jobs; trying again shortly");
                     report.errors += 1;
                 }
+            }
+            let next = deadline.min(tokio::time::Instant::now() + ADMIT_EVERY);
+            let _ = tokio::time::timeout_at(next, freed.notified()).await;
+            if tokio::time::Instant::now() >= deadline {
+                return report;
             }
         }
     }

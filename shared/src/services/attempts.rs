@@ -26,6 +26,9 @@ use crate::store::{Changed, Store};
 /// How long the largest node the cluster lists is remembered.
 const NODES_REFRESH: Duration = Duration::from_secs(60);
 
+/// The largest node the cluster listed (none, if it lists none), and when it was read.
+type ListedNodes = Arc<Mutex<Option<(Instant, Option<NodeSize>)>>>;
+
 /// Starts and ends job attempts. Cheap to clone: the store and the cluster are shared
 /// handles, so the submitter and the reconciler of one process use the same clients.
 #[derive(Debug)]
@@ -39,7 +42,7 @@ pub struct Attempts<S, C> {
     /// Slots and queues.
     admission: Arc<Admission<S>>,
     /// The largest node the cluster listed, and when.
-    nodes: Arc<Mutex<Option<(Instant, Option<NodeSize>)>>>,
+    nodes: ListedNodes,
 }
 
 impl<S, C> Clone for Attempts<S, C> {

@@ -118,6 +118,30 @@ pub fn pods_created_for(sim: &kube_sim::KubeSim, job_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The most pods that held capacity at one moment, among those of kube-sim's creation
+/// log that `include` selects: a pod holds it from its creation until its phase ended or
+/// it left the store (still holding, if neither happened yet). What "a limit was never
+/// exceeded" is checked on: the cluster's own record, not podbridge's counters.
+pub fn most_at_once(sim: &kube_sim::KubeSim, include: impl Fn(&kube_sim::CreatedPod) -> bool) -> usize {
+    let at = |text: &str| text.parse::<jiff::Timestamp>().expect("kube-sim writes RFC 3339 times");
+    // +1 at each creation, -1 at each end; ends sort before creations at the same
+    // instant (a slot given back is free for the next pod).
+    let mut changes: Vec<(jiff::Timestamp, i32)> = Vec::new();
+    for pod in sim.created_pods().iter().filter(|p| include(p)) {
+        changes.push((at(&pod.created_at), 1));
+        if let Some(ended) = &pod.ended_at {
+            changes.push((at(ended), -1));
+        }
+    }
+    changes.sort();
+    let (mut now, mut most) = (0_i32, 0_i32);
+    for (_, change) in changes {
+        now += change;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
 /// A name no other test of this run, nor of an earlier run, has used: `prefix`, then a
 /// time-and-process stamp and a per-process counter, e.g. `jobs-m3k9x2a1-4f2-3`.
 ///

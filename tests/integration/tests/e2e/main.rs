@@ -10,6 +10,7 @@ mod events;
 mod failures;
 mod job_store;
 mod lambda_runtime;
+mod queues;
 mod reconcile;
 mod stack;
 mod trigger;
