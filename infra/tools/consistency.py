@@ -54,6 +54,7 @@ from samtranslator.yaml_helper import yaml_parse
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra/template.yaml"
 RBAC = ROOT / "infra/rbac.yaml"
+RBAC_NODES = ROOT / "infra/rbac-nodes.yaml"
 TEAM_QUEUE = ROOT / "infra/team-queue.yaml"
 ADMISSION_POLICY = ROOT / "infra/admission-policy.yaml"
 JOB_NAMESPACE = ROOT / "infra/job-namespace.yaml"
@@ -266,11 +267,11 @@ def check_table(raw: dict) -> None:
         pairs = re.findall(r'key\("(\w+)", KeyType::(\w+)\)', text)
         return [{"AttributeName": name, "KeyType": upper_snake(kind)} for name, kind in pairs]
 
-    index_name = re.search(r"\.index_name\((\w+)\)", index_part)
+    indexes = re.findall(r'index\((\w+), "(\w+)", "(\w+)"\)', table_part)
     projection = re.search(r"ProjectionType::(\w+)", index_part)
     billing = re.search(r"BillingMode::(\w+)", table_part)
     ttl = re.search(r"TimeToLiveSpecification::builder\(\)\.attribute_name\((\w+)\)", body)
-    if not (index_name and projection and billing and ttl and "ScalarAttributeType::S" in body):
+    if not (indexes and projection and billing and ttl and "ScalarAttributeType::S" in body):
         problem("shared/src/store/dynamodb.rs: create_table no longer reads as expected (update consistency.py)")
         return
     want = {
@@ -279,20 +280,23 @@ def check_table(raw: dict) -> None:
         "KeySchema": keys(table_part),
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": consts.get(index_name.group(1)),
-                "KeySchema": keys(index_part),
+                "IndexName": consts.get(name),
+                "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
+                              {"AttributeName": range_key, "KeyType": "RANGE"}],
                 "Projection": {"ProjectionType": upper_snake(projection.group(1))},
             }
+            for name, hash_key, range_key in indexes
         ],
         "TimeToLiveSpecification": {"AttributeName": consts.get(ttl.group(1)), "Enabled": True},
     }
-    # The reconciler's Query is granted on the index by name.
-    index = want["GlobalSecondaryIndexes"][0]["IndexName"]
+    # Query is granted on the job table's indexes by name, or on the queue table (whose
+    # items are read by key), never on the job table itself (a Query there is a mistake).
+    index_arns = {f"${{JobTable.Arn}}/index/{index['IndexName']}" for index in want["GlobalSecondaryIndexes"]}
     for logical_id, statement in iam_statements(raw):
         resource = statement["Resource"]
         arn = resource.get("Fn::Sub", "") if isinstance(resource, dict) else resource
-        if "dynamodb:Query" in statement["Action"] and not arn.endswith(f"/index/{index}"):
-            problem(f"{logical_id}: dynamodb:Query is granted on {arn!r}, not on the index {index!r}")
+        if "dynamodb:Query" in statement["Action"] and arn not in index_arns and getatt(resource) != ("QueueTable", "Arn"):
+            problem(f"{logical_id}: dynamodb:Query is granted on {resource!r}, not on an index or the queue table")
     table = raw["Resources"]["JobTable"]["Properties"]
     have = dict(table, AttributeDefinitions=sorted(a["AttributeName"] for a in table["AttributeDefinitions"]))
     if any(a["AttributeType"] != "S" for a in table["AttributeDefinitions"]):
@@ -323,7 +327,11 @@ def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
             problem(f"MetricsNamespace: AllowedPattern {'refuses' if valid else 'allows'} {value!r}")
 
     dimension = rust_const(shared_src, "FUNCTION")
-    metric_names = set(re.findall(r'=> "(\w+)"', (SHARED_SRC / "metrics.rs").read_text()))
+    metrics_rs = (SHARED_SRC / "metrics.rs").read_text()
+    # Counters and timings are named in their `name()` match; the per-queue figures in
+    # the document `Metrics::queue` renders.
+    queue_metrics = set(re.findall(r'\("(\w+)", "(?:Count|Seconds)", json!\(figures\.', metrics_rs))
+    metric_names = set(re.findall(r'=> "(\w+)"', metrics_rs)) | queue_metrics
     for logical_id, resource in raw["Resources"].items():
         props = resource["Properties"]
         if resource["Type"] != "AWS::CloudWatch::Alarm" or str(props["Namespace"]).startswith("AWS/"):
@@ -336,6 +344,9 @@ def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
             function_src = ROOT / "functions" / dim["Value"] / "src"
             if dim["Name"] != dimension or not function_src.is_dir():
                 problem(f"{logical_id}: dimension {dim} is not {dimension}=<a function under functions/>")
+            elif props["MetricName"] in queue_metrics:
+                if "metrics.queue(" not in rust_sources(function_src):
+                    problem(f"{logical_id}: {dim['Value']} never prints the queues' figures")
             elif f"Counter::{props['MetricName']}" not in rust_sources(function_src) + shared_src:
                 problem(f"{logical_id}: {dim['Value']} never counts {props['MetricName']}")
 
@@ -602,8 +613,8 @@ def cluster_requests() -> dict[str, set[tuple[str, str]]]:
     if not (trait and imp):
         return {}
     kinds = set(re.findall(r"\bApi(?:::)?<(\w+)>", without_comment_lines(source)))
-    if kinds - {"Pod", "Event"}:
-        problem(f"{rel(KUBE_ADAPTER)} uses Api<{sorted(kinds - {'Pod', 'Event'})}>: add its verbs to RBAC_NEEDS")
+    if kinds - {"Pod", "Event", "Node"}:
+        problem(f"{rel(KUBE_ADAPTER)} uses Api<{sorted(kinds - {'Pod', 'Event', 'Node'})}>: add its verbs to RBAC_NEEDS")
     bodies = rust_fns(imp.group(0))
     requests: dict[str, set[tuple[str, str]]] = {}
     for method in re.findall(r"\bfn (\w+)", trait.group(0)):
@@ -613,7 +624,8 @@ def cluster_requests() -> dict[str, set[tuple[str, str]]]:
             problem(f"KubeCluster::{method}: no self.call(\"VERB NOUN\", ...) found (update consistency.py)")
         found = set()
         for verb, noun, expression in calls:
-            resource = {"pod": "pods", "pods": "pods", "event": "events", "events": "events"}.get(noun)
+            resource = {"pod": "pods", "pods": "pods", "event": "events", "events": "events",
+                        "nodes": "nodes"}.get(noun)
             methods = re.findall(r"\.(\w+)\(", expression)
             if resource is None or verb not in KUBE_METHODS or not set(methods) & KUBE_METHODS[verb]:
                 problem(f"KubeCluster::{method}: request {verb!r} {noun!r} ({expression.strip()}) has no known verb")
@@ -714,10 +726,15 @@ def check_rbac(raw: dict) -> None:
         if "namespace" in doc.get("metadata", {}):
             problem("rbac.yaml must not name a namespace: it is applied with -n to every job namespace")
     bound_roles = set()
+    nodes_readers: set[str] = set()
 
     for name, (logical_id, crate_dir) in sorted(functions.items()):
         need = RBAC_NEEDS.get(name, {})
         used = function_rbac(crate_dir, requests, calls)
+        # Reading nodes is cluster-wide, so it is not rbac.yaml's: infra/rbac-nodes.yaml
+        # grants it, optionally (without it, only the LargestNode* parameters count).
+        if used.pop("nodes", None) is not None:
+            nodes_readers.add(f"{prefix}-{name}")
         if used != need:
             problem(
                 f"{crate_dir.relative_to(ROOT)} uses {sorted((r, sorted(v)) for r, v in used.items())} in the "
@@ -778,6 +795,20 @@ def check_rbac(raw: dict) -> None:
                 problem(f"rbac.yaml: RoleBinding {binding['metadata']['name']} binds {subject}, no function's group")
     for name in sorted(set(roles) - bound_roles):
         problem(f"rbac.yaml: Role {name} is bound to no function's group")
+
+    # infra/rbac-nodes.yaml: one ClusterRole that lists nodes, bound to exactly the groups
+    # of the functions whose code reads them.
+    nodes = [d for d in yaml.safe_load_all(RBAC_NODES.read_text()) if d]
+    cluster_roles = [d for d in nodes if d.get("kind") == "ClusterRole"]
+    cluster_bindings = [d for d in nodes if d.get("kind") == "ClusterRoleBinding"]
+    if len(cluster_roles) != 1 or len(cluster_bindings) != 1 or len(nodes) != 2:
+        problem("rbac-nodes.yaml: exactly one ClusterRole and one ClusterRoleBinding")
+        return
+    if cluster_roles[0].get("rules") != [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]:
+        problem(f"rbac-nodes.yaml: the ClusterRole must grant list on nodes only, grants {cluster_roles[0].get('rules')}")
+    subjects = {s_["name"] for s_ in cluster_bindings[0].get("subjects", [])}
+    if subjects != nodes_readers:
+        problem(f"rbac-nodes.yaml binds {sorted(subjects)}, the code reads nodes in {sorted(nodes_readers)}")
 
 
 def check_bus_policy(raw: dict, shared_src: str) -> None:

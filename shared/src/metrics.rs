@@ -110,6 +110,18 @@ impl Timing {
 struct Data {
     counts: BTreeMap<Counter, u64>,
     timings: BTreeMap<Timing, Vec<f64>>,
+    queues: BTreeMap<String, QueueFigures>,
+}
+
+/// What a pass found in one queue, published with the dimension `Queue` and rolled up
+/// under `Function` alone (one value per queue, so the `Maximum` is the worst queue).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueFigures {
+    /// `WaitingJobs`: its jobs waiting for room.
+    pub waiting: u64,
+    /// `QueueStalledSeconds`: how long it has had waiting jobs and admitted none (0 when
+    /// nothing waits, or it is paused on purpose).
+    pub stalled_seconds: u64,
 }
 
 /// The metrics of one function, collected through `&self` so concurrent tasks of one
@@ -141,6 +153,11 @@ impl Metrics {
     /// Records one duration.
     pub fn time(&self, timing: Timing, duration: Duration) {
         self.lock().timings.entry(timing).or_default().push(duration.as_secs_f64() * 1000.0);
+    }
+
+    /// Records what a pass found in `queue`.
+    pub fn queue(&self, queue: &str, figures: QueueFigures) {
+        self.lock().queues.insert(queue.to_owned(), figures);
     }
 
     /// The EMF documents of everything recorded so far, one JSON line each, stamped
@@ -194,6 +211,13 @@ impl Metrics {
         }
         for (dimension, metrics) in by_dimension {
             lines.push(self.document(timestamp_ms, dimension, metrics));
+        }
+        for (queue, figures) in &data.queues {
+            let metrics = vec![
+                ("WaitingJobs", "Count", json!(figures.waiting)),
+                ("QueueStalledSeconds", "Seconds", json!(figures.stalled_seconds)),
+            ];
+            lines.push(self.document(timestamp_ms, Some(("Queue", queue.as_str())), metrics));
         }
         lines
     }
@@ -354,6 +378,19 @@ mod tests {
             .map(|v| v.as_f64().unwrap())
             .collect();
         assert_eq!(values, (0..250).map(f64::from).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn each_queue_is_a_document_with_its_own_dimension_rolled_up_under_the_function() {
+        let metrics = Metrics::new("podbridge", "reconcile");
+        metrics.queue("etl", QueueFigures { waiting: 12, stalled_seconds: 900 });
+        metrics.queue("ml", QueueFigures { waiting: 0, stalled_seconds: 0 });
+        let docs = documents(&metrics);
+        assert_eq!(docs.len(), 2);
+        assert_eq!((docs[0]["Queue"].clone(), docs[0]["WaitingJobs"].clone()), (json!("etl"), json!(12)));
+        assert_eq!(docs[0]["QueueStalledSeconds"], json!(900));
+        assert_eq!(docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function", "Queue"], ["Function"]]));
+        assert_eq!(docs[1]["Queue"], json!("ml"));
     }
 
     #[test]

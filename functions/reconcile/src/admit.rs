@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use podbridge::error::{Result, error_chain};
+use podbridge::metrics::QueueFigures;
 use podbridge::services::Outcome;
 use podbridge::store::{ALL_QUEUES, Acquired, Store};
 use podbridge_core::admission::{Limits, Resources, Slot, Waiting, admit, usage_of};
@@ -187,7 +188,43 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
         let admitted = self.admit_waiting().await?;
         report.admitted += admitted.admitted;
         report.waiting = admitted.waiting;
+        report.figures = self.figures(records).await?;
         Ok(report)
+    }
+
+    /// Each queue's waiting jobs, and how long it has had some and admitted none: since
+    /// the later of its last admission and its oldest waiting job's wait began. A paused
+    /// queue is not stalled: its operator holds it.
+    async fn figures(&self, records: &[JobRecord]) -> Result<BTreeMap<String, QueueFigures>> {
+        let queues = self.attempts.admission().queues().await?;
+        let now = Timestamp::now();
+        let mut figures: BTreeMap<String, QueueFigures> = BTreeMap::new();
+        let mut waiting_since: BTreeMap<String, Timestamp> = BTreeMap::new();
+        let mut admitted_at: BTreeMap<String, Timestamp> = BTreeMap::new();
+        for record in records {
+            let Ok(job) = record.stored_job() else { continue };
+            let entry = figures.entry(job.queue.clone()).or_default();
+            if record.is_waiting() {
+                entry.waiting += 1;
+                let since = record.state_times.get(&JobState::Queued).copied().unwrap_or(record.updated_at);
+                let oldest = waiting_since.entry(job.queue.clone()).or_insert(since);
+                *oldest = (*oldest).min(since);
+            } else if let Some(admitted) = record.state_times.get(&JobState::SettingUp) {
+                let latest = admitted_at.entry(job.queue.clone()).or_insert(*admitted);
+                *latest = (*latest).max(*admitted);
+            }
+        }
+        for name in queues.queues.keys() {
+            figures.entry(name.clone()).or_default();
+        }
+        for (name, entry) in &mut figures {
+            let paused = queues.get(name).is_some_and(|q| q.paused);
+            if let (false, Some(since)) = (paused, waiting_since.get(name)) {
+                let moved = admitted_at.get(name).map_or(*since, |at| (*at).max(*since));
+                entry.stalled_seconds = now.duration_since(moved).as_secs().max(0).unsigned_abs();
+            }
+        }
+        Ok(figures)
     }
 }
 

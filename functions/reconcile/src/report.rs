@@ -139,8 +139,11 @@ pub struct QueueReport {
     pub missing_adopted: usize,
     /// Waiting jobs admitted (their pods created).
     pub admitted: usize,
-    /// Jobs still waiting after the look.
+    /// Jobs still waiting after the look (of those read from the head of each line).
     pub waiting: usize,
+    /// Each queue's waiting jobs and how long it has admitted none, from the records the
+    /// pass read.
+    pub figures: BTreeMap<String, podbridge::metrics::QueueFigures>,
 }
 
 /// What happened to one job.
@@ -187,6 +190,9 @@ pub fn record_metrics(report: &PassReport, duration: Duration, metrics: &podbrid
         metrics.add(Counter::StaleFound(state), count);
     }
     metrics.time(Timing::ReconcileDuration, duration);
+    for (queue, figures) in &report.queues.figures {
+        metrics.queue(queue, *figures);
+    }
 }
 
 /// The state a job was stuck in when it failed with `class` (and the kubelet's or

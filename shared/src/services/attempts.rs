@@ -121,6 +121,8 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
             _ => {
                 let listed = match self.cluster.largest_node().await {
                     Ok(listed) => listed,
+                    // Reading nodes is optional (infra/rbac-nodes.yaml grants it).
+                    Err(Error::KubeApi { code: 403, .. }) => None,
                     Err(e) => {
                         warn!(error = %error_chain(&e), "cannot list nodes; only the configured largest node counts");
                         None
