@@ -45,7 +45,7 @@ fuzz:
 
 ## bench: the benchmarks (against the local stack), one `BENCH <name> <value> <unit>` line per figure
 bench:
-	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch --bench reconcile_pass --bench state_latency
+	tests/stack.sh run -- $(CARGO) bench --workspace --bench throughput --bench cold_start --bench dispatch_batch --bench reconcile_pass --bench state_latency --bench admission
 
 ## lint-infra: the deployment checks (template against the code, sam validate, cfn-lint, checkov,
 ## kubernetes-validate, actionlint, zizmor); installs its pinned tools into .venv-infra once

@@ -146,10 +146,13 @@ mod tests {
         check(Cancelled, Failed, false);
         check(Failed, Cancelled, true);
         check(Succeeded, Cancelled, false);
+        check(SettingUp, Queued, true);
+        check(Executing, Queued, false);
         for state in JobState::ALL {
             check(Rejected, state, false);
             check(state, Rejected, false);
-            check(state, state, false);
+            // Only a waiting job changes its reason to wait without changing its state.
+            check(state, state, state == Queued);
         }
     }
 }

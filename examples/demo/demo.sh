@@ -7,7 +7,9 @@
 # is OOM-killed and retried with twice the memory; one has an image that cannot be
 # pulled; one runs past its timeout; one is cancelled while running; one is delivered
 # twice; one is invalid), shows their state changes as they happen, prints the final
-# table, checks every job ended as it should, and stops everything it started.
+# table, checks every job ended as it should; then fills a queue limited to two jobs with
+# six, shows them waiting in order with their positions and admitted as room frees, and
+# stops everything it started.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
@@ -92,6 +94,37 @@ while :; do
   sleep 3
 done
 
+log "a queue at its limit: demo-batch runs two jobs at once; six arrive (demo-queued-6 first: priority 10)"
+podbridge queues set demo-batch --jobs 2
+podbridge submit "$DEMO/09-queued.jsonl"
+queued=(demo-queued-1 demo-queued-2 demo-queued-3 demo-queued-4 demo-queued-5 demo-queued-6)
+for _ in $(seq 1 100); do
+  waiting=$(podbridge list --queue demo-batch --json 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(1 for j in json.load(sys.stdin) if j.get("position")))' || echo 0)
+  ((waiting >= 4)) && break
+  sleep 0.2
+done
+podbridge queues
+podbridge list --queue demo-batch
+log "room frees as jobs end: the waiting ones are admitted in order"
+deadline=$((SECONDS + 120))
+while :; do
+  done_count=0
+  for job in "${queued[@]}"; do
+    state=$(podbridge get "$job" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' || echo missing)
+    [[ $state == succeeded ]] && done_count=$((done_count + 1))
+  done
+  printf '   %d of %d queued jobs succeeded\n' "$done_count" "${#queued[@]}" >&2
+  ((done_count == ${#queued[@]})) && break
+  if ((SECONDS > deadline)); then
+    echo "the queued jobs did not all succeed within 2 minutes" >&2
+    podbridge list --queue demo-batch --state all >&2
+    exit 1
+  fi
+  sleep 3
+done
+podbridge queues get demo-batch
+
 log "every job"
 podbridge list --state all
 
@@ -122,6 +155,25 @@ expect demo-cancelled "cancelled - attempt=1 pods=1"
 expect demo-duplicate "succeeded - attempt=1 pods=1"
 expect demo-invalid "rejected - attempt=1 pods=0"
 podbridge get demo-invalid | tail -n 3
+for job in "${queued[@]}"; do expect "$job" "succeeded - attempt=1 pods=1"; done
+# Waited, then admitted: the job of priority 10 went first of those that waited.
+waited=$(for job in "${queued[@]}"; do
+  podbridge get "$job" --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+h = r.get("history", [])
+waited = [t["at"] for t in h if t.get("reason") == "Waiting"]
+admitted = [t["at"] for t in h if t.get("reason") == "PodCreated"]
+if waited: print(admitted[0], r["job_id"])'
+done | sort | head -n 1)
+six_waited=$(podbridge get demo-queued-6 --json |
+  python3 -c 'import json,sys; print(any(t.get("reason") == "Waiting" for t in json.load(sys.stdin).get("history", [])))')
+if [[ $six_waited != True || $waited == *demo-queued-6 ]]; then
+  printf '   ok    %-18s %s\n' "demo-batch" "of the jobs that waited, the one of priority 10 (if it waited) went first"
+else
+  printf '   WRONG %-18s %s\n' "demo-batch" "first admitted of those that waited: ${waited:-none}"
+  failures=$((failures + 1))
+fi
 
 stop
 trap - EXIT

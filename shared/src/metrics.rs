@@ -292,7 +292,10 @@ mod tests {
                 let definition = definition.as_object().unwrap();
                 assert_eq!(keys(definition), ["Name", "Unit"]);
                 let name = definition["Name"].as_str().unwrap();
-                assert!(["Count", "Milliseconds"].contains(&definition["Unit"].as_str().unwrap()), "{definition:?}");
+                assert!(
+                    ["Count", "Milliseconds", "Seconds"].contains(&definition["Unit"].as_str().unwrap()),
+                    "{definition:?}"
+                );
                 match &root[name] {
                     Value::Number(_) => {}
                     Value::Array(values) => {

@@ -30,12 +30,7 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             }
             other => other,
         };
-        // Its queue says whether a pod the full cluster cannot place waits or fails.
-        let queues = self.attempts.admission().queues().await?;
-        let when_full = match queues.get(&job.queue) {
-            Some(queue) if queue.fail_unschedulable => WhenFull::Fail,
-            _ => WhenFull::Wait,
-        };
+        let when_full = self.when_full(&job).await?;
         match decide(&record, &job, observed.as_ref(), now, &self.thresholds, self.attempts.record_ttl(), when_full) {
             Decision::Nothing => {}
             Decision::Dispatch => {
@@ -65,6 +60,24 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             }
         }
         Ok(result)
+    }
+
+    /// What a pod of `job` that the full cluster cannot place comes to: it waits for room
+    /// only when podbridge knows a node could hold it (the largest node listed or
+    /// configured is at least its size) and its queue did not ask to fail fast. With no
+    /// node size known, "no room" and "never fits" look the same to the scheduler, so it
+    /// fails as before rather than wait for ever.
+    async fn when_full(&self, job: &podbridge_core::validate::Job) -> Result<WhenFull> {
+        let queues = self.attempts.admission().queues().await?;
+        if queues.get(&job.queue).is_some_and(|queue| queue.fail_unschedulable) {
+            return Ok(WhenFull::Fail);
+        }
+        let fits = self
+            .attempts
+            .largest_node()
+            .await
+            .is_some_and(|node| job.cpu_millis <= node.cpu_millis && job.memory_bytes <= node.memory_bytes);
+        Ok(if fits { WhenFull::Wait } else { WhenFull::Fail })
     }
 
     /// Reads a starting pod's events into what it says (a volume that cannot be mounted).

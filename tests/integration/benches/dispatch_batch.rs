@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use podbridge_tests::{World, unique_name};
+use podbridge_tests::{World, cpu_time, unique_name};
 use serde_json::json;
 
 fn event(prefix: &str, count: usize) -> SqsEvent {
@@ -44,17 +44,6 @@ async fn set_latency(client: &kube::Client, millis: u64) {
     let body = serde_json::to_vec(&json!({ "latencyMs": millis })).unwrap();
     let request = http::Request::put("/kube-sim/faults").header("content-type", "application/json").body(body).unwrap();
     client.request_text(request).await.expect("the stack's kube-sim takes faults");
-}
-
-/// User plus system CPU time of this process, from /proc (clock ticks of 10 ms).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

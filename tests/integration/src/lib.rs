@@ -142,6 +142,18 @@ pub fn most_at_once(sim: &kube_sim::KubeSim, include: impl Fn(&kube_sim::Created
     usize::try_from(most).unwrap_or(0)
 }
 
+/// User plus system CPU time of this process, from /proc (clock ticks of 10 ms): what
+/// the benchmarks divide by the jobs handled.
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// A name no other test of this run, nor of an earlier run, has used: `prefix`, then a
 /// time-and-process stamp and a per-process counter, e.g. `jobs-m3k9x2a1-4f2-3`.
 ///

@@ -19,7 +19,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube_sim::{ErrorFault, Faults, NodeShape, SimConfig, Timings};
-use podbridge::store::{Changed, Created, JobStore};
+use podbridge::store::{Changed, Created, JobStore, QueueStore};
+use podbridge_core::admission::Limits;
 use podbridge_core::pod::pod_name;
 use podbridge_core::reconcile::Thresholds;
 use podbridge_core::record::{JobRecord, Source, StateChange};
@@ -33,6 +34,9 @@ use serde_json::json;
 const NAMESPACE: &str = "podbridge-jobs";
 
 /// Jobs in the run: 100 in `make test`; `make chaos` sets `CHAOS_JOBS=2000`.
+/// The limit across all queues in the main chaos run: a quarter of its jobs at once.
+const CHAOS_LIMIT: u32 = 25;
+
 fn jobs() -> usize {
     std::env::var("CHAOS_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(100)
 }
@@ -204,6 +208,7 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     // The store writes through a proxy that holds DynamoDB's answers back, with a client
     // that gives up on an attempt after DYNAMODB_ATTEMPT_TIMEOUT.
     let world = chaos_world(config, thresholds)
+        .admission(Limits { jobs: Some(CHAOS_LIMIT), ..Limits::NONE }, None)
         .latency_proxy(20_251_122)
         .dynamodb_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
         .queue(3, 1)
@@ -423,6 +428,34 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     println!("BENCH chaos_unexplained_failures {} attempts", unexplained_failures.len());
     println!("BENCH chaos_not_retried {} jobs", not_retried.len());
     println!("BENCH chaos_wrong_end {} jobs", wrong_end.len());
+    // The limit, from kube-sim's own record: pods on a lost node are left out (they
+    // stopped holding capacity when their node went, which the log records only when
+    // the pod garbage collector removes them).
+    let most = podbridge_tests::most_at_once(sim, |pod| !lost_pods.contains(pod.name.as_str()));
+    println!("BENCH chaos_most_pods_at_once {most} pods (limit {CHAOS_LIMIT})");
+    // Every slot given back once: after the settle, no slot is held and every usage is
+    // exactly zero (a double release would show below zero).
+    world.reconciler.pass(jiff::Timestamp::now()).await.expect("a settling pass");
+    let slots = store.slots().await.expect("the slots");
+    let usages = world
+        .stack
+        .dynamodb()
+        .query()
+        .table_name(&world.queue_table)
+        .key_condition_expression("pk = :usage")
+        .expression_attribute_values(":usage", aws_sdk_dynamodb::types::AttributeValue::S("usage".into()))
+        .send()
+        .await
+        .expect("the usages")
+        .items
+        .unwrap_or_default();
+    let not_zero: Vec<_> = usages
+        .iter()
+        .filter(|item| {
+            ["jobs", "cpu", "memory"].iter().any(|a| item.get(*a).and_then(|v| v.as_n().ok()).is_some_and(|n| n != "0"))
+        })
+        .collect();
+    println!("BENCH chaos_slots_left {} slots", slots.len());
     assert_eq!(undelivered, 0, "the queue drained: {delivery:?}");
     assert!(lost_jobs.is_empty(), "jobs lost: {lost_jobs:?}");
     assert!(unended.is_empty(), "jobs that never ended: {unended:?}");
@@ -435,6 +468,9 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
         "jobs failed although their retry policy gives them another attempt: {not_retried:?}"
     );
     assert!(wrong_end.is_empty(), "jobs that ended otherwise than their pods: {wrong_end:?}");
+    assert!(most <= CHAOS_LIMIT as usize, "the cluster held {most} admitted pods at once, over the limit");
+    assert!(slots.is_empty(), "slots held after every job ended: {slots:?}");
+    assert!(not_zero.is_empty(), "usage not back to zero (leaked or released twice): {not_zero:?}");
     assert!(dead_unrecorded.is_empty(), "dead-lettered messages without a job record: {dead_unrecorded:?}");
     assert_eq!(lost.len(), NODES_LOST, "the nodes were lost");
     assert!(node_loss_failures > 0, "the lost nodes took running attempts with them: {lost:?}");

@@ -264,7 +264,7 @@ async fn two_queues_share_the_limit_across_queues_by_weight() {
         sampling
     );
     assert!(records.values().all(|r| r.state == JobState::Succeeded));
-    assert!(samples.len() >= 5, "{samples:?}");
+    assert!(samples.len() >= 3, "{samples:?}");
     for (etl, ml) in &samples {
         assert!(
             etl.abs_diff(2) <= 1 && ml.abs_diff(6) <= 1,

@@ -49,6 +49,7 @@ pub(crate) async fn world() -> World {
     let guardrails = Guardrails {
         image_prefixes: vec!["registry.example.com/".into()],
         max_cpu_millis: 64_000,
+        node_selector_keys: vec!["kubernetes.io/hostname".into()],
         ..Guardrails::default()
     };
     let thresholds = Thresholds {
@@ -289,17 +290,36 @@ async fn given_finished_and_orphan_pods_when_their_time_passes_then_they_are_del
 }
 
 #[tokio::test]
-async fn given_a_pod_no_node_can_hold_when_reconciled_then_failed_as_unschedulable_with_the_schedulers_words() {
+async fn given_a_pod_no_node_can_hold_when_submitted_then_rejected_naming_both_sizes() {
     let world = world().await;
-    world
-        .submit(&message("huge", "run=forever", json!({ "resources": { "cpu": "32" }, "retry": { "maxAttempts": 1 } })))
-        .await;
+    let body = message("huge", "run=forever", json!({ "resources": { "cpu": "32" }, "retry": { "maxAttempts": 1 } }));
+    world.submit(&body).await;
 
-    let record = world.reconcile_until("huge", JobState::Failed).await;
+    let record = world.recorded("huge").await;
+    assert_eq!(record.state, JobState::Rejected, "never left to wait for room that cannot come");
+    let message = record.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("it requests 32 CPU and the largest node the cluster has or can add has 4 CPU"),
+        "{message}"
+    );
+    assert!(world.pods_created_for("huge").is_empty());
+}
+
+#[tokio::test]
+async fn given_a_pod_no_node_matches_when_reconciled_then_failed_as_unschedulable_with_the_schedulers_words() {
+    let world = world().await;
+    let selector =
+        json!({ "nodeSelector": { "kubernetes.io/hostname": "no-such-node" }, "retry": { "maxAttempts": 1 } });
+    world.submit(&message("nowhere", "run=forever", selector)).await;
+
+    let record = world.reconcile_until("nowhere", JobState::Failed).await;
 
     assert_eq!(record.failure_class.map(|c| c.as_str()), Some("unschedulable"));
     let message = record.message.clone().unwrap_or_default();
-    assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
+    assert!(
+        message.starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."),
+        "{message}"
+    );
     world.assert_announced(&record).await;
 }
 

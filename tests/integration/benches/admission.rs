@@ -1,0 +1,216 @@
+//! Admission against the local stack (`tests/stack.sh run -- cargo bench -p podbridge-tests
+//! --bench admission`): moto for DynamoDB, kube-sim for the cluster. Prints `BENCH <name>
+//! <value> <unit>` lines:
+//!
+//! - `admission_ddb_requests_per_job_unlimited` and `_limited`: DynamoDB requests of one
+//!   submission (recorded, admitted, pod created, recorded as dispatched), counted at a
+//!   proxy in front of moto, into a queue with no limit and into one with a limit and
+//!   room; `admission_extra_ddb_requests_per_job` is their difference;
+//! - `admission_cpu_per_job_ms_unlimited` and `_limited`: this process's CPU per
+//!   submission (the handler and the AWS SDK; the cluster is the stack's own process);
+//! - `admission_latency_p50_s`, `admission_latency_p95_s`: with the reconciler following
+//!   the pods, from a pod's end (kube-sim's record) to the creation of the pod of the
+//!   waiting job admitted into its slot, slots and admissions paired in order;
+//! - `admission_spike_jobs`, `admission_spike_s`, `admission_spike_ideal_s` and
+//!   `admission_spike_vs_ideal`: a spike of short jobs into a cluster that runs 50 at
+//!   once (a limit of 50 across queues), submitted ten at a time while the reconciler
+//!   runs; total time from the first submission to the last job's end, against the
+//!   ideal (total run time / 50).
+//!
+//! Under `cargo test` (no `--bench` argument) it runs small, as a smoke test.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube_sim::{NodeShape, SimConfig, Timings};
+use podbridge::services::Outcome;
+use podbridge::store::{JobStore, QueueStore};
+use podbridge_core::admission::{Limits, Queue};
+use podbridge_core::record::Source;
+use podbridge_core::tenancy::Sender;
+use podbridge_core::validate::Guardrails;
+use podbridge_tests::{World, cpu_time, unique_name};
+use serde_json::json;
+
+const NAMESPACE: &str = "bench";
+
+fn guardrails() -> Guardrails {
+    Guardrails {
+        namespaces: vec![NAMESPACE.into()],
+        image_prefixes: vec!["registry.example.com/".into()],
+        default_cpu_millis: 100,
+        ..Guardrails::default()
+    }
+}
+
+fn body(id: &str, queue: &str, run: &str) -> String {
+    json!({ "version": 1, "job": { "id": id, "queue": queue, "image": "registry.example.com/bench:1",
+        "env": [{ "name": "KUBE_SIM_BEHAVIOR", "value": format!("run={run}") }] } })
+    .to_string()
+}
+
+async fn submit(world: &World, body: &str) -> Outcome {
+    world
+        .submitter
+        .handle_message(body.as_bytes(), Source::Direct, &Sender::Operator, &unique_name("m"))
+        .await
+        .expect("recorded")
+}
+
+fn cluster(nodes: usize, pods_per_node: i64) -> SimConfig {
+    SimConfig {
+        namespaces: vec![NAMESPACE.into()],
+        nodes,
+        node_shape: NodeShape { cpu_millis: 100 * pods_per_node, memory_bytes: 64 << 30, max_pods: 110 },
+        timings: Timings {
+            schedule: Duration::from_millis(20),
+            start: Duration::from_millis(50),
+            ..Timings::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+fn percentile(mut values: Vec<f64>, q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1]
+}
+
+/// Requests and CPU per submission into `queue`, `jobs` of them one after another.
+async fn per_job(world: &World, queue: &str, jobs: usize) -> (f64, f64) {
+    let run = unique_name(queue);
+    let proxy = world.proxy();
+    // One submission first, so the queues are read and cached as in a warm function.
+    submit(world, &body(&format!("{run}-warm"), queue, "100ms")).await;
+    let (answers, cpu) = (proxy.stats().answers, cpu_time());
+    for i in 0..jobs {
+        let outcome = submit(world, &body(&format!("{run}-{i}"), queue, "100ms")).await;
+        assert!(matches!(outcome, Outcome::Dispatched { .. }), "{outcome:?}");
+    }
+    let requests = (proxy.stats().answers - answers) as f64 / jobs as f64;
+    let cpu_ms = (cpu_time() - cpu).as_secs_f64() * 1000.0 / jobs as f64;
+    (requests, cpu_ms)
+}
+
+/// Runs the reconciler as its schedule would until `done`.
+async fn reconcile_while(world: &World, done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        let _ = world.reconciler.run(&[NAMESPACE.to_owned()], until, async |_| {}).await;
+    }
+}
+
+/// Submits every body, ten at a time, and waits until every job has ended, the
+/// reconciler running all along; how long it took.
+async fn spike(world: &World, bodies: &[String], ids: &[String]) -> Duration {
+    let started = Instant::now();
+    let done = AtomicBool::new(false);
+    let store = world.direct_store();
+    let ((), ()) = tokio::join!(
+        async {
+            futures::stream::iter(bodies)
+                .for_each_concurrent(10, |body| async move {
+                    submit(world, body).await;
+                })
+                .await;
+            loop {
+                let mut ended = 0;
+                for id in ids {
+                    ended += usize::from(store.get(id).await.unwrap().is_some_and(|r| !r.is_followed()));
+                }
+                if ended == ids.len() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            done.store(true, Ordering::Release);
+        },
+        reconcile_while(world, &done),
+    );
+    started.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let tag = if benchmarking { "BENCH" } else { "smoke:" };
+
+    // Requests and CPU per job, on the stack's own kube-sim (another process).
+    let world = World::builder()
+        .name("admission-cost")
+        .guardrails(guardrails())
+        .fresh_namespace()
+        .latency_proxy(1)
+        .build()
+        .await;
+    let limited = Queue { limits: Limits { jobs: Some(100_000), ..Limits::NONE }, ..Queue::unlimited("limited") };
+    world.direct_store().put_queue(&limited).await.unwrap();
+    let jobs = if benchmarking { 100 } else { 5 };
+    let (unlimited_requests, unlimited_cpu) = per_job(&world, "default", jobs).await;
+    let (limited_requests, limited_cpu) = per_job(&world, "limited", jobs).await;
+    println!("{tag} admission_ddb_requests_per_job_unlimited {unlimited_requests:.2} requests");
+    println!("{tag} admission_ddb_requests_per_job_limited {limited_requests:.2} requests");
+    println!("{tag} admission_extra_ddb_requests_per_job {:.2} requests", limited_requests - unlimited_requests);
+    println!("{tag} admission_cpu_per_job_ms_unlimited {unlimited_cpu:.2} ms");
+    println!("{tag} admission_cpu_per_job_ms_limited {limited_cpu:.2} ms");
+    drop(world);
+
+    // Admission latency: a queue of 10, three times as many jobs of a second each.
+    let world = World::builder()
+        .name("admission-latency")
+        .guardrails(guardrails())
+        .own_cluster(cluster(2, 10))
+        .follow_window(Duration::from_secs(5))
+        .reconcile_concurrency(16)
+        .build()
+        .await;
+    let ten = Queue { limits: Limits { jobs: Some(10), ..Limits::NONE }, ..Queue::unlimited("ten") };
+    world.direct_store().put_queue(&ten).await.unwrap();
+    let run = unique_name("l");
+    let count = if benchmarking { 60 } else { 15 };
+    let ids: Vec<String> = (0..count).map(|i| format!("{run}-{i}")).collect();
+    let bodies: Vec<String> = ids.iter().map(|id| body(id, "ten", "1s")).collect();
+    spike(&world, &bodies, &ids).await;
+    let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+    let pods: Vec<_> = world.sim().created_pods().into_iter().filter(|p| p.name.starts_with(&run)).collect();
+    let mut created: Vec<jiff::Timestamp> = pods.iter().map(|p| at(&p.created_at)).collect();
+    let mut ended: Vec<jiff::Timestamp> = pods.iter().filter_map(|p| p.ended_at.as_deref().map(at)).collect();
+    created.sort();
+    ended.sort();
+    // The first ten were admitted at submission; each later one took the slot of the
+    // n-th pod to end.
+    let latencies: Vec<f64> = created
+        .iter()
+        .skip(10)
+        .zip(&ended)
+        .map(|(admitted, freed)| admitted.duration_since(*freed).as_secs_f64().max(0.0))
+        .collect();
+    println!("{tag} admission_latency_jobs {} jobs", latencies.len());
+    println!("{tag} admission_latency_p50_s {:.3} s", percentile(latencies.clone(), 0.50));
+    println!("{tag} admission_latency_p95_s {:.3} s", percentile(latencies, 0.95));
+    drop(world);
+
+    // The spike: a cluster of five nodes that run ten pods each, a limit of 50.
+    let (count, run_s) = if benchmarking { (2_000, 5) } else { (60, 1) };
+    let world = World::builder()
+        .name("admission-spike")
+        .guardrails(guardrails())
+        .own_cluster(cluster(5, 10))
+        .admission(Limits { jobs: Some(50), ..Limits::NONE }, None)
+        .follow_window(Duration::from_secs(5))
+        .reconcile_concurrency(16)
+        .build()
+        .await;
+    let run = unique_name("s");
+    let ids: Vec<String> = (0..count).map(|i| format!("{run}-{i}")).collect();
+    let bodies: Vec<String> = ids.iter().map(|id| body(id, "default", &format!("{run_s}s"))).collect();
+    let took = spike(&world, &bodies, &ids).await.as_secs_f64();
+    let ideal = (count * run_s) as f64 / 50.0;
+    let most = podbridge_tests::most_at_once(world.sim(), |p| p.name.starts_with(&run));
+    assert!(most <= 50, "the cluster held {most} of the spike's pods at once");
+    println!("{tag} admission_spike_jobs {count} jobs");
+    println!("{tag} admission_spike_s {took:.1} s");
+    println!("{tag} admission_spike_ideal_s {ideal:.1} s");
+    println!("{tag} admission_spike_vs_ideal {:.2} ratio", took / ideal);
+}
