@@ -667,7 +667,7 @@ fn get_text(view: &GetView, now: Timestamp) -> String {
         let text = if fail {
             "yes: an attempt that stays unschedulable fails"
         } else {
-            "no: an attempt that stays unschedulable goes back to wait for room"
+            "no: an attempt unschedulable for lack of room goes back to wait (when a node could hold it)"
         };
         field("Fail unschedulable", text.to_owned());
     }
