@@ -277,7 +277,10 @@ impl JobRecord {
         self.attempt = attempt;
         self.state = change.to;
         self.updated_at = change.at;
-        self.state_times.insert(change.to, change.at);
+        // A waiting job told anew why it waits has been queued since it was queued.
+        if change.expected != change.to || change.new_attempt.is_some() {
+            self.state_times.insert(change.to, change.at);
+        }
         self.reason = Some(change.reason.clone());
         self.message = Some(change.message.clone());
         if let Some(pod_name) = &change.pod_name {

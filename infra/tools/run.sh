@@ -82,7 +82,7 @@ lint() {
   local bin=$VENVS/lint/bin failed=()
   local workflows=(.github/workflows/*.yml)
   # The cluster side: RBAC, a job namespace, the admission policy.
-  local manifests=(infra/rbac.yaml infra/job-namespace.yaml infra/admission-policy.yaml)
+  local manifests=(infra/rbac.yaml infra/rbac-nodes.yaml infra/job-namespace.yaml infra/admission-policy.yaml)
 
   check() {
     local name=$1

@@ -101,11 +101,17 @@ fn counter_for(record: &JobRecord) -> Option<Counter> {
         JobState::Cancelled => Some(Counter::Cancelled),
         JobState::Queued if from.is_some_and(|f| f.is_terminal()) => Some(Counter::Retries),
         JobState::Queued if record.reason.as_deref() == Some(REQUEUED) => Some(Counter::RequeuedForCapacity),
-        JobState::Queued if record.reason.as_deref() == Some(WAITING) && from != Some(JobState::Queued) => {
+        // Only the change that makes a job wait counts, not one that says why anew.
+        JobState::Queued if record.reason.as_deref() == Some(WAITING) && !waited_before(record) => {
             Some(Counter::Waiting)
         }
         JobState::Queued => None,
     }
+}
+
+/// Whether the transition before the record's last one was a wait too.
+fn waited_before(record: &JobRecord) -> bool {
+    record.history.len() >= 2 && record.history[record.history.len() - 2].reason == WAITING
 }
 
 impl<S: JobStore, E: EventSink> JobStore for Journal<S, E> {
@@ -240,6 +246,23 @@ mod tests {
         assert_eq!(journal.pending(), 0);
         assert_eq!(journal.flush().await, PublishReport::default());
         assert_eq!(journal.sink.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_begins_to_wait_counts_once_and_keeps_the_time_it_was_queued() {
+        let journal = journal();
+        let record = queued("a");
+        journal.create(&record).await.unwrap();
+        for reason in ["queue etl: 2 of 2 jobs held", "queue etl is paused"] {
+            let mut wait = StateChange::new(JobState::Queued, 1, JobState::Queued, Timestamp::now(), WAITING, reason);
+            wait.wait = Some(podbridge_core::record::WaitPlace::new("etl", 0, record.created_at, "a"));
+            journal.change("a", &wait).await.unwrap();
+        }
+        let metrics = journal.metrics().emf_lines(0).join("\n");
+        assert!(metrics.contains("\"Waiting\":1"), "{metrics}");
+        let waiting = journal.get("a").await.unwrap().unwrap();
+        assert_eq!(waiting.state_times[&JobState::Queued], record.created_at, "queued since it was recorded");
+        assert_eq!(waiting.message.as_deref(), Some("queue etl is paused"));
     }
 
     #[tokio::test]

@@ -775,10 +775,13 @@ fn update_for(change: &StateChange) -> Update {
     } else {
         // `#attempt` is still needed by the condition.
         update.name("attempt");
-        let times = update.name("state_times");
-        let entry = update.name(change.to.as_str());
-        let at = update.value(":at", s(&at));
-        update.set.push(format!("{times}.{entry} = {at}"));
+        // A waiting job told anew why it waits keeps the time it was queued.
+        if change.expected != change.to {
+            let times = update.name("state_times");
+            let entry = update.name(change.to.as_str());
+            let at = update.value(":at", s(&at));
+            update.set.push(format!("{times}.{entry} = {at}"));
+        }
     }
 
     let entry = Transition {
@@ -1250,6 +1253,7 @@ mod tests {
         wait.wait = Some(place.clone());
         let update = update_for(&wait);
         assert!(update.expression().contains("#wait_queue = :wait_queue, #wait_order = :wait_order"));
+        assert!(!update.expression().contains("#state_times"), "it has been queued since it was queued");
         assert_eq!(update.values.get(":wait_order"), Some(&s(&place.order)));
         let mut record = full_record();
         record.wait = Some(place);
