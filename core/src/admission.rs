@@ -177,6 +177,19 @@ pub struct Slot {
     pub request: Resources,
 }
 
+/// What the record's current attempt of `job` requests: its CPU, and its memory as the
+/// attempt runs it (grown after OOM kills, `Job::with_memory_after`). The one size the
+/// plan, the slot and the pod all use.
+pub fn attempt_request(record: &crate::record::JobRecord, job: &crate::validate::Job) -> Resources {
+    let oom_kills = record
+        .history
+        .iter()
+        .filter(|t| t.to == crate::state::JobState::Failed && t.reason == crate::observe::OOM_KILLED)
+        .count();
+    let attempt = job.with_memory_after(oom_kills);
+    Resources::job(attempt.cpu_millis, attempt.memory_bytes)
+}
+
 /// What `slots` hold, per queue: the truth the stored usage must equal.
 pub fn usage_of<'a>(slots: impl IntoIterator<Item = &'a Slot>) -> BTreeMap<String, Resources> {
     let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
@@ -257,8 +270,14 @@ pub struct Waiting {
 pub struct Hold {
     /// Its place in its queue's order (1 is next).
     pub position: usize,
-    /// What holds it, in words: "queue etl: 20 of 20 jobs running".
+    /// What holds it, in words: "queue etl: 20 of 20 jobs held".
     pub reason: String,
+}
+
+/// What kind of hold `reason` is, without its figures: two reasons of one kind ("queue
+/// etl: 30Gi of 32Gi memory held", "… 31Gi of 32Gi …") need not be written twice.
+pub fn hold_kind(reason: &str) -> String {
+    reason.chars().filter(|c| !c.is_ascii_digit() && *c != '.').collect()
 }
 
 /// What to do now: the jobs to admit, in order, and why each other one waits.

@@ -393,19 +393,21 @@ pub fn observe(pod: &Pod) -> Observed {
 /// `pkg/controller/volume/attachdetach`.
 const MOUNT_FAILURES: [&str; 2] = ["FailedMount", "FailedAttachVolume"];
 
+/// Whether a scheduler's Unschedulable message says the cluster is full of what
+/// podbridge admits by (CPU, memory, pods) rather than that the pod fits no node. The
+/// default scheduler's NodeResourcesFit plugin writes `Insufficient <resource>` and `Too
+/// many pods` (kubernetes `pkg/scheduler/framework/plugins/noderesources/fit.go`),
+/// joined into "0/3 nodes are available: 3 Insufficient cpu." A node selector, affinity
+/// or taint no node matches says something else, and so does a lack of a resource
+/// podbridge does not count (`Insufficient nvidia.com/gpu`): no room it admits by will
+/// ever fix those.
+pub fn is_for_capacity(message: &str) -> bool {
+    ["Insufficient cpu", "Insufficient memory", "Too many pods"].iter().any(|reason| message.contains(reason))
+}
+
 /// Whether a pod that is not running yet may be explained by its events: only a pod
 /// still `Starting` (the status itself says nothing), which is when the kubelet reports
 /// volume problems in events alone.
-/// Whether a scheduler's Unschedulable message says the cluster is full rather than
-/// that the pod fits no node. The default scheduler's NodeResourcesFit plugin writes
-/// `Insufficient <resource>` and `Too many pods` (kubernetes
-/// `pkg/scheduler/framework/plugins/noderesources/fit.go`), joined into "0/3 nodes are
-/// available: 3 Insufficient cpu." A node selector, affinity or taint no node matches
-/// says something else, and no room will ever fix it.
-pub fn is_for_capacity(message: &str) -> bool {
-    message.contains("Insufficient ") || message.contains("Too many pods")
-}
-
 pub fn wants_events(observed: &Observed) -> bool {
     observed.view == PodView::Starting && observed.node.is_some()
 }

@@ -186,6 +186,10 @@ impl<S: QueueStore, E: EventSink> QueueStore for Journal<S, E> {
         self.store.slots().await
     }
 
+    async fn slot(&self, job_id: &str) -> Result<Option<Slot>> {
+        self.store.slot(job_id).await
+    }
+
     async fn repair(&self, queue: &str, seen: &Usage, truth: Resources) -> Result<bool> {
         let repaired = self.store.repair(queue, seen, truth).await?;
         if repaired {

@@ -5,10 +5,11 @@ use jiff::Timestamp;
 use podbridge::cluster::Cluster;
 use podbridge::error::Result;
 use podbridge::store::{Changed, Store};
+use podbridge_core::admission::attempt_request;
 use podbridge_core::observe::{Observed, explain_with_events};
 use podbridge_core::pod::attempt_pod_name;
 use podbridge_core::reconcile::{Decision, WhenFull, decide, needs_events};
-use podbridge_core::record::{JobRecord, StateChange};
+use podbridge_core::record::{JobRecord, REQUEUED, StateChange};
 use tracing::info;
 
 use crate::Reconciler;
@@ -30,8 +31,14 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             }
             other => other,
         };
-        let when_full = self.when_full(&job).await?;
-        match decide(&record, &job, observed.as_ref(), now, &self.thresholds, self.attempts.record_ttl(), when_full) {
+        let ttl = self.attempts.record_ttl();
+        let mut decision = decide(&record, &job, observed.as_ref(), now, &self.thresholds, ttl, WhenFull::Wait);
+        // Only a pod the full cluster cannot place asks what its queue and the node sizes
+        // say; a queue table that cannot be read then fails it as before queues.
+        if is_requeue(&decision) && self.when_full(&record, &job).await == WhenFull::Fail {
+            decision = decide(&record, &job, observed.as_ref(), now, &self.thresholds, ttl, WhenFull::Fail);
+        }
+        match decision {
             Decision::Nothing => {}
             Decision::Dispatch => {
                 let outcome = self.attempts.start(&record, &job).await?;
@@ -39,22 +46,26 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             }
             Decision::Write { changes, delete_pod } => {
                 let mut all_written = true;
+                let mut ended = false;
                 for change in &changes {
                     if !self.write(&record.job_id, change, &mut result).await? {
                         all_written = false;
                         break;
                     }
-                    result.retried |= change.new_attempt.is_some() && change.reason != podbridge_core::record::REQUEUED;
-                    result.requeued |= change.reason == podbridge_core::record::REQUEUED;
+                    ended |= change.to.is_terminal() || change.new_attempt.is_some();
+                    result.retried |= change.new_attempt.is_some() && change.reason != REQUEUED;
+                    result.requeued |= change.reason == REQUEUED;
                 }
                 // Only once the record says the attempt is over: a pod podbridge deletes
                 // is then never mistaken for one deleted by someone else.
                 if delete_pod && all_written {
                     result.pod_deleted = self.delete_pod(&record).await?;
                 }
-                // The attempt is over once the record says so (ended, or a new attempt
-                // begun): its slot is given back, once, whoever gets here first.
-                if changes.iter().any(|c| c.to.is_terminal() || c.new_attempt.is_some()) {
+                // The attempt is over once this record write said so (ended, or a new
+                // attempt begun): its slot goes back, once. A write that lost its race
+                // gives nothing back (the winner may run the attempt on); whatever the
+                // winner ended, the next pass's settle gives back.
+                if ended {
                     result.released = self.attempts.release(&record.job_id, record.attempt).await?;
                 }
             }
@@ -67,17 +78,18 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
     /// configured is at least its size) and its queue did not ask to fail fast. With no
     /// node size known, "no room" and "never fits" look the same to the scheduler, so it
     /// fails as before rather than wait for ever.
-    async fn when_full(&self, job: &podbridge_core::validate::Job) -> Result<WhenFull> {
-        let queues = self.attempts.admission().queues().await?;
-        if queues.get(&job.queue).is_some_and(|queue| queue.fail_unschedulable) {
-            return Ok(WhenFull::Fail);
+    async fn when_full(&self, record: &JobRecord, job: &podbridge_core::validate::Job) -> WhenFull {
+        match self.attempts.admission().queues().await {
+            Ok(queues) if queues.get(&job.queue).is_some_and(|queue| !queue.fail_unschedulable) => {}
+            _ => return WhenFull::Fail,
         }
+        let request = attempt_request(record, job);
         let fits = self
             .attempts
             .largest_node()
             .await
-            .is_some_and(|node| job.cpu_millis <= node.cpu_millis && job.memory_bytes <= node.memory_bytes);
-        Ok(if fits { WhenFull::Wait } else { WhenFull::Fail })
+            .is_some_and(|node| request.cpu_millis <= node.cpu_millis && request.memory_bytes <= node.memory_bytes);
+        if fits { WhenFull::Wait } else { WhenFull::Fail }
     }
 
     /// Reads a starting pod's events into what it says (a volume that cannot be mounted).
@@ -112,6 +124,11 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         let (namespace, name) = attempt_pod(record);
         self.cluster().delete_pod(&namespace, &name, None).await
     }
+}
+
+/// Whether `decision` puts an attempt back to wait for room.
+fn is_requeue(decision: &Decision) -> bool {
+    matches!(decision, Decision::Write { changes, .. } if changes.iter().any(|c| c.reason == REQUEUED))
 }
 
 /// The namespace and name of the pod of `record`'s current attempt.

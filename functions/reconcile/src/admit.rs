@@ -11,7 +11,9 @@ use podbridge::error::{Result, error_chain};
 use podbridge::metrics::QueueFigures;
 use podbridge::services::Outcome;
 use podbridge::store::{ALL_QUEUES, Acquired, Store};
-use podbridge_core::admission::{Limits, Resources, Slot, Waiting, admit, usage_of};
+use podbridge_core::admission::{
+    Limits, Resources, Slot, Waiting, admit, attempt_request, hold_kind, never_fits, usage_of,
+};
 use podbridge_core::reconcile::not_before;
 use podbridge_core::record::{JobRecord, StateChange, WAITING};
 use podbridge_core::state::JobState;
@@ -23,7 +25,7 @@ use crate::report::QueueReport;
 /// How many jobs of each queue one admission round reads from the head of the line:
 /// more than a round admits in practice, and a queue whose head is larger than the room
 /// holds the rest anyway.
-const HEADS_PER_QUEUE: u32 = 100;
+const HEADS_PER_QUEUE: u32 = 20;
 
 impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
     /// Admits the waiting jobs that fit now, in the order [`admit`] gives: reads the
@@ -57,6 +59,22 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
         let mut waiting = Vec::new();
         for record in records.values() {
             let Ok(job) = record.stored_job() else { continue };
+            let request = attempt_request(record, &job);
+            // A limit lowered since it was accepted: it would hold its line for ever, so
+            // it fails now, naming both sizes. (Not the nodes: an autoscaled pool scaled
+            // in lists smaller nodes than it can add.)
+            if let Some(queue) = queues.get(&job.queue)
+                && let Some(why) = never_fits(request, queue, &queues.total, None)
+            {
+                let message = format!("the job can no longer be admitted: {why}");
+                match self.attempts.refuse_waiting(record, &message).await {
+                    Ok(_) => report.refused += 1,
+                    Err(e) => {
+                        warn!(job_id = %record.job_id, error = %error_chain(&e), "cannot fail a job that no longer fits")
+                    }
+                }
+                continue;
+            }
             // A job put back for lack of room waits its back-off before it is offered again.
             if record.attempt > 1 && now < not_before(record, &job) {
                 continue;
@@ -66,7 +84,7 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
                 queue: job.queue.clone(),
                 priority: job.priority,
                 queued_at: record.created_at,
-                request: Resources::job(job.cpu_millis, job.memory_bytes),
+                request,
             });
         }
         let plan = admit(&queues, &held, &waiting);
@@ -75,7 +93,9 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
         // lowered); the ones behind it say so through their position.
         for (job_id, hold) in plan.wait.iter().filter(|(_, hold)| hold.position == 1) {
             let Some(record) = records.get(job_id) else { continue };
-            if record.message.as_deref() == Some(hold.reason.as_str()) || hold.reason.is_empty() {
+            // Only a new kind of hold is worth a write (and an event), not new figures.
+            let said = record.message.as_deref().map(hold_kind);
+            if said.as_deref() == Some(hold_kind(&hold.reason).as_str()) || hold.reason.is_empty() {
                 continue;
             }
             let mut change =
@@ -89,14 +109,20 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
         // each takes its slot in its own transaction (a round racing another loses
         // nothing but the race: its job waits on).
         let starts = self
-            .concurrently(plan.admit.iter().filter_map(|id| records.get(id)), |record| async move {
+            .concurrently(plan.admit.iter().filter_map(|id| records.get(id)), |seen| async move {
+                // The index may lag a write: only the record as it is now (still waiting,
+                // at the same attempt; not cancelled meanwhile) is started.
+                let Some(record) = self.store().get(&seen.job_id).await? else { return Ok(None) };
+                if !(record.is_waiting() && record.attempt == seen.attempt) {
+                    return Ok(None);
+                }
                 let job = record.stored_job()?;
-                self.attempts.start(record, &job).await
+                self.attempts.start(&record, &job).await.map(Some)
             })
             .await;
         for started in starts {
             match started {
-                Ok(Outcome::Dispatched { .. }) => report.admitted += 1,
+                Ok(Some(Outcome::Dispatched { .. })) => report.admitted += 1,
                 Ok(_) => {}
                 Err(e) => warn!(error = %error_chain(&e), "cannot admit a waiting job; the next round will"),
             }
@@ -129,7 +155,7 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
                 continue;
             }
             let true_held = truth.get(key).copied().unwrap_or_default();
-            if seen.held != true_held && self.store().repair(key, &seen, true_held).await? {
+            if (seen.held != true_held || seen.below_zero) && self.store().repair(key, &seen, true_held).await? {
                 warn!(queue = %key, stored = ?seen.held, slots = ?true_held, "a queue's usage differed from its slots; repaired");
                 report.drift_repaired += 1;
             }
@@ -142,10 +168,16 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
                 Some(record) if record.attempt == slot.attempt && holds_slot(record) => continue,
                 Some(record) if record.attempt == slot.attempt && record.is_waiting() => {
                     // Admitted, then stopped before its pod (a crash): start it now.
-                    if let Ok(job) = record.stored_job()
-                        && let Ok(Outcome::Dispatched { .. }) = self.attempts.start(record, &job).await
-                    {
-                        report.admitted += 1;
+                    let started = match record.stored_job() {
+                        Ok(job) => self.attempts.start(record, &job).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    match started {
+                        Ok(Outcome::Dispatched { .. }) => report.admitted += 1,
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(job_id = %record.job_id, error = %error_chain(&e), "cannot start an admitted job")
+                        }
                     }
                     continue;
                 }
@@ -176,7 +208,7 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
                 job_id: record.job_id.clone(),
                 attempt: record.attempt,
                 queue: job.queue.clone(),
-                request: Resources::job(job.cpu_millis, job.memory_bytes),
+                request: attempt_request(&record, &job),
             };
             // Its pod exists: it is counted whatever the limits say.
             if self.store().acquire(&slot, &Limits::NONE, &Limits::NONE).await? == Acquired::Admitted {

@@ -139,6 +139,8 @@ pub struct QueueReport {
     pub missing_adopted: usize,
     /// Waiting jobs admitted (their pods created).
     pub admitted: usize,
+    /// Waiting jobs failed because they no longer fit (a limit lowered under them).
+    pub refused: usize,
     /// Jobs still waiting after the look (of those read from the head of each line).
     pub waiting: usize,
     /// Each queue's waiting jobs and how long it has admitted none, from the records the

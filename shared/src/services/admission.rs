@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use podbridge_core::admission::{Limits, NodeSize, Queues, Resources, Slot, Waiting, admit, never_fits};
+use podbridge_core::admission::{
+    Limits, NodeSize, Queues, Resources, Slot, Waiting, admit, attempt_request, never_fits,
+};
 use podbridge_core::record::JobRecord;
 use podbridge_core::validate::{Job, Problem};
 use tracing::info;
@@ -50,11 +52,6 @@ impl<S> Admission<S> {
     pub fn configured_largest_node(&self) -> Option<NodeSize> {
         self.largest_node
     }
-
-    /// The limit across all queues when none is stored.
-    pub fn default_total(&self) -> Limits {
-        self.default_total
-    }
 }
 
 impl<S: QueueStore> Admission<S> {
@@ -80,7 +77,11 @@ impl<S: QueueStore> Admission<S> {
     /// is larger than its queue's limits, all queues' limit, or `largest` (the largest
     /// node the cluster has or can add).
     pub async fn refuse(&self, job: &Job, largest: Option<NodeSize>) -> Result<Option<Problem>> {
-        let queues = self.queues().await?;
+        let mut queues = self.queues().await?;
+        // A queue made a moment ago may be missing from the queues read before it.
+        if queues.get(&job.queue).is_none() {
+            queues = self.fresh_queues().await?;
+        }
         let Some(queue) = queues.get(&job.queue) else {
             return Ok(Some(Problem {
                 field: "job.queue".to_owned(),
@@ -94,8 +95,8 @@ impl<S: QueueStore> Admission<S> {
         }))
     }
 
-    /// Takes the slot of `record`'s current attempt of `job` (as the attempt runs it),
-    /// or says why it must wait. Safe to repeat: a slot held for the attempt admits it.
+    /// Takes the slot of `record`'s current attempt of `job` (sized as the attempt runs:
+    /// `attempt_request`), or says why it must wait. Safe to repeat: a slot held for the attempt admits it.
     pub async fn acquire(&self, record: &JobRecord, job: &Job) -> Result<Admit> {
         let queues = self.queues().await?;
         let Some(queue) = queues.get(&job.queue) else {
@@ -105,12 +106,12 @@ impl<S: QueueStore> Admission<S> {
             job_id: record.job_id.clone(),
             attempt: record.attempt,
             queue: job.queue.clone(),
-            request: Resources::job(job.cpu_millis, job.memory_bytes),
+            request: attempt_request(record, job),
         };
         if queue.paused {
             // A paused queue admits nothing new, but an attempt already admitted (a
             // redelivery after a crash) goes on.
-            if self.store.slots().await?.iter().any(|held| held.job_id == slot.job_id && held.attempt == slot.attempt) {
+            if self.store.slot(&slot.job_id).await?.is_some_and(|held| held.attempt == slot.attempt) {
                 return Ok(Admit::Go);
             }
             return Ok(Admit::Wait(format!("queue {} is paused", queue.name)));

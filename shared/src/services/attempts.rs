@@ -170,7 +170,7 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
                 }
             },
         };
-        if let Admit::Wait(reason) = self.admission.acquire(record, &attempt_job).await? {
+        if let Admit::Wait(reason) = self.admission.acquire(record, job).await? {
             return self.wait(record, job, &reason).await;
         }
         let created = match adopted {
@@ -239,6 +239,12 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
         Ok(Outcome::AlreadyRecorded { job_id: current.job_id, state: current.state })
     }
 
+    /// Fails a waiting job that can no longer be admitted (`message` names both sizes):
+    /// its queue's limit, or all queues', was lowered below its request.
+    pub async fn refuse_waiting(&self, record: &JobRecord, message: &str) -> Result<Outcome> {
+        self.fail(record, FailureClass::Unschedulable, "NeverFits", message).await
+    }
+
     /// Records that the job waits for room, and why; nothing is written when the
     /// record already says so.
     async fn wait(&self, record: &JobRecord, job: &Job, reason: &str) -> Result<Outcome> {
@@ -265,8 +271,18 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
         change.failure_class = Some(class);
         change.expires_at = self.expires_at(now);
         let changed = self.store.change(&record.job_id, &change).await?;
-        // Whatever the record says now, this attempt no longer holds its slot.
-        self.release(&record.job_id, record.attempt).await?;
+        // The slot goes back once the record says the attempt is over: this write, or
+        // another writer's that ended it or moved the job on. A starter that won the
+        // race runs the attempt, and keeps its slot.
+        let over = match &changed {
+            Changed::Applied(_) => true,
+            Changed::Conflict(current) => {
+                current.as_ref().is_none_or(|c| c.attempt != record.attempt || c.state.is_terminal())
+            }
+        };
+        if over {
+            self.release(&record.job_id, record.attempt).await?;
+        }
         match changed {
             Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),
             Changed::Conflict(current) => Ok(Outcome::AlreadyRecorded {

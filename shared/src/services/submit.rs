@@ -176,7 +176,11 @@ impl<S: Store, C: Cluster> Submitter<S, C> {
         // A queue that does not exist, or a job no queue or node could ever hold, is
         // refused now rather than left waiting for ever.
         let largest = self.attempts.largest_node().await;
-        if let Some(problem) = self.attempts.admission().refuse(&job, largest).await? {
+        if let Some(problem) = self.attempts.admission().refuse(&job, largest).await?
+            // A job recorded before (a redelivery, maybe after a limit changed) is not
+            // refused now: it goes where its record says, below.
+            && self.store().get(&job.id).await?.is_none()
+        {
             return self
                 .reject(Rejection { job_id: Some(job.id.clone()), problems: vec![problem] }, source, fallback_id)
                 .await;

@@ -68,14 +68,6 @@ impl MemoryJobStore {
     fn queue_table(&self) -> MutexGuard<'_, QueueTable> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// Sets a usage as a bug or a hand edit would leave it, for tests of the repair.
-    pub fn corrupt_usage(&self, queue: &str, held: Resources) {
-        let mut table = self.queue_table();
-        let usage = table.usage.entry(queue.to_owned()).or_default();
-        usage.held = held;
-        usage.version += 1;
-    }
 }
 
 impl QueueStore for MemoryJobStore {
@@ -137,13 +129,17 @@ impl QueueStore for MemoryJobStore {
         Ok(self.queue_table().slots.values().cloned().collect())
     }
 
+    async fn slot(&self, job_id: &str) -> Result<Option<Slot>> {
+        Ok(self.queue_table().slots.get(job_id).cloned())
+    }
+
     async fn repair(&self, queue: &str, seen: &Usage, truth: Resources) -> Result<bool> {
         let mut table = self.queue_table();
         let usage = table.usage.entry(queue.to_owned()).or_default();
         if usage != seen {
             return Ok(false);
         }
-        *usage = Usage { held: truth, version: seen.version + 1 };
+        *usage = Usage { held: truth, version: seen.version + 1, below_zero: false };
         Ok(true)
     }
 }

@@ -142,6 +142,9 @@ pub struct Definitions {
 pub struct Usage {
     pub held: Resources,
     pub version: u64,
+    /// A stored figure was below zero (read as zero in `held`): never right, always
+    /// repaired.
+    pub below_zero: bool,
 }
 
 /// What an acquire found.
@@ -176,7 +179,8 @@ pub trait QueueStore: Send + Sync {
 
     /// Writes `slot` and adds it to its queue's usage and to that of all queues, in one
     /// transaction, only if the slot is not there and neither usage would pass its
-    /// limit (`queue` for the queue's, `total` for all queues').
+    /// limit (`queue` for the queue's, `total` for all queues'). A request larger than
+    /// a limit is `Full` without a write.
     fn acquire(&self, slot: &Slot, queue: &Limits, total: &Limits) -> impl Future<Output = Result<Acquired>> + Send;
 
     /// Removes the slot of `job_id` at `attempt` and takes it from the usages, in one
@@ -185,6 +189,9 @@ pub trait QueueStore: Send + Sync {
 
     /// Every slot (strongly consistent).
     fn slots(&self) -> impl Future<Output = Result<Vec<Slot>>> + Send;
+
+    /// The slot `job_id` holds, if any (strongly consistent).
+    fn slot(&self, job_id: &str) -> impl Future<Output = Result<Option<Slot>>> + Send;
 
     /// Sets the usage of `queue` (or [`ALL_QUEUES`]) to `truth`, only if it is still
     /// `seen` (its version unchanged); false when it moved meanwhile.

@@ -114,7 +114,7 @@ impl DynamoJobStore {
         }
     }
 
-    async fn slot(&self, job_id: &str) -> Result<Option<Slot>> {
+    async fn read_slot(&self, job_id: &str) -> Result<Option<Slot>> {
         let output = self
             .client
             .get_item()
@@ -149,7 +149,7 @@ impl DynamoJobStore {
         ];
         for (name, placeholder, limit, wanted) in rooms {
             let Some(limit) = limit else { continue };
-            // The caller checked that the request fits an empty queue.
+            // `acquire` answered `Full` before any transaction for a request over a limit.
             let room = limit.saturating_sub(wanted);
             conditions.push(format!("(attribute_not_exists({name}) OR {name} <= :room_{placeholder})"));
             update = update.expression_attribute_values(format!(":room_{placeholder}"), n(room));
@@ -159,6 +159,13 @@ impl DynamoJobStore {
         }
         update.build().map_err(|err| build_error("usage update", err))
     }
+}
+
+/// Whether `request` alone is within every limit of `limits`.
+fn fits_at_all(request: Resources, limits: &Limits) -> bool {
+    limits.jobs.is_none_or(|l| request.jobs <= l)
+        && limits.cpu_millis.is_none_or(|l| request.cpu_millis <= l)
+        && limits.memory_bytes.is_none_or(|l| request.memory_bytes <= l)
 }
 
 fn build_error(what: &'static str, err: BuildError) -> Error {
@@ -217,6 +224,13 @@ impl QueueStore for DynamoJobStore {
 
     async fn acquire(&self, slot: &Slot, queue: &Limits, total: &Limits) -> Result<Acquired> {
         let table = self.queue_table_name()?;
+        // A request over a limit would find `room` 0 and pass an empty queue's condition.
+        if !fits_at_all(slot.request, queue) || !fits_at_all(slot.request, total) {
+            return Ok(match self.read_slot(&slot.job_id).await? {
+                Some(held) if held.attempt == slot.attempt => Acquired::Held,
+                _ => Acquired::Full,
+            });
+        }
         let mut item = key(SLOT, &slot.job_id);
         item.insert("queue".to_owned(), s(&slot.queue));
         item.insert("attempt".to_owned(), n(slot.attempt));
@@ -237,7 +251,7 @@ impl QueueStore for DynamoJobStore {
         match self.transact(items, "acquire a slot").await? {
             None => Ok(Acquired::Admitted),
             Some(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
-                match self.slot(&slot.job_id).await? {
+                match self.read_slot(&slot.job_id).await? {
                     Some(held) if held.attempt == slot.attempt => Ok(Acquired::Held),
                     Some(other) => Ok(Acquired::Other(other)),
                     // Released between the two reads: the caller tries again.
@@ -253,7 +267,7 @@ impl QueueStore for DynamoJobStore {
     }
 
     async fn release(&self, job_id: &str, attempt: u32) -> Result<bool> {
-        let Some(slot) = self.slot(job_id).await?.filter(|slot| slot.attempt == attempt) else {
+        let Some(slot) = self.read_slot(job_id).await?.filter(|slot| slot.attempt == attempt) else {
             return Ok(false);
         };
         let delete = Delete::builder()
@@ -277,6 +291,10 @@ impl QueueStore for DynamoJobStore {
 
     async fn slots(&self) -> Result<Vec<Slot>> {
         self.items_under(SLOT).await?.iter().map(decode_slot).collect()
+    }
+
+    async fn slot(&self, job_id: &str) -> Result<Option<Slot>> {
+        self.read_slot(job_id).await
     }
 
     async fn repair(&self, queue: &str, seen: &Usage, truth: Resources) -> Result<bool> {
@@ -366,16 +384,19 @@ fn decode_queue(item: &Item) -> Result<Queue> {
 }
 
 fn decode_usage(item: &Item) -> Result<Usage> {
-    // A usage taken below zero would be a bug; it reads as zero and the next pass's
-    // repair sets it to the truth.
-    let count = |name: &str| -> Result<u64> { Ok(number::<i64>(item, name)?.unwrap_or(0).max(0).unsigned_abs()) };
+    // A usage taken below zero would be a bug: it reads as zero, says so, and the next
+    // pass's repair sets it to the truth.
+    let raw = |name: &str| -> Result<i64> { Ok(number::<i64>(item, name)?.unwrap_or(0)) };
+    let (jobs, cpu, memory) = (raw("jobs")?, raw("cpu")?, raw("memory")?);
+    let count = |value: i64| value.max(0).unsigned_abs();
     Ok(Usage {
         held: Resources {
-            jobs: u32::try_from(count("jobs")?).unwrap_or(u32::MAX),
-            cpu_millis: count("cpu")?,
-            memory_bytes: count("memory")?,
+            jobs: u32::try_from(count(jobs)).unwrap_or(u32::MAX),
+            cpu_millis: count(cpu),
+            memory_bytes: count(memory),
         },
         version: number(item, "version")?.unwrap_or(0),
+        below_zero: jobs < 0 || cpu < 0 || memory < 0,
     })
 }
 

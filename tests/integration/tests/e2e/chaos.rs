@@ -435,7 +435,9 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     println!("BENCH chaos_most_pods_at_once {most} pods (limit {CHAOS_LIMIT})");
     // Every slot given back once: after the settle, no slot is held and every usage is
     // exactly zero (a double release would show below zero).
-    world.reconciler.pass(jiff::Timestamp::now()).await.expect("a settling pass");
+    let last = world.reconciler.pass(jiff::Timestamp::now()).await.expect("a settling pass");
+    println!("BENCH chaos_last_pass_drift_repaired {} usages", last.queues.drift_repaired);
+    println!("BENCH chaos_last_pass_leaks_released {} slots", last.queues.leaked_released);
     let slots = store.slots().await.expect("the slots");
     let usages = world
         .stack
@@ -470,6 +472,9 @@ async fn given_faults_and_duplicate_deliveries_when_the_system_settles_then_noth
     assert!(wrong_end.is_empty(), "jobs that ended otherwise than their pods: {wrong_end:?}");
     assert!(most <= CHAOS_LIMIT as usize, "the cluster held {most} admitted pods at once, over the limit");
     assert!(slots.is_empty(), "slots held after every job ended: {slots:?}");
+    // The passes that settled the run gave back what crashes left; the last one, after
+    // every job had ended, found nothing to put right: no drift ever, no slot left.
+    assert_eq!((last.queues.drift_repaired, last.queues.leaked_released), (0, 0), "{:?}", last.queues);
     assert!(not_zero.is_empty(), "usage not back to zero (leaked or released twice): {not_zero:?}");
     assert!(dead_unrecorded.is_empty(), "dead-lettered messages without a job record: {dead_unrecorded:?}");
     assert_eq!(lost.len(), NODES_LOST, "the nodes were lost");
