@@ -114,6 +114,18 @@ impl DynamoJobStore {
         }
     }
 
+    /// Writes `item` whole (an operator's definition: the last write wins).
+    async fn put(&self, item: Item, operation: &'static str) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(self.queue_table_name()?)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|err| store_error(operation, err))?;
+        Ok(())
+    }
+
     async fn read_slot(&self, job_id: &str) -> Result<Option<Slot>> {
         let output = self
             .client
@@ -191,27 +203,13 @@ impl QueueStore for DynamoJobStore {
         item.insert("weight".to_owned(), n(queue.weight));
         item.insert("paused".to_owned(), AttributeValue::Bool(queue.paused));
         item.insert("fail_unschedulable".to_owned(), AttributeValue::Bool(queue.fail_unschedulable));
-        self.client
-            .put_item()
-            .table_name(self.queue_table_name()?)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|err| store_error("write a queue", err))?;
-        Ok(())
+        self.put(item, "write a queue").await
     }
 
     async fn put_total(&self, limits: &Limits) -> Result<()> {
         let mut item = key(LIMITS, "all");
         item.extend(encode_limits(limits));
-        self.client
-            .put_item()
-            .table_name(self.queue_table_name()?)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|err| store_error("write the limit across queues", err))?;
-        Ok(())
+        self.put(item, "write the limit across queues").await
     }
 
     async fn usage(&self) -> Result<BTreeMap<String, Usage>> {

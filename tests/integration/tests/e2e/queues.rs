@@ -53,6 +53,19 @@ fn job(id: &str, queue: &str, priority: i32, cpu: &str, behavior: Option<&str>) 
     json!({ "version": 1, "job": job }).to_string()
 }
 
+/// A world on its own `config` cluster with a limit of eight jobs across all queues,
+/// whose reconciler follows the pods a second at a time.
+async fn eight_at_once(name: &str, config: SimConfig) -> World {
+    World::builder()
+        .name(name)
+        .guardrails(guardrails())
+        .own_cluster(config)
+        .admission(Limits { jobs: Some(8), ..Limits::NONE }, None)
+        .follow_window(Duration::from_secs(1))
+        .build()
+        .await
+}
+
 async fn submit(world: &World, body: &str) -> Outcome {
     world.submitter.handle_message(body.as_bytes(), Source::Direct, &Sender::Operator, &unique_name("m")).await.unwrap()
 }
@@ -126,14 +139,7 @@ fn of_run(run: &str) -> impl Fn(&kube_sim::CreatedPod) -> bool + '_ {
 /// the cluster hold more than eight of the spike's pods, and every slot was given back.
 #[tokio::test]
 async fn a_spike_ten_times_the_cluster_waits_its_turn_and_every_job_succeeds_within_the_limit() {
-    let world = World::builder()
-        .name("spike")
-        .guardrails(guardrails())
-        .own_cluster(cluster(2, 2_000, Duration::from_millis(300)))
-        .admission(Limits { jobs: Some(8), ..Limits::NONE }, None)
-        .follow_window(Duration::from_secs(1))
-        .build()
-        .await;
+    let world = eight_at_once("spike", cluster(2, 2_000, Duration::from_millis(300))).await;
     let run = unique_name("s");
     let ids: Vec<String> = (0..80).map(|i| format!("{run}-{i}")).collect();
     let bodies: Vec<String> = ids.iter().map(|id| job(id, "default", 0, "500m", None)).collect();
@@ -220,14 +226,7 @@ async fn a_full_cluster_puts_attempts_back_to_wait_and_no_job_fails() {
 /// average.
 #[tokio::test]
 async fn two_queues_share_the_limit_across_queues_by_weight() {
-    let world = World::builder()
-        .name("weights")
-        .guardrails(guardrails())
-        .own_cluster(cluster(4, 4_000, Duration::from_millis(1500)))
-        .admission(Limits { jobs: Some(8), ..Limits::NONE }, None)
-        .follow_window(Duration::from_secs(1))
-        .build()
-        .await;
+    let world = eight_at_once("weights", cluster(4, 4_000, Duration::from_millis(1500))).await;
     let store = world.direct_store();
     store.put_queue(&Queue { weight: 1, ..Queue::unlimited("etl") }).await.unwrap();
     store.put_queue(&Queue { weight: 3, ..Queue::unlimited("ml") }).await.unwrap();
