@@ -2,28 +2,26 @@
 //! last window) stopped, each change applied to its job as it comes. Where a namespace's
 //! watch stands is a [`Watch`], as kube-runtime's watcher keeps its state in an enum.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-
-use std::collections::HashMap;
 
 use futures::{FutureExt as _, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use podbridge::cluster::{Cluster, PodEvent};
 use podbridge::error::{Result, error_chain};
+use podbridge::store::Store;
+use podbridge_core::observe::{PodView, observe};
+use podbridge_core::pod::{attempt_of, is_pod_of};
 use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::{FollowReport, Reconciler};
 
 /// How often the watch offers room to waiting jobs when no pod's end prompts it.
 pub const ADMIT_EVERY: Duration = Duration::from_secs(2);
 /// The most pod changes taken in one batch.
 const MAX_BATCH: usize = 256;
-use podbridge::store::Store;
-use podbridge_core::observe::{PodView, observe};
-use podbridge_core::pod::{attempt_of, is_pod_of};
-use tracing::{info, warn};
-
-use crate::{FollowReport, Reconciler};
 
 /// Where following one namespace's pods stands.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -133,7 +133,7 @@ impl BadInput {
 /// What became of an input: the invocation's response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Handled {
-    /// `dispatched`, `already_recorded`, `rejected`, `failed`, `cancelled`,
+    /// `dispatched`, `waiting`, `already_recorded`, `rejected`, `failed`, `cancelled`,
     /// `cancel_ignored`, `retry_ignored`, `refused`, `skipped`, `suspended` or `ignored`.
     pub outcome: &'static str,
     pub job_id: Option<String>,

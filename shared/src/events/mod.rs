@@ -8,7 +8,9 @@
 //!
 //! Delivery is at least once (a redelivered message or a retried call may publish a
 //! transition twice); `(jobId, attempt, state)` identifies a transition, because an
-//! attempt enters each state at most once.
+//! attempt enters each state at most once, but for a job waiting for room: each new
+//! reason to wait (`queued`, reason `Waiting`) is announced again, told apart by its
+//! time.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -22,10 +22,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube_sim::{NodeShape, SimConfig, Timings};
 use podbridge::services::Outcome;
-use podbridge::store::{JobStore, QueueStore};
+use podbridge::store::{QueueStore, active_pages};
 use podbridge_core::admission::{Limits, Queue};
 use podbridge_core::record::Source;
 use podbridge_core::tenancy::Sender;
@@ -114,12 +114,13 @@ async fn spike(world: &World, bodies: &[String], ids: &[String]) -> Duration {
                     submit(world, body).await;
                 })
                 .await;
+            // Ended when none of them is in the active-jobs index any more (a Query a
+            // page, not a read per job, which would load the store it measures).
+            let ours: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
             loop {
-                let mut ended = 0;
-                for id in ids {
-                    ended += usize::from(store.get(id).await.unwrap().is_some_and(|r| !r.is_followed()));
-                }
-                if ended == ids.len() {
+                let pages: Vec<_> = active_pages(&store, 500).try_collect().await.unwrap();
+                let active = pages.iter().flat_map(|p| &p.jobs).filter(|r| ours.contains(r.job_id.as_str())).count();
+                if active == 0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
