@@ -13,10 +13,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube_sim::{Autoscaler, NodeShape, SimConfig, Timings};
 use podbridge::services::Outcome;
+use podbridge::store::dynamodb::DynamoJobStore;
 use podbridge::store::{ALL_QUEUES, JobStore, QueueStore};
 use podbridge_core::admission::{Limits, Queue, Resources, usage_of};
 use podbridge_core::reconcile::Thresholds;
-use podbridge_core::record::{REQUEUED, Source, StateChange};
+use podbridge_core::record::{JobRecord, REQUEUED, Source, StateChange};
 use podbridge_core::state::JobState;
 use podbridge_core::tenancy::Sender;
 use podbridge_core::validate::Guardrails;
@@ -84,29 +85,28 @@ async fn reconcile_while(world: &World, done: &AtomicBool) {
     }
 }
 
+/// The records of `ids` once every one has ended; `None` while one is still followed.
+async fn ended(store: &DynamoJobStore, ids: &[String]) -> Option<BTreeMap<String, JobRecord>> {
+    let mut records = BTreeMap::new();
+    for id in ids {
+        let record = store.get(id).await.unwrap()?;
+        if record.is_followed() {
+            return None;
+        }
+        records.insert(id.clone(), record);
+    }
+    Some(records)
+}
+
 /// Waits until every one of `ids` has ended, the reconciler running meanwhile; the
 /// records as they ended.
-async fn run_to_the_end(
-    world: &World,
-    ids: &[String],
-    patience: Duration,
-) -> BTreeMap<String, podbridge_core::record::JobRecord> {
+async fn run_to_the_end(world: &World, ids: &[String], patience: Duration) -> BTreeMap<String, JobRecord> {
     let done = AtomicBool::new(false);
     let store = world.direct_store();
     let (records, ()) = tokio::join!(
         async {
-            let records = eventually("every job to end", patience, Duration::from_millis(250), || async {
-                let mut records = BTreeMap::new();
-                for id in ids {
-                    let record = store.get(id).await.unwrap()?;
-                    if record.is_followed() {
-                        return None;
-                    }
-                    records.insert(id.clone(), record);
-                }
-                Some(records)
-            })
-            .await;
+            let records =
+                eventually("every job to end", patience, Duration::from_millis(250), || ended(&store, ids)).await;
             done.store(true, Ordering::Release);
             records
         },
@@ -193,15 +193,7 @@ async fn a_full_cluster_puts_attempts_back_to_wait_and_no_job_fails() {
     let store = world.direct_store();
     let records = eventually("every job to end", Duration::from_secs(120), Duration::from_millis(500), || async {
         world.pass().await;
-        let mut records = BTreeMap::new();
-        for id in &ids {
-            let record = store.get(id).await.unwrap()?;
-            if record.is_followed() {
-                return None;
-            }
-            records.insert(id.clone(), record);
-        }
-        Some(records)
+        ended(&store, &ids).await
     })
     .await;
     let not_succeeded: Vec<_> = records.values().filter(|r| r.state != JobState::Succeeded).collect();
