@@ -23,8 +23,9 @@ mod pass;
 mod report;
 mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -48,7 +49,24 @@ pub struct Reconciler<S, C> {
     page_size: u32,
     concurrency: usize,
     follow_window: Duration,
+    /// What the watch last applied of each pod (by uid), so that a change that says
+    /// nothing new costs no read.
+    followed: Mutex<HashMap<String, Followed>>,
 }
+
+/// What the watch knows of a pod it followed.
+#[derive(Debug, Clone, PartialEq)]
+enum Followed {
+    /// What the pod said when it was last applied to its job, without error.
+    Applied(podbridge_core::observe::Observed),
+    /// The pod's attempt is over or is not its job's current one: nothing it says
+    /// matters to the watch any more (the pass still looks at it).
+    Over,
+}
+
+/// The most pods [`Followed`] remembers; past it, it forgets them all (each then costs
+/// one read again).
+const FOLLOWED_MAX: usize = 50_000;
 
 impl<S: Store, C: Cluster> Reconciler<S, C> {
     /// A reconciler that starts attempts with `attempts`, on its store and cluster,
@@ -60,6 +78,7 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             page_size: 500,
             concurrency: concurrency.max(1),
             follow_window: Duration::from_secs(5),
+            followed: Mutex::new(HashMap::new()),
         }
     }
 

@@ -90,6 +90,9 @@ impl PassReport {
 pub struct FollowReport {
     /// Pod changes seen.
     pub events: usize,
+    /// Pod changes that said nothing new (the pod says what it said when last applied,
+    /// or its attempt is over): left without reading the record.
+    pub unchanged: usize,
     /// Conditional writes that changed a record.
     pub writes: usize,
     /// Watch requests made.
@@ -113,6 +116,7 @@ impl FollowReport {
     /// Adds what another namespace, pod or window saw and did.
     pub(crate) fn add(&mut self, other: FollowReport) {
         self.events += other.events;
+        self.unchanged += other.unchanged;
         self.writes += other.writes;
         self.watches += other.watches;
         self.relists += other.relists;

@@ -13,10 +13,11 @@ use podbridge::error::{Result, error_chain};
 use podbridge::store::Store;
 use podbridge_core::observe::{PodView, observe};
 use podbridge_core::pod::{attempt_of, is_pod_of};
+use podbridge_core::state::JobState;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::{FollowReport, Reconciler};
+use crate::{FOLLOWED_MAX, FollowReport, Followed, Reconciler};
 
 /// How often the watch offers room to waiting jobs when no pod's end prompts it.
 pub const ADMIT_EVERY: Duration = Duration::from_secs(2);
@@ -172,20 +173,20 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
                         }
                     }
                 }
+                // A pod that gave back its slot offers it at once, not when the
+                // slowest pod of its batch is done.
                 let followed = self
                     .concurrently(latest.into_values(), |pod| async move {
                         let mut report = FollowReport::default();
                         self.follow_pod(pod, &mut report).await;
+                        if report.released > 0 {
+                            freed.notify_one();
+                        }
                         report
                     })
                     .await;
-                let mut released = 0;
                 for pod in followed {
-                    released += pod.released;
                     report.add(pod);
-                }
-                if released > 0 {
-                    freed.notify_one();
                 }
                 if restart {
                     break;
@@ -212,13 +213,32 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         Ok(Watch::from_version(listed.resource_version))
     }
 
-    /// Applies what `pod` says to its job, if the pod is the job's current attempt.
+    /// Applies what `pod` says to its job, if the pod is the job's current attempt and
+    /// says something it did not say when last applied.
     async fn follow_pod(&self, pod: Pod, report: &mut FollowReport) {
         let Some((job_id, _)) = attempt_of(&pod) else { return };
         let job_id = job_id.to_owned();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let observed = observe(&pod);
+        // The same view decides the same (what changes with time alone, the pass
+        // sees): only a pod whose view moved is worth a read of its record.
+        match self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid) {
+            Some(Followed::Over) => {
+                report.unchanged += 1;
+                return;
+            }
+            Some(Followed::Applied(applied)) if *applied == observed => {
+                report.unchanged += 1;
+                return;
+            }
+            _ => {}
+        }
         let record = match self.store().get(&job_id).await {
             Ok(Some(record)) if record.state.is_active() && is_pod_of(&pod, &record) => record,
-            Ok(_) => return,
+            Ok(_) => {
+                self.remember(uid, Followed::Over);
+                return;
+            }
             Err(e) => {
                 warn!(job_id = %job_id, error = %error_chain(&e), "cannot read the job of a changed pod; the next pass will");
                 report.errors += 1;
@@ -226,14 +246,16 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             }
         };
         let now = Timestamp::now();
-        let observed = observe(&pod);
         let since = match observed.view {
             PodView::Running { started_at } => started_at,
             PodView::Succeeded { finished_at } => finished_at,
             _ => None,
         };
-        match self.reconcile_job(record, Some(observed), now).await {
+        match self.reconcile_job(record, Some(observed.clone()), now).await {
             Ok(result) => {
+                // An attempt this change ended (or replaced) says nothing more.
+                let over = result.recorded.is_some_and(JobState::is_terminal) || result.retried || result.requeued;
+                self.remember(uid, if over { Followed::Over } else { Followed::Applied(observed) });
                 report.writes += result.writes;
                 report.released += usize::from(result.released);
                 report.lost_races += usize::from(result.lost_race);
@@ -248,5 +270,17 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
                 report.errors += 1;
             }
         }
+    }
+
+    /// Remembers what the watch knows of the pod `uid`.
+    fn remember(&self, uid: String, followed: Followed) {
+        if uid.is_empty() {
+            return;
+        }
+        let mut known = self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= FOLLOWED_MAX {
+            known.clear();
+        }
+        known.insert(uid, followed);
     }
 }

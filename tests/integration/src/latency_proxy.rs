@@ -44,6 +44,17 @@ pub struct ProxyStats {
     pub delayed: u64,
     /// Held answers whose client had gone by the time the hold ended (it timed out).
     pub abandoned: u64,
+    /// Microseconds from each request's first bytes to its answer's first bytes, summed
+    /// over the answers (before any hold): the service's time, queueing included.
+    pub waited_micros: u64,
+}
+
+impl ProxyStats {
+    /// The mean time the service took to begin an answer, over the answers since `since`.
+    pub fn mean_wait_since(&self, since: &ProxyStats) -> Duration {
+        let answers = self.answers.saturating_sub(since.answers).max(1);
+        Duration::from_micros(self.waited_micros.saturating_sub(since.waited_micros) / answers)
+    }
 }
 
 #[derive(Debug)]
@@ -57,6 +68,7 @@ struct Shared {
     answers: AtomicU64,
     delayed: AtomicU64,
     abandoned: AtomicU64,
+    waited_micros: AtomicU64,
 }
 
 impl Shared {
@@ -108,6 +120,7 @@ impl LatencyProxy {
             answers: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            waited_micros: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept(listener, shared.clone()));
         Ok(LatencyProxy { addr, shared, task })
@@ -150,6 +163,7 @@ impl LatencyProxy {
             answers: self.shared.answers.load(Ordering::Relaxed),
             delayed: self.shared.delayed.load(Ordering::Relaxed),
             abandoned: self.shared.abandoned.load(Ordering::Relaxed),
+            waited_micros: self.shared.waited_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -175,8 +189,9 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     // Set when the client sent bytes since the last answer began: the next bytes back
-    // start a new answer.
+    // start a new answer. `asked_at` is when those bytes came.
     let asked = AtomicBool::new(false);
+    let asked_at = Mutex::new(tokio::time::Instant::now());
     // Set (and notified) once the client has closed its side or its connection failed.
     let client_gone = AtomicBool::new(false);
     let gone = Notify::new();
@@ -187,6 +202,9 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
             match client_read.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if !asked.load(Ordering::Acquire) {
+                        *asked_at.lock().unwrap() = tokio::time::Instant::now();
+                    }
                     asked.store(true, Ordering::Release);
                     if upstream_write.write_all(&buffer[..n]).await.is_err() {
                         break;
@@ -211,6 +229,10 @@ async fn relay(client: TcpStream, shared: Arc<Shared>) {
             };
             if asked.swap(false, Ordering::AcqRel) {
                 shared.answers.fetch_add(1, Ordering::Relaxed);
+                let waited = asked_at.lock().unwrap().elapsed();
+                shared
+                    .waited_micros
+                    .fetch_add(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                 if let Some(hold) = shared.hold() {
                     shared.delayed.fetch_add(1, Ordering::Relaxed);
                     let gave_up = tokio::select! {
