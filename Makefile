@@ -1,10 +1,10 @@
 # Developer and CI entry points. CI runs `make test` and `make lint-infra` (through .ci/run).
 CARGO ?= cargo
 
-.PHONY: chaos fuzz demo test test-unit lint check-core fmt stack bench clean lint-infra sam-build
+.PHONY: browser screenshots chaos fuzz demo test test-unit lint check-core fmt stack bench clean lint-infra sam-build
 
-## test: lint, then every test of the workspace against the local stack (moto + kube-sim)
-test: lint
+## test: lint, the browser tests' tools, then every test of the workspace against the local stack (moto + kube-sim)
+test: lint browser
 	tests/stack.sh run -- $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## test-unit: the tests that need no service: the core's, and the services' on the in-memory store and cluster
@@ -15,6 +15,14 @@ test-unit:
 lint: check-core
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## browser: what the console's browser tests need (tests/browser/setup.sh): Debian's chromium, playwright-core (npm ci)
+browser:
+	tests/browser/setup.sh
+
+## screenshots: run the console's browser test and keep its screenshots in docs/console (the README shows them)
+screenshots: browser
+	CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console tests/stack.sh run -- $(CARGO) test -p podbridge-cli --test dev console::
 
 ## check-core: the core does no IO: its dependencies are an allow-list, its code names no IO or clock (core/no-io.sh)
 check-core:

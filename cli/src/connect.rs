@@ -190,8 +190,18 @@ pub struct Aws {
 }
 
 impl Aws {
+    /// The clients of `sdk`, whose calls go to `place` (in words, for messages).
+    pub fn new(sdk: SdkConfig, place: String) -> Self {
+        Self { sdk, place }
+    }
+
     pub fn sdk(&self) -> &SdkConfig {
         &self.sdk
+    }
+
+    /// Where the calls go, in words: the endpoint, or the AWS region.
+    pub fn place(&self) -> &str {
+        &self.place
     }
 
     /// The job store on `table`, with the queue table `queue_table` when one is

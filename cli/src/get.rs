@@ -166,7 +166,7 @@ pub fn describe(record: &JobRecord, ahead: Option<Result<u64, String>>, now: Tim
 
 /// Where a waiting job stands, in words: `position 3 in queue etl (2 ahead): queue etl:
 /// 20 of 20 jobs held`.
-fn waiting(record: &JobRecord, ahead: Result<u64, String>) -> String {
+pub(crate) fn waiting(record: &JobRecord, ahead: Result<u64, String>) -> String {
     let queue = match (&record.wait, record.stored_job()) {
         (Some(place), _) => place.queue.clone(),
         (None, Ok(job)) => job.queue,
@@ -192,7 +192,7 @@ pub(crate) fn without_place(message: &str) -> &str {
 }
 
 /// Where a job came from, in words.
-fn source(source: &Source) -> String {
+pub(crate) fn source(source: &Source) -> String {
     match source {
         Source::Sqs { message_id } => format!("SQS message {message_id}"),
         Source::EventBridge { event_id } => format!("EventBridge event {event_id}"),

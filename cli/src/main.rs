@@ -4,6 +4,7 @@
 
 mod cancel;
 mod connect;
+mod console;
 mod dev;
 mod get;
 mod list;
@@ -41,7 +42,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     name = "podbridge",
     version,
-    about = "Operate podbridge: send jobs, follow them, cancel and retry them, manage the queues they wait in, and see the pods they become.",
+    about = "Operate podbridge: send jobs, follow them, cancel and retry them, manage the queues they wait in, see the pods they become, and look at it all in the browser (podbridge console).",
     long_about = "Operate podbridge: send jobs, follow them, cancel and retry them, manage the queues they wait in, and see the pods they become.\n\n\
         The operator commands talk to one deployment's job table, queue table, queue and event \
         bus, named by PODBRIDGE_TABLE, PODBRIDGE_QUEUE_TABLE, PODBRIDGE_QUEUE_URL and \
@@ -68,6 +69,7 @@ enum Command {
     Cancel(cancel::Args),
     Retry(retry::Args),
     Queues(queues::Args),
+    Console(console::Args),
     Render(render::Args),
     /// Run the whole stack locally: moto for AWS, a simulated (or given) cluster, and
     /// the functions' handlers as Lambda would drive them.
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => block_on(cancel::run(args)),
         Command::Retry(args) => block_on(retry::run(args)),
         Command::Queues(args) => block_on(queues::run(args)),
+        Command::Console(args) => block_on(console::run(args)),
         Command::Render(args) => render::run(args),
         Command::Dev(args) => dev::run(args),
     };

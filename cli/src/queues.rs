@@ -316,7 +316,7 @@ impl Connected {
 /// Where the limit across all queues comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum TotalFrom {
+pub(crate) enum TotalFrom {
     /// Stored in the queue table (`podbridge queues limits`).
     Stored,
     /// The deployment's default, PODBRIDGE_MAX_ADMITTED_* as set in this environment.
@@ -479,12 +479,12 @@ impl Snapshot {
 
 /// Limits as shown: each in its unit, and in words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct LimitsView {
-    jobs: Option<u32>,
-    cpu_millis: Option<u64>,
-    memory_bytes: Option<u64>,
+pub(crate) struct LimitsView {
+    pub(crate) jobs: Option<u32>,
+    pub(crate) cpu_millis: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
     /// `20 jobs, 8 CPU`, or `none`.
-    text: String,
+    pub(crate) text: String,
 }
 
 impl From<&Limits> for LimitsView {
@@ -500,12 +500,12 @@ impl From<&Limits> for LimitsView {
 
 /// What admitted jobs hold, as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct HeldView {
-    jobs: u32,
-    cpu_millis: u64,
-    memory_bytes: u64,
+pub(crate) struct HeldView {
+    pub(crate) jobs: u32,
+    pub(crate) cpu_millis: u64,
+    pub(crate) memory_bytes: u64,
     /// `3 jobs, 1500m CPU, 3Gi memory`, or `nothing`.
-    text: String,
+    pub(crate) text: String,
 }
 
 impl From<Resources> for HeldView {
@@ -530,35 +530,35 @@ fn held_text(held: Resources) -> String {
 
 /// One queue as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct QueueView {
-    name: String,
+pub(crate) struct QueueView {
+    pub(crate) name: String,
     /// Whether admission knows the queue (stored, or `default`).
-    defined: bool,
+    pub(crate) defined: bool,
     /// Whether the queue table holds its definition (`default` needs none).
-    stored: bool,
-    limits: Option<LimitsView>,
-    weight: Option<u32>,
-    paused: Option<bool>,
-    fail_unschedulable: Option<bool>,
-    admitted: HeldView,
-    running: u64,
-    not_running: u64,
-    waiting: u64,
-    oldest_waiting_since: Option<Timestamp>,
+    pub(crate) stored: bool,
+    pub(crate) limits: Option<LimitsView>,
+    pub(crate) weight: Option<u32>,
+    pub(crate) paused: Option<bool>,
+    pub(crate) fail_unschedulable: Option<bool>,
+    pub(crate) admitted: HeldView,
+    pub(crate) running: u64,
+    pub(crate) not_running: u64,
+    pub(crate) waiting: u64,
+    pub(crate) oldest_waiting_since: Option<Timestamp>,
 }
 
 /// All queues together, as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct AllQueuesView {
-    limits: LimitsView,
-    limits_from: TotalFrom,
-    admitted: HeldView,
+pub(crate) struct AllQueuesView {
+    pub(crate) limits: LimitsView,
+    pub(crate) limits_from: TotalFrom,
+    pub(crate) admitted: HeldView,
 }
 
 #[derive(Debug, Serialize)]
-struct ListView {
-    queues: Vec<QueueView>,
-    all_queues: AllQueuesView,
+pub(crate) struct ListView {
+    pub(crate) queues: Vec<QueueView>,
+    pub(crate) all_queues: AllQueuesView,
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -592,6 +592,21 @@ fn list_text(view: &ListView, now: Timestamp) -> String {
     ]);
     totals.add_row(vec!["Admitted across all queues:".to_owned(), all.admitted.text.clone()]);
     format!("{}\n\n{}\n", output::render(&mut table), output::render(&mut totals))
+}
+
+/// Every queue as `podbridge queues` shows it, and all queues together: for the console.
+pub(crate) async fn read_list(aws: &Aws, store: &DynamoJobStore, queue_table: &str) -> anyhow::Result<ListView> {
+    let connected = Connected {
+        aws: aws.clone(),
+        store: store.clone(),
+        queue_table: queue_table.to_owned(),
+        table: Some(store.table().to_owned()),
+    };
+    let snapshot = Snapshot::read(&connected).await?;
+    Ok(ListView {
+        queues: snapshot.names().iter().map(|name| snapshot.view(name)).collect(),
+        all_queues: snapshot.all_queues(),
+    })
 }
 
 /// `podbridge queues list`.

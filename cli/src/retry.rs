@@ -111,7 +111,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The attempt to name in the event, if `record` can be retried.
-fn retryable_attempt(record: &JobRecord, asked: Option<u32>) -> anyhow::Result<u32> {
+pub(crate) fn retryable_attempt(record: &JobRecord, asked: Option<u32>) -> anyhow::Result<u32> {
     let id = &record.job_id;
     if !matches!(record.state, JobState::Failed | JobState::Cancelled) {
         anyhow::bail!(
@@ -133,7 +133,7 @@ fn retryable_attempt(record: &JobRecord, asked: Option<u32>) -> anyhow::Result<u
 }
 
 /// Puts one Retry Job event on `bus`; returns the event's id.
-async fn put(aws: &Aws, bus: &str, detail: &Value) -> anyhow::Result<String> {
+pub(crate) async fn put(aws: &Aws, bus: &str, detail: &Value) -> anyhow::Result<String> {
     let entry = PutEventsRequestEntry::builder()
         .event_bus_name(bus)
         .source(SOURCE)

@@ -12,6 +12,10 @@
 #[path = "dev/restart.rs"]
 mod restart;
 
+// The console it serves, in a real browser.
+#[path = "dev/console.rs"]
+mod console;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -37,7 +41,7 @@ fn read_env(path: &std::path::Path) -> Option<HashMap<String, String>> {
 /// Starts `podbridge dev` with `args`; returns it and its `env` file once ready.
 async fn start_dev(stack: &Stack, dir: &std::path::Path, args: &[&str]) -> (Running, HashMap<String, String>) {
     let child = Command::new(env!("CARGO_BIN_EXE_podbridge"))
-        .args(["dev", "--endpoint-url", &stack.aws_endpoint, "--name", &unique_name("dev")])
+        .args(["dev", "--endpoint-url", &stack.aws_endpoint, "--name", &unique_name("dev"), "--console-port", "0"])
         .arg("--dir")
         .arg(dir)
         .args(["--image-prefix", "registry.example.com/"])

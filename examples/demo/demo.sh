@@ -43,7 +43,9 @@ mkdir -p "$DIR"
 log "starting the local stack (podbridge dev); its log of job state changes follows"
 # The binary itself in the background (not the shell function), so that $! is its PID
 # and the signal that stops it reaches it.
-"$PODBRIDGE" dev --dir "$DIR" --moto "$ROOT/.venv/bin/moto_server" --reconcile-every 3 >"$DIR/exports" &
+# The console on any free port unless DEMO_CONSOLE_PORT names one; its URL is printed below.
+"$PODBRIDGE" dev --dir "$DIR" --moto "$ROOT/.venv/bin/moto_server" --reconcile-every 3 \
+  --console-port "${DEMO_CONSOLE_PORT:-0}" >"$DIR/exports" &
 DEV=$!
 stop() {
   kill -TERM "$DEV" 2>/dev/null || true
@@ -61,6 +63,7 @@ done
 [[ -f $DIR/env ]] || { echo "podbridge dev was not ready within a minute" >&2; exit 1; }
 # shellcheck source=/dev/null
 source "$DIR/env"
+log "the console (podbridge console) shows it all while the demo runs: $PODBRIDGE_CONSOLE_URL"
 
 log "sending the example jobs to the queue"
 podbridge submit "$DEMO"/0[1-8]-*.json

@@ -11,6 +11,10 @@ compares them:
 - the alarms on the functions' metrics watch the namespace the functions are given and a
   metric the code prints, and the event permission names the source and detail-type the
   code publishes;
+- the dashboard's metrics in that namespace are ones the code prints (shared/src/metrics.rs),
+  with a dimension set it publishes them under, values of FailureClass and State it prints
+  and a function that prints them; every metric it prints, every failure class and stale
+  state, every SQS queue of the template and every function's Lambda errors are shown;
 - what EventBridge delivers to a function is what its code reads: a rule's detail-types
   are those the function handles, a schedule's input is a tick the function accepts;
   each such rule and schedule has a retry policy, a dead-letter queue and (a rule) the
@@ -306,11 +310,105 @@ def check_table(raw: dict) -> None:
             problem(f"JobTable.{key} is {have.get(key)!r}, create_table makes {value!r}")
 
 
-def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
+REPORT_RS = ROOT / "functions/reconcile/src/report.rs"  # the reconciler's own figures
+
+
+class Emitted:
+    """A metric the functions print (shared/src/metrics.rs): its name, the enum variant
+    code counts it with (`Counter::X`, `Timing::X`; None for the per-queue figures), the
+    dimension sets it is published under, and the values each dimension besides
+    `Function` and `Queue` can take."""
+
+    def __init__(self, name: str, kind: str, variant: str | None, dimension_sets: list[tuple[str, ...]],
+                 values: dict[str, set[str]]) -> None:
+        self.name, self.kind, self.variant = name, kind, variant
+        self.dimension_sets, self.values = dimension_sets, values
+
+
+def enum_strings(type_name: str) -> set[str] | None:
+    """The `as_str` values of `pub enum {type_name}` in core/src, or None."""
+    for path in sorted(CORE_SRC.rglob("*.rs")):
+        source = rust_file(path)
+        if re.search(rf"pub enum {type_name}\b", source):
+            body = re.search(r"fn as_str\(self\) -> &'static str \{(.*?)\n    \}", source, re.S)
+            return set(re.findall(r'Self::\w+ => "([^"]+)"', body.group(1))) if body else None
+    return None
+
+
+def stale_states() -> set[str] | None:
+    """The states the reconciler counts StaleFound under: those `record_metrics` and
+    `stuck_in` (functions/reconcile/src/report.rs) name."""
+    fns = rust_fns(rust_file(REPORT_RS))
+    states = enum_strings("JobState") or set()
+    named = set()
+    for name in ("record_metrics", "stuck_in"):
+        named |= set(re.findall(r"JobState::(\w+)", fns.get(name, "")))
+    # JobState::SettingUp is printed as setting_up.
+    printed = {re.sub(r"(?<!^)(?=[A-Z])", "_", variant).lower() for variant in named}
+    return printed if named and printed <= states else None
+
+
+# Dimension values narrower than their type's: (metric, dimension) -> how to derive them.
+NARROWER_VALUES = {("StaleFound", "State"): stale_states}
+
+
+def emitted_metrics(shared_src: str) -> dict[str, Emitted]:
+    """Every metric shared/src/metrics.rs prints, read from its Counter and Timing enums,
+    their `name()` and `dimension()`, and the per-queue document `render` writes."""
+    source = rust_file(SHARED_SRC / "metrics.rs")
+    function = rust_const(shared_src, "FUNCTION")
+    counter_enum = re.search(r"pub enum Counter \{(.*?)\n\}", source, re.S)
+    counter_impl = re.search(r"impl Counter \{(.*?)\n\}\n", source, re.S)
+    timing_impl = re.search(r"impl Timing \{(.*?)\n\}\n", source, re.S)
+    queue_dimension = re.search(r'Some\(\("(\w+)", queue\.as_str\(\)\)\)', source)
+    if not (function and counter_enum and counter_impl and timing_impl and queue_dimension):
+        problem(f"{rel(SHARED_SRC / 'metrics.rs')}: Counter, Timing or the queue document not found "
+                "(update consistency.py)")
+        return {}
+    payloads = dict(re.findall(r"^\s*(\w+)\((\w+)\),$", counter_enum.group(1), re.M))
+    extra = {variant: dim for variant, dim in
+             re.findall(r'Self::(\w+)\(\w+\) => Some\(\("(\w+)", \w+\.as_str\(\)\)\)', counter_impl.group(1))}
+    metrics: dict[str, Emitted] = {}
+    for variant, name in re.findall(r'Self::(\w+)(?:\(_\))? => "(\w+)"', counter_impl.group(1)):
+        sets, values = [(function,)], {}
+        if variant in extra:
+            dim = extra[variant]
+            sets.insert(0, (function, dim))
+            derive = NARROWER_VALUES.get((name, dim))
+            found = derive() if derive else enum_strings(payloads.get(variant, ""))
+            if not found:
+                problem(f"the values of {name}'s dimension {dim} not found in the code (update consistency.py)")
+            values[dim] = found or set()
+        metrics[name] = Emitted(name, "Counter", variant, sets, values)
+    for variant, name in re.findall(r'Self::(\w+) => "(\w+)"', timing_impl.group(1)):
+        metrics[name] = Emitted(name, "Timing", variant, [(function,)], {})
+    for name in re.findall(r'\("(\w+)", "(?:Count|Seconds)", json!\(figures\.', source):
+        metrics[name] = Emitted(name, "queue", None, [(function, queue_dimension.group(1)), (function,)], {})
+    return metrics
+
+
+def prints(function: str, metric: Emitted, shared_src: str) -> bool:
+    """Whether the function under functions/ may print `metric`: it (or shared/, which every
+    function holds) counts it, or, for the queues' figures, it records them."""
+    source = rust_sources(ROOT / "functions" / function / "src")
+    if metric.kind == "queue":
+        return "metrics.queue(" in source
+    return f"{metric.kind}::{metric.variant}" in source + shared_src
+
+
+NAMESPACE_VARIABLE = "PODBRIDGE_METRICS_NAMESPACE"
+
+
+def functions_namespace(raw: dict):
+    """The template expression every function gets as its metrics namespace (Globals)."""
+    variables = raw.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    return variables.get(NAMESPACE_VARIABLE)
+
+
+def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str, metrics: dict[str, Emitted]) -> None:
     # The functions print under PODBRIDGE_METRICS_NAMESPACE; the alarms on their metrics
     # must name the very same value (the same template expression).
-    variable = "PODBRIDGE_METRICS_NAMESPACE"
-    namespace = raw.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}).get(variable)
+    variable, namespace = NAMESPACE_VARIABLE, functions_namespace(raw)
     if namespace is None:
         problem(f"Globals: {variable} is not set for every function")
     for logical_id, resource in raw["Resources"].items():
@@ -327,28 +425,22 @@ def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
             problem(f"MetricsNamespace: AllowedPattern {'refuses' if valid else 'allows'} {value!r}")
 
     dimension = rust_const(shared_src, "FUNCTION")
-    metrics_rs = (SHARED_SRC / "metrics.rs").read_text()
-    # Counters and timings are named in their `name()` match; the per-queue figures in
-    # the document `Metrics::queue` renders.
-    queue_metrics = set(re.findall(r'\("(\w+)", "(?:Count|Seconds)", json!\(figures\.', metrics_rs))
-    metric_names = set(re.findall(r'=> "(\w+)"', metrics_rs)) | queue_metrics
     for logical_id, resource in raw["Resources"].items():
         props = resource["Properties"]
         if resource["Type"] != "AWS::CloudWatch::Alarm" or str(props["Namespace"]).startswith("AWS/"):
             continue
         if props["Namespace"] != namespace:
             problem(f"{logical_id}: namespace {props['Namespace']!r}, the functions print under {namespace!r}")
-        if props["MetricName"] not in metric_names:
+        metric = metrics.get(props["MetricName"])
+        if metric is None:
             problem(f"{logical_id}: no metric {props['MetricName']!r} in shared/src/metrics.rs")
         for dim in props.get("Dimensions", []):
             function_src = ROOT / "functions" / dim["Value"] / "src"
             if dim["Name"] != dimension or not function_src.is_dir():
                 problem(f"{logical_id}: dimension {dim} is not {dimension}=<a function under functions/>")
-            elif props["MetricName"] in queue_metrics:
-                if "metrics.queue(" not in rust_sources(function_src):
-                    problem(f"{logical_id}: {dim['Value']} never prints the queues' figures")
-            elif f"Counter::{props['MetricName']}" not in rust_sources(function_src) + shared_src:
-                problem(f"{logical_id}: {dim['Value']} never counts {props['MetricName']}")
+            elif metric and not prints(dim["Value"], metric, shared_src):
+                what = "prints the queues' figures" if metric.kind == "queue" else f"counts {metric.name}"
+                problem(f"{logical_id}: {dim['Value']} never {what}")
 
     source = rust_const(shared_src, "SOURCE")
     detail_type = rust_const(shared_src, "DETAIL_TYPE")
@@ -357,6 +449,194 @@ def check_metrics_and_events(raw: dict, cfn: dict, shared_src: str) -> None:
             condition = statement.get("Condition", {}).get("StringEquals", {})
             if condition != {"events:source": source, "events:detail-type": detail_type}:
                 problem(f"{logical_id}: PutEvents must be limited to source {source!r}, {detail_type!r}")
+
+
+# What a dashboard's !Sub resolves to where the check needs a stand-in: the functions'
+# namespace, and the region (a widget must show the stack's own).
+NAMESPACE_MARK = "<functions-namespace>"
+REGION_MARK = "<AWS::Region>"
+STATISTIC = re.compile(r"SampleCount|Average|Sum|Minimum|Maximum|p\d{1,2}(\.\d+)?|p100")
+
+
+def resolve_sub(raw: dict, value, namespace, where: str) -> str | None:
+    """The text of `value` (a !Sub) as CloudFormation would make it, with stand-ins for
+    what only a deployment knows: a variable or parameter that holds the functions'
+    namespace becomes NAMESPACE_MARK, `${X.Attr}` `<GetAtt:X.Attr>`, `${X}` of a resource
+    `<Ref:X>`, a Number parameter its default."""
+    if not (isinstance(value, dict) and "Fn::Sub" in value):
+        problem(f"{where}: must be a !Sub (or Fn::Sub with variables) of the JSON body")
+        return None
+    sub = value["Fn::Sub"]
+    text, variables = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"
+        if name in variables:
+            return NAMESPACE_MARK if variables[name] == namespace else f"<var:{name}>"
+        if name == "AWS::Region":
+            return REGION_MARK
+        if name.startswith("AWS::"):
+            return f"<{name}>"
+        logical_id, _, attribute = name.partition(".")
+        if attribute:
+            if logical_id not in raw["Resources"]:
+                problem(f"{where}: ${{{name}}} names no resource of the template")
+            return f"<GetAtt:{name}>"
+        if logical_id in raw["Resources"]:
+            return f"<Ref:{logical_id}>"
+        parameter = raw["Parameters"].get(logical_id)
+        if parameter is None:
+            problem(f"{where}: ${{{name}}} is no parameter, resource or variable of the !Sub")
+            return f"<{name}>"
+        if parameter["Type"] == "Number" and "Default" in parameter:
+            return str(parameter["Default"])
+        return f"<Ref:{logical_id}>"
+
+    return re.sub(r"\$\{([^}]*)\}", replace, text)
+
+
+def search_series(expression: str, where: str) -> list[tuple[str, dict, str]]:
+    """(namespace, {dimension: value or None}, metric name) of each SEARCH in `expression`:
+    its schema's dimensions, each None unless an exact `Dim="value"` of the search term
+    fixes it. Only exact designators are understood; anything else is a problem."""
+    found = []
+    for schema, term, stat in re.findall(r"SEARCH\('\s*\{([^}]*)\}([^']*)',\s*'([^']*)'", expression):
+        names = [quoted or bare for quoted, bare in re.findall(r'\s*(?:"([^"]*)"|([^,"\s]+))\s*,?', schema)]
+        designators = dict(re.findall(r'(\w+)="([^"]*)"', term))
+        if re.sub(r'\w+="[^"]*"', "", term).strip():
+            problem(f"{where}: SEARCH term {term.strip()!r}: use only exact designators (Name=\"value\")")
+        if not STATISTIC.fullmatch(stat):
+            problem(f"{where}: SEARCH statistic {stat!r} is not a CloudWatch statistic")
+        metric = designators.pop("MetricName", None)
+        if not names or metric is None:
+            problem(f"{where}: SEARCH('{{{schema}}}{term}') needs a schema {{namespace,...}} and MetricName=\"...\"")
+            continue
+        dims = {name: None for name in names[1:]}
+        for name, value in designators.items():
+            if name not in dims:
+                problem(f"{where}: SEARCH filters on {name}, which its schema {{{schema}}} does not have")
+            dims[name] = value
+        found.append((names[0], dims, metric))
+    if "SEARCH(" in expression and not found:
+        problem(f"{where}: a SEARCH the check cannot read: {expression}")
+    return found
+
+
+def check_dashboard(raw: dict, shared_src: str, metrics: dict[str, Emitted], namespace) -> None:
+    """The stack's dashboard shows what the code prints, as the code prints it: every metric
+    of the functions' namespace is one of shared/src/metrics.rs with a dimension set it is
+    published under, dimension values the code prints and a function that prints it; every
+    metric the code prints, every value of its FailureClass or State, every SQS queue of
+    the template and every function's Lambda errors have a series."""
+    resources = raw["Resources"]
+    dashboards = [(k, r) for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        problem(f"the template needs exactly one AWS::CloudWatch::Dashboard, has {len(dashboards)}")
+        return
+    logical_id, resource = dashboards[0]
+    props = resource["Properties"]
+    name = props.get("DashboardName")
+    if not (isinstance(name, dict) and "${AWS::StackName}" in str(name.get("Fn::Sub"))):
+        problem(f"{logical_id}: DashboardName must be a !Sub of ${{AWS::StackName}}, one dashboard per stack")
+    url = raw.get("Outputs", {}).get("DashboardUrl", {}).get("Value", {})
+    if not (isinstance(url, dict) and "#dashboards/dashboard/${" + logical_id + "}" in str(url.get("Fn::Sub"))
+            and "region=${AWS::Region}" in str(url.get("Fn::Sub"))):
+        problem(f"Outputs.DashboardUrl: must be the console URL of {logical_id} (region=${{AWS::Region}}, "
+                f"#dashboards/dashboard/${{{logical_id}}})")
+    text = resolve_sub(raw, props.get("DashboardBody"), namespace, f"{logical_id}.DashboardBody")
+    if text is None:
+        return
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem(f"{logical_id}.DashboardBody: not JSON once substituted ({error})")
+        return
+
+    functions = {p.name for p in (ROOT / "functions").iterdir() if (p / "Cargo.toml").exists()}
+    function_ids = {k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    queue_ids = {k for k, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    ours: list[tuple[str, dict, str]] = []  # (where, dimensions, metric) in the functions' namespace
+    sqs_shown, errors_shown = set(), set()
+    for number, widget in enumerate(body.get("widgets", []), 1):
+        widget_props = widget.get("properties", {})
+        where = f"{logical_id} widget {number} ({widget_props.get('title', 'untitled')})"
+        if widget.get("type") != "metric":
+            continue
+        if widget_props.get("region") != REGION_MARK:
+            problem(f"{where}: region must be ${{AWS::Region}}, the stack's own")
+        series = []
+        for row in widget_props.get("metrics", []):
+            if row and isinstance(row[0], dict):
+                series += search_series(row[0].get("expression", ""), where)
+                continue
+            names = [item for item in row if isinstance(item, str)]
+            options = row[-1] if row and isinstance(row[-1], dict) else {}
+            if any(item in (".", "...") for item in names) or len(names) < 2 or len(names) % 2:
+                problem(f"{where}: write each metric out in full (namespace, name, dimension pairs): {row}")
+                continue
+            if "stat" in options and not STATISTIC.fullmatch(options["stat"]):
+                problem(f"{where}: statistic {options['stat']!r} is not a CloudWatch statistic")
+            series.append((names[0], dict(zip(names[2::2], names[3::2])), names[1]))
+        for metric_namespace, dims, metric_name in series:
+            if metric_namespace == NAMESPACE_MARK:
+                ours.append((where, dims, metric_name))
+            elif metric_namespace == "AWS/SQS":
+                ref = re.fullmatch(r"<GetAtt:(\w+)\.QueueName>", str(dims.get("QueueName")))
+                if list(dims) != ["QueueName"] or not ref or ref.group(1) not in queue_ids:
+                    problem(f"{where}: AWS/SQS {metric_name} must name a queue of the template "
+                            f"(QueueName ${{Queue.QueueName}}), not {dims}")
+                elif metric_name == "ApproximateNumberOfMessagesVisible":
+                    sqs_shown.add(ref.group(1))
+            elif metric_namespace == "AWS/Lambda":
+                ref = re.fullmatch(r"<Ref:(\w+)>", str(dims.get("FunctionName")))
+                if list(dims) != ["FunctionName"] or not ref or ref.group(1) not in function_ids:
+                    problem(f"{where}: AWS/Lambda {metric_name} must name a function of the template "
+                            f"(FunctionName ${{Function}}), not {dims}")
+                elif metric_name == "Errors":
+                    errors_shown.add(ref.group(1))
+            elif not metric_namespace.startswith("AWS/"):
+                problem(f"{where}: namespace {metric_namespace!r} is not the functions' (a !Sub variable set to "
+                        f"{namespace!r}, as PODBRIDGE_METRICS_NAMESPACE) nor an AWS one")
+
+    shown: dict[str, list[dict]] = {}
+    for where, dims, metric_name in ours:
+        metric = metrics.get(metric_name)
+        if metric is None:
+            problem(f"{where}: no metric {metric_name!r} in shared/src/metrics.rs (it prints {sorted(metrics)})")
+            continue
+        shown.setdefault(metric_name, []).append(dims)
+        if tuple(sorted(dims)) not in {tuple(sorted(s)) for s in metric.dimension_sets}:
+            problem(f"{where}: {metric_name} has the dimensions {sorted(dims)}; the code publishes it under "
+                    f"{[list(s) for s in metric.dimension_sets]}")
+            continue
+        for dim, value in dims.items():
+            if value is None:
+                continue
+            if dim == "Function":
+                if value not in functions or not prints(value, metric, shared_src):
+                    problem(f"{where}: {metric_name} with Function={value}: no function of that name prints it")
+            elif dim in metric.values and value not in metric.values[dim]:
+                problem(f"{where}: {metric_name} with {dim}={value!r}: the code prints {dim} only as "
+                        f"{sorted(metric.values[dim])}")
+
+    for metric_name, metric in sorted(metrics.items()):
+        if metric_name not in shown:
+            problem(f"{logical_id}: no widget shows {metric_name}, which the code prints (every metric of "
+                    "shared/src/metrics.rs has a series on the dashboard)")
+            continue
+        for dim, values in metric.values.items():
+            with_dim = [d for d in shown[metric_name] if dim in d]
+            if any(d[dim] is None for d in with_dim):
+                continue  # a SEARCH over every value
+            missing = values - {d[dim] for d in with_dim}
+            if missing:
+                problem(f"{logical_id}: {metric_name} is shown for no {dim} {sorted(missing)}; the code prints them")
+    for queue in sorted(queue_ids - sqs_shown):
+        problem(f"{logical_id}: no widget shows ApproximateNumberOfMessagesVisible of {queue}")
+    for function in sorted(function_ids - errors_shown):
+        problem(f"{logical_id}: no widget shows the AWS/Lambda Errors of {function}")
 
 
 def function_source(raw: dict, logical_id: str) -> str:
@@ -1008,7 +1288,9 @@ def main() -> int:
     check_functions(raw, cfn, shared_src + "\n" + rust_sources(CORE_SRC))
     check_queue(raw)
     check_table(raw)
-    check_metrics_and_events(raw, cfn, shared_src)
+    metrics = emitted_metrics(shared_src)
+    check_metrics_and_events(raw, cfn, shared_src, metrics)
+    check_dashboard(raw, shared_src, metrics, functions_namespace(raw))
     check_event_targets(raw)
     check_reconcile_timeout(raw)
     check_rbac(raw)

@@ -169,6 +169,13 @@ pub struct Args {
     /// Log JSON lines, as the functions do in Lambda, instead of readable text.
     #[arg(long)]
     pub json: bool,
+    /// The port of the console (`podbridge console`) the stack serves on 127.0.0.1
+    /// (0: any free port); its URL is printed and written to the env file.
+    #[arg(long, value_name = "PORT", default_value_t = crate::console::DEFAULT_PORT)]
+    pub console_port: u16,
+    /// Serve no console.
+    #[arg(long)]
+    pub no_console: bool,
     #[command(flatten)]
     pub guardrails: Overrides,
 }
@@ -277,12 +284,52 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         Reconciler::new(deployment.attempts(), settings.reconcile.thresholds.clone(), settings.concurrency)
             .with_follow_window(window);
 
+    // The console, on the same resources, as `podbridge console` would serve it from a
+    // shell that sourced the env file.
+    let console = if args.no_console {
+        None
+    } else {
+        let flags = connect::Flags {
+            table: Some(created.table.clone()),
+            queue_table: Some(created.queue_table.clone()),
+            queue_url: Some(created.queue_url.clone()),
+            bus: Some(created.bus.clone()),
+            endpoint_url: Some(endpoint.clone()),
+        };
+        let target = connect::Target::from_lookup(&flags, |_| None);
+        let aws = connect::Aws::new(sdk.clone(), format!("{endpoint} (local stack)"));
+        let options = crate::console::Options { read_only: false, stuck_after: Duration::from_secs(600) };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.console_port)).await.with_context(|| {
+            format!(
+                "the console cannot listen on 127.0.0.1:{} (choose another with --console-port, or --no-console)",
+                args.console_port
+            )
+        })?;
+        let url = format!("http://{}", listener.local_addr()?);
+        Some((listener, crate::console::Console::new(&target, aws, options)?, url))
+    };
+    let console_url = console.as_ref().map(|(_, _, url)| url.clone());
+
     let env_file = args.dir.join("env");
     let region = sdk.region().map_or_else(|| DEFAULT_REGION.to_owned(), ToString::to_string);
-    let exports = exports(&endpoint, &created, &kubeconfig, &region);
+    let exports = exports(&endpoint, &created, &kubeconfig, &region, console_url.as_deref());
     write_atomically(&env_file, &exports)?;
     println!("{exports}");
     info!(env = %env_file.display(), "the local stack is ready; `source {}` in another shell to use the CLI", env_file.display());
+    if let Some(url) = &console_url {
+        info!(url = %url, "the console is served at {url}");
+    }
+    let console = async {
+        match console {
+            Some((listener, console, _)) => {
+                if let Err(e) = crate::console::serve(listener, console, std::future::pending()).await {
+                    error!(error = %format!("{e:#}"), "the console stopped");
+                }
+                std::future::pending::<()>().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let namespaces = &settings.guardrails.namespaces;
@@ -293,6 +340,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         () = trigger_loop(&submitter, &sqs, &created.trigger_queue_url) => {}
         () = reconcile_loop(&reconciler, store, namespaces, every) => {}
         () = show_changes(&sqs, &created.changes_queue_url) => {}
+        () = console => {}
         () = shutdown_signal() => info!("stopping"),
     }
     // What was recorded since the last flush is announced (and shown) before leaving.
@@ -308,7 +356,13 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
 /// (the AWS CLI and boto3 take the region from `AWS_DEFAULT_REGION`, the SDKs from
 /// `AWS_REGION`, and all of them `AWS_ENDPOINT_URL`), so each works in a shell that
 /// sourced it.
-fn exports(endpoint: &str, created: &resources::Resources, kubeconfig: &Path, region: &str) -> String {
+fn exports(
+    endpoint: &str,
+    created: &resources::Resources,
+    kubeconfig: &Path,
+    region: &str,
+    console_url: Option<&str>,
+) -> String {
     let kubeconfig = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.to_path_buf());
     [
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
@@ -327,11 +381,15 @@ fn exports(endpoint: &str, created: &resources::Resources, kubeconfig: &Path, re
         (connect::TRIGGER_DLQ_URL_VAR, created.trigger_dlq_url.clone()),
         ("KUBECONFIG", kubeconfig.display().to_string()),
     ]
-    .iter()
+    .into_iter()
+    .chain(console_url.map(|url| (CONSOLE_URL_VAR, url.to_owned())))
     .map(|(name, value)| format!("export {name}='{value}'"))
     .collect::<Vec<_>>()
     .join("\n")
 }
+
+/// The console's URL in the env file (read by nothing but people and scripts).
+pub const CONSOLE_URL_VAR: &str = "PODBRIDGE_CONSOLE_URL";
 
 /// Writes `text` to `path` through a temporary file, so a reader never sees half of it.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -507,7 +565,13 @@ mod tests {
             trigger_dlq_url: "http://q/trigger-dlq".into(),
             changes_queue_url: "http://q/changes".into(),
         };
-        let text = exports("http://127.0.0.1:5000", &created, Path::new("/nowhere/kubeconfig"), "eu-west-1");
+        let text = exports(
+            "http://127.0.0.1:5000",
+            &created,
+            Path::new("/nowhere/kubeconfig"),
+            "eu-west-1",
+            Some("http://127.0.0.1:8077"),
+        );
         let lines: Vec<&str> = text.lines().collect();
         for line in [
             "export AWS_ENDPOINT_URL='http://127.0.0.1:5000'",
@@ -519,6 +583,7 @@ mod tests {
             "export PODBRIDGE_TRIGGER_QUEUE_URL='http://q/trigger'",
             "export PODBRIDGE_TRIGGER_DLQ_URL='http://q/trigger-dlq'",
             "export KUBECONFIG='/nowhere/kubeconfig'",
+            "export PODBRIDGE_CONSOLE_URL='http://127.0.0.1:8077'",
         ] {
             assert!(lines.contains(&line), "{line} in\n{text}");
         }

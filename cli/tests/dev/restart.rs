@@ -48,7 +48,7 @@ async fn start_dev(endpoint: &str, stack: &Stack, name: &str, dir: &Path) -> (Ru
     // Every run's log in one file, kept when the test fails.
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_podbridge"))
-        .args(["dev", "--endpoint-url", endpoint, "--name", name])
+        .args(["dev", "--endpoint-url", endpoint, "--name", name, "--console-port", "0"])
         .arg("--kubeconfig")
         .arg(&stack.kubeconfig)
         .arg("--dir")

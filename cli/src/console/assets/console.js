@@ -1,0 +1,93 @@
+// The console's only script: live pages, confirmed actions, the overview's chart.
+// No framework: the server renders every page; this swaps a page's content for a fresh
+// copy when the jobs change (server-sent events from /events), asks before an action,
+// and draws the chart with uPlot from the data the page carries.
+"use strict";
+
+(function () {
+  const status = document.getElementById("live-status");
+
+  function setStatus(state) {
+    if (status) status.dataset.state = state;
+  }
+
+  // The overview's chart: uPlot over the JSON the page carries in #chart-data.
+  let chart = null;
+  function drawChart() {
+    const holder = document.getElementById("chart");
+    const source = document.getElementById("chart-data");
+    if (chart) {
+      chart.destroy();
+      chart = null;
+    }
+    if (!holder || !source || typeof uPlot === "undefined") return;
+    const d = JSON.parse(source.textContent);
+    const series = [
+      {},
+      { label: "queued", stroke: "#8a6d00", width: 2 },
+      { label: "setting up", stroke: "#1f6feb", width: 2 },
+      { label: "executing", stroke: "#0a7f4f", width: 2 },
+      { label: "succeeded (per step)", stroke: "#57ab5a", dash: [4, 4] },
+      { label: "failed (per step)", stroke: "#cf222e", dash: [4, 4] },
+    ];
+    const width = Math.max(320, holder.clientWidth || 800);
+    chart = new uPlot(
+      { width: width, height: 260, series: series, axes: [{}, { label: "jobs" }], scales: { x: { time: true } } },
+      [d.at, d.queued, d.setting_up, d.executing, d.succeeded, d.failed],
+      holder,
+    );
+  }
+
+  // Fetches this page again and swaps its content; the controls (filters) stay as the
+  // user left them.
+  let refreshing = false;
+  async function refresh() {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      const answer = await fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store" });
+      if (!answer.ok) return;
+      const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+      const main = document.getElementById("main");
+      const next = fresh.getElementById("main");
+      if (main && next) {
+        main.replaceChildren(...next.childNodes);
+        const footer = document.querySelector("footer");
+        const nextFooter = fresh.querySelector("footer");
+        if (footer && nextFooter) footer.replaceChildren(...nextFooter.childNodes);
+        document.body.dataset.liveUpdates = String(Number(document.body.dataset.liveUpdates || 0) + 1);
+        drawChart();
+      }
+    } catch (e) {
+      setStatus("offline");
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  function listen() {
+    if (typeof EventSource === "undefined") return;
+    const source = new EventSource("/events");
+    source.addEventListener("open", () => setStatus("live"));
+    source.addEventListener("changed", refresh);
+    // EventSource reconnects by itself; meanwhile the page says it is not live.
+    source.addEventListener("error", () => setStatus("reconnecting"));
+  }
+
+  // Every form that changes something asks first, in the browser's own words.
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+
+  window.addEventListener("resize", () => {
+    if (chart) chart.setSize({ width: Math.max(320, document.getElementById("chart").clientWidth), height: 260 });
+  });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    drawChart();
+    listen();
+  });
+})();

@@ -1,0 +1,572 @@
+//! `podbridge console`: the operator console in the browser, served by the CLI against
+//! the same deployment as the other commands (the same flags and environment).
+//!
+//! Pages are rendered on the server (axum, askama templates) from the job table and the
+//! queue table; a small script (`assets/console.js`) keeps them live: it listens to
+//! `/events` (server-sent events), and when the active jobs change it fetches the page
+//! again and swaps its content, without a reload. The chart is uPlot, embedded like
+//! every other asset: nothing is fetched from the network at run time.
+//!
+//! Safe by default: it listens on loopback only unless `--listen` says otherwise, it
+//! answers only requests addressed to the host it serves (no DNS rebinding), every page
+//! carries a strict Content-Security-Policy (scripts and styles from itself only, no
+//! inline script), and an action (cancel, retry) is taken only from a form of its own:
+//! the form's token must match and a cross-site origin is refused. `--read-only` offers
+//! no action at all. Cancel and retry go the way `podbridge cancel` and `podbridge
+//! retry` go: a cancel message on the job queue, a Retry Job event on the bus.
+
+mod data;
+mod pages;
+
+use std::convert::Infallible;
+use std::hash::{Hash as _, Hasher as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use jiff::Timestamp;
+use podbridge::store::JobStore;
+use serde::Deserialize;
+
+use crate::connect::{self, Aws, Target};
+use crate::output;
+use pages::{Can, Page};
+
+/// The port `podbridge console` listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8077;
+/// How often the live updates look for changed jobs.
+const LIVE_EVERY: Duration = Duration::from_secs(2);
+
+const EXAMPLES: &str = "\
+Examples:
+  podbridge console                          # http://127.0.0.1:8077, against PODBRIDGE_TABLE
+  podbridge console --port 9000 --read-only  # look, but cancel and retry nothing
+  eval \"$(cat .podbridge/env)\" && podbridge console   # against the local stack of `podbridge dev`
+
+Exit codes: 0 stopped by Ctrl-C, 1 error (a missing setting, the port taken), 64 wrong command line.";
+
+/// Serve the operator console in the browser.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Serve the operator console: an overview (jobs by state, failures by class, a chart of jobs \
+        over time, stuck jobs, waiting jobs per queue), a filterable job list, each job's history and last \
+        log lines, the queues with their waiting jobs in order, live as states change, with cancel and retry.\n\n\
+        It reads the deployment the other commands read (PODBRIDGE_TABLE, PODBRIDGE_QUEUE_TABLE, and \
+        AWS_ENDPOINT_URL for a local stack); cancel needs PODBRIDGE_QUEUE_URL and retry the event bus, as \
+        `podbridge cancel` and `podbridge retry` do. Active jobs come from the active-jobs index; ended jobs \
+        from a Scan of the table filtered by time, made at most every 15 s per window.\n\n\
+        It listens on 127.0.0.1 unless --listen names another address, answers only requests addressed to \
+        it, and takes actions only from its own pages.",
+    after_help = EXAMPLES
+)]
+pub struct Args {
+    /// The port to listen on (0: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// The address to listen on. Anything but loopback lets others on the network reach
+    /// the console (and, without --read-only, cancel and retry jobs).
+    #[arg(long, value_name = "ADDRESS", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    listen: IpAddr,
+    /// Offer no action: no cancel, no retry.
+    #[arg(long)]
+    read_only: bool,
+    /// A job queued (not waiting for room) or setting up for longer than this is shown
+    /// as stuck (`30m`, `2h`).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = output::duration)]
+    stuck_after: Duration,
+    #[command(flatten)]
+    connect: connect::Flags,
+}
+
+/// Runs `podbridge console` until Ctrl-C.
+pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let target = Target::from_env(&args.connect);
+    let aws = target.connect().await?;
+    let options = Options { read_only: args.read_only, stuck_after: args.stuck_after };
+    let console = Console::new(&target, aws, options)?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.listen, args.port)).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}:{}: {e} (choose another with --port)", args.listen, args.port)
+    })?;
+    let address = listener.local_addr()?;
+    eprintln!("podbridge console: http://{address} (Ctrl-C stops it)");
+    serve(listener, console, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a console may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub read_only: bool,
+    pub stuck_after: Duration,
+}
+
+/// One console: the deployment it reads and acts on, and its own secrets.
+#[derive(Debug)]
+pub struct Console {
+    jobs: data::Jobs,
+    aws: Aws,
+    queue_table: Option<String>,
+    queue_url: Option<String>,
+    bus: String,
+    place: String,
+    options: Options,
+    /// The token every form of this process carries; a request without it changes nothing.
+    csrf: String,
+}
+
+impl Console {
+    /// A console on `target`'s deployment (its job table is required).
+    pub fn new(target: &Target, aws: Aws, options: Options) -> anyhow::Result<Arc<Console>> {
+        let table = target.table()?.to_owned();
+        let store = aws.store(&table, target.queue_table_if_set());
+        let token: [u8; 32] = rand::random();
+        Ok(Arc::new(Console {
+            jobs: data::Jobs::new(store),
+            place: format!("table {table} · {}", aws.place()),
+            aws,
+            queue_table: target.queue_table_if_set().map(str::to_owned),
+            queue_url: target.queue_url().ok().map(str::to_owned),
+            bus: target.bus().to_owned(),
+            options,
+            csrf: token.iter().map(|b| format!("{b:02x}")).collect(),
+        }))
+    }
+
+    fn page(&self, title: impl Into<String>, tab: &'static str) -> Page {
+        Page {
+            title: title.into(),
+            tab,
+            place: self.place.clone(),
+            generated: output::time(Timestamp::now()),
+            read_only: self.options.read_only,
+            csrf: self.csrf.clone(),
+        }
+    }
+
+    /// An error page: what could not be done, and why.
+    fn failure(&self, status: StatusCode, heading: &str, detail: impl std::fmt::Display) -> Response {
+        let page =
+            pages::ErrorPage { page: self.page(heading, ""), heading: heading.to_owned(), detail: detail.to_string() };
+        (status, render(&page)).into_response()
+    }
+
+    /// A store error, explained as the CLI explains it.
+    fn store_failure(&self, error: &podbridge::error::Error, what: &str) -> Response {
+        self.failure(StatusCode::BAD_GATEWAY, "The deployment could not be read", self.aws.explain(error, what))
+    }
+}
+
+/// Serves `console` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    console: Arc<Console>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    axum::serve(listener, router(console, address)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// The console's routes, behind its guard.
+fn router(console: Arc<Console>, address: SocketAddr) -> Router {
+    let hosts = Arc::new(allowed_hosts(address));
+    Router::new()
+        .route("/", get(overview))
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry))
+        .route("/queues", get(queues))
+        .route("/events", get(events))
+        .route("/assets/{name}", get(asset))
+        .route("/favicon.ico", get(favicon))
+        .with_state(console)
+        .layer(middleware::from_fn_with_state(hosts, guard))
+}
+
+/// The `Host` values a request to the console may carry: its own address, and
+/// `localhost` for a loopback one.
+fn allowed_hosts(address: SocketAddr) -> Vec<String> {
+    let port = address.port();
+    let mut hosts = vec![address.to_string()];
+    if address.ip().is_loopback() {
+        hosts.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+    }
+    if address.ip().is_unspecified() {
+        // Listening everywhere: the operator chose to be reached by any name.
+        hosts.push("*".to_owned());
+    }
+    hosts
+}
+
+/// The Content-Security-Policy of every answer: everything from the console itself, no
+/// inline script, no framing, forms posting only to itself.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Refuses requests addressed to another host (DNS rebinding), and adds the security
+/// headers to every answer.
+async fn guard(State(hosts): State<Arc<Vec<String>>>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !hosts.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(host)) {
+        return (StatusCode::MISDIRECTED_REQUEST, "this console answers only requests addressed to it\n")
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Not `no-referrer`: with it a browser sends `Origin: null` on the console's own forms.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A template as an HTML answer (a template that cannot render is a bug: said plainly).
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the page could not be rendered: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WindowQuery {
+    window: Option<String>,
+}
+
+async fn overview(State(console): State<Arc<Console>>, Query(query): Query<WindowQuery>) -> Response {
+    let window = data::window(query.window.as_deref());
+    let active = match console.jobs.active().await {
+        Ok(read) => read,
+        Err(e) => return console.store_failure(&e, "reading the active jobs"),
+    };
+    let ended = match console.jobs.ended(window).await {
+        Ok(read) => read,
+        Err(e) => return console.store_failure(&e, "scanning the table for the jobs that ended"),
+    };
+    let page = pages::overview(
+        console.page("Overview", "overview"),
+        window,
+        &active.records,
+        &ended.records,
+        ended.partial,
+        console.options.stuck_after,
+        Timestamp::now(),
+    );
+    render(&page)
+}
+
+async fn jobs(State(console): State<Arc<Console>>, Query(filter): Query<data::Filter>) -> Response {
+    let active = match console.jobs.active().await {
+        Ok(read) => read,
+        Err(e) => return console.store_failure(&e, "reading the active jobs"),
+    };
+    let mut records: Vec<_> = active.records.iter().cloned().collect();
+    if filter.wants_ended() {
+        match console.jobs.ended(filter.window()).await {
+            Ok(read) => records.extend(read.records.iter().cloned()),
+            Err(e) => return console.store_failure(&e, "scanning the table for the jobs that ended"),
+        }
+    }
+    let queues = pages::queue_names(&active.records);
+    render(&pages::jobs(console.page("Jobs", "jobs"), &filter, &records, queues, Timestamp::now()))
+}
+
+#[derive(Debug, Deserialize)]
+struct JobQuery {
+    /// The action just sent from this page, to say so.
+    sent: Option<String>,
+}
+
+async fn job(State(console): State<Arc<Console>>, Path(id): Path<String>, Query(query): Query<JobQuery>) -> Response {
+    let record = match console.jobs.store.get(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return console.failure(
+                StatusCode::NOT_FOUND,
+                "No such job",
+                format!("No job {id} is recorded in this table (records expire after the deployment's TTL)."),
+            );
+        }
+        Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+    };
+    let ahead = if record.is_waiting() { console.jobs.store.ahead_of(&record).await.ok().flatten() } else { None };
+    let flash = match query.sent.as_deref() {
+        Some("cancel") => "Cancel sent to the job queue: dispatch cancels the job when it takes the message.",
+        Some("retry") => "Retry Job event put on the bus: the trigger starts the next attempt.",
+        _ => "",
+    };
+    let can = Can { cancel: console.queue_url.is_some(), retry: true };
+    let page = pages::job(console.page(id.clone(), "jobs"), &record, ahead, flash.to_owned(), can, Timestamp::now());
+    render(&page)
+}
+
+async fn queues(State(console): State<Arc<Console>>) -> Response {
+    let Some(queue_table) = console.queue_table.as_deref() else {
+        return console.failure(
+            StatusCode::NOT_FOUND,
+            "No queue table",
+            "The queues live in the queue table: set PODBRIDGE_QUEUE_TABLE (or --queue-table) for the console.",
+        );
+    };
+    let list = match crate::queues::read_list(&console.aws, &console.jobs.store, queue_table).await {
+        Ok(list) => list,
+        Err(e) => return console.failure(StatusCode::BAD_GATEWAY, "The queues could not be read", format!("{e:#}")),
+    };
+    let now = Timestamp::now();
+    let mut rows = Vec::new();
+    for queue in list.queues {
+        let line = if queue.waiting > 0 {
+            match console.jobs.store.waiting(&queue.name, u32::try_from(pages::LINE_MAX + 1).unwrap_or(u32::MAX)).await
+            {
+                Ok(records) => records,
+                Err(e) => {
+                    return console.store_failure(&e, &format!("reading the jobs waiting in queue {}", queue.name));
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let more = line.len() > pages::LINE_MAX;
+        let dash = || "-".to_owned();
+        rows.push(pages::QueueRow {
+            limits: queue.limits.as_ref().map_or_else(|| "not defined".to_owned(), |l| l.text.clone()),
+            weight: queue.weight.map_or_else(dash, |w| w.to_string()),
+            paused: queue.paused.map_or_else(dash, |p| if p { "yes".into() } else { "no".into() }),
+            admitted: queue.admitted.text.clone(),
+            running: queue.running,
+            not_running: queue.not_running,
+            waiting: queue.waiting,
+            oldest: queue.oldest_waiting_since.map_or_else(dash, |since| output::age(now.duration_since(since))),
+            line: pages::line(line.into_iter().take(pages::LINE_MAX).collect(), now),
+            more,
+            name: queue.name,
+        });
+    }
+    let page = pages::QueuesPage {
+        page: console.page("Queues", "queues"),
+        queues: rows,
+        total_limits: list.all_queues.limits.text,
+        total_admitted: list.all_queues.admitted.text,
+        line_max: pages::LINE_MAX,
+    };
+    render(&page)
+}
+
+/// A form that changes something: only its token is read.
+#[derive(Debug, Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The refusal of a request that changes something, unless it came from one of the
+/// console's own pages (its token matches, and the browser says it is not cross-site)
+/// and the console takes actions.
+fn refusal(console: &Console, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| origin != format!("http://{host}"));
+    if cross_site || foreign_origin || form.csrf.is_empty() || form.csrf != console.csrf {
+        return Some(console.failure(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "Actions are taken only from the console's own pages (the request's token or origin did not match).",
+        ));
+    }
+    if console.options.read_only {
+        return Some(console.failure(StatusCode::FORBIDDEN, "Read-only", "This console was started with --read-only."));
+    }
+    None
+}
+
+async fn cancel(
+    State(console): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refused) = refusal(&console, &headers, &form) {
+        return refused;
+    }
+    let Some(queue_url) = console.queue_url.as_deref() else {
+        return console.failure(
+            StatusCode::CONFLICT,
+            "No job queue",
+            "Cancelling sends a cancel message to the job queue: set PODBRIDGE_QUEUE_URL (or --queue-url).",
+        );
+    };
+    let namespace = match console.jobs.store.get(&id).await {
+        Ok(record) => record.and_then(|r| r.namespace),
+        Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+    };
+    let body = crate::cancel::message(&id, Some("cancelled from the console"), namespace.as_deref()).to_string();
+    if let Err(e) = console.aws.send_message(queue_url, &body).await {
+        return console.failure(StatusCode::BAD_GATEWAY, "The cancel could not be sent", format!("{e:#}"));
+    }
+    console.jobs.forget().await;
+    Redirect::to(&format!("/jobs/{id}?sent=cancel")).into_response()
+}
+
+async fn retry(
+    State(console): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refused) = refusal(&console, &headers, &form) {
+        return refused;
+    }
+    let record = match console.jobs.store.get(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return console.failure(StatusCode::NOT_FOUND, "No such job", format!("No job {id} is recorded.")),
+        Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+    };
+    let attempt = match crate::retry::retryable_attempt(&record, None) {
+        Ok(attempt) => attempt,
+        Err(e) => return console.failure(StatusCode::CONFLICT, "Not retried", format!("{e:#}")),
+    };
+    let detail = crate::retry::detail(&id, Some(attempt), Some("retried from the console"));
+    if let Err(e) = crate::retry::put(&console.aws, &console.bus, &detail).await {
+        return console.failure(StatusCode::BAD_GATEWAY, "The retry could not be sent", format!("{e:#}"));
+    }
+    console.jobs.forget().await;
+    Redirect::to(&format!("/jobs/{id}?sent=retry")).into_response()
+}
+
+/// Server-sent events: `changed` whenever the active jobs (their states, attempts or
+/// changes) differ from the last look, every [`LIVE_EVERY`].
+async fn events(State(console): State<Arc<Console>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures::stream::unfold((console, None::<u64>), |(console, mut last)| async move {
+        loop {
+            tokio::time::sleep(LIVE_EVERY).await;
+            let Ok(read) = console.jobs.active().await else { continue };
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for record in read.records.iter() {
+                (&record.job_id, record.state, record.attempt, record.updated_at.as_nanosecond()).hash(&mut hasher);
+            }
+            let seen = hasher.finish();
+            let changed = last.is_some_and(|last| last != seen);
+            last = Some(seen);
+            if changed {
+                let event = Event::default().event("changed").data(format!("{seen:x}"));
+                return Some((Ok(event), (console, last)));
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The console's icon (browsers ask for `/favicon.ico` whatever the page says).
+async fn favicon() -> Response {
+    let icon = include_bytes!("assets/favicon.svg");
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=3600")], icon.as_slice())
+        .into_response()
+}
+
+/// The embedded assets: the console's script and style, and uPlot (MIT, 1.6.32, from
+/// npm; its licence beside it).
+async fn asset(Path(name): Path<String>) -> Response {
+    let (content_type, body): (&str, &'static [u8]) = match name.as_str() {
+        "console.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/console.js")),
+        "console.css" => ("text/css; charset=utf-8", include_bytes!("assets/console.css")),
+        "uPlot.iife.min.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/vendor/uPlot.iife.min.js")),
+        "uPlot.min.css" => ("text/css; charset=utf-8", include_bytes!("assets/vendor/uPlot.min.css")),
+        _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    };
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A console on a table nobody reads: the requests below are refused or served
+    /// before any AWS call.
+    fn app(read_only: bool) -> (Router, String) {
+        let flags = connect::Flags { table: Some("jobs".into()), ..connect::Flags::default() };
+        let target = Target::from_lookup(&flags, |_| None);
+        let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let options = Options { read_only, stuck_after: Duration::from_secs(600) };
+        let console = Console::new(&target, Aws::new(sdk, "nowhere".into()), options).unwrap();
+        let csrf = console.csrf.clone();
+        (router(console, "127.0.0.1:8077".parse().unwrap()), csrf)
+    }
+
+    async fn send(app: Router, request: axum::http::Request<Body>) -> Response {
+        app.oneshot(request).await.unwrap()
+    }
+
+    fn get(uri: &str, host: &str) -> axum::http::Request<Body> {
+        axum::http::Request::get(uri).header(header::HOST, host).body(Body::empty()).unwrap()
+    }
+
+    fn post(uri: &str, origin: &str, form: &str) -> axum::http::Request<Body> {
+        axum::http::Request::post(uri)
+            .header(header::HOST, "127.0.0.1:8077")
+            .header(header::ORIGIN, origin)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_addressed_to_another_host_is_refused_and_every_answer_carries_the_policy() {
+        let (app, _) = app(false);
+        let refused = send(app.clone(), get("/assets/console.js", "evil.example:8077")).await;
+        assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+        for host in ["127.0.0.1:8077", "localhost:8077"] {
+            let served = send(app.clone(), get("/assets/console.js", host)).await;
+            assert_eq!(served.status(), StatusCode::OK, "{host}");
+            assert_eq!(served.headers()[header::CONTENT_SECURITY_POLICY], CSP);
+            assert_eq!(served.headers()[header::X_FRAME_OPTIONS], "DENY");
+        }
+        let missing = send(app, get("/assets/nothing.js", "127.0.0.1:8077")).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn an_action_without_the_token_or_from_another_origin_or_on_a_read_only_console_is_refused() {
+        let (console, token) = app(false);
+        let own = "http://127.0.0.1:8077";
+        for (origin, form) in [
+            (own, "csrf=".to_owned()),
+            (own, "csrf=guess".to_owned()),
+            ("http://evil.example", format!("csrf={token}")),
+        ] {
+            let answer = send(console.clone(), post("/jobs/j/cancel", origin, &form)).await;
+            assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{origin} {form}");
+            let answer = send(console.clone(), post("/jobs/j/retry", origin, &form)).await;
+            assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{origin} {form}");
+        }
+        let (looking, token) = app(true);
+        let answer = send(looking, post("/jobs/j/cancel", own, &format!("csrf={token}"))).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("--read-only"));
+    }
+}
