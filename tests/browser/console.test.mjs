@@ -338,6 +338,27 @@ describe('podbridge console in Chromium', () => {
     );
   });
 
+  test('e2. a failed job is retried from its page: its next attempt starts', { timeout: LIVE + 30_000 }, async () => {
+    await withPage('retry', async (page) => {
+      await goto(page, `/jobs/${env.JOB_FAILED}`);
+      const form = 'form[data-action=retry]';
+      await page.waitForSelector(form, { state: 'attached' });
+      const before = (await page.locator('[data-field=attempt]').innerText()).trim();
+      let dialog = null;
+      page.once('dialog', (d) => {
+        dialog = { type: d.type(), message: d.message() };
+        d.accept().catch(() => {});
+      });
+      await page.click(`${form} button`);
+      await waitUntil('a confirm() dialog after clicking retry', SHORT, async () => ({ ok: dialog !== null, seen: 'no dialog' }), page);
+      assert.equal(dialog.type, 'confirm', `expected the retry button to ask with confirm(), found a ${dialog.type} dialog`);
+      const next = String(Number(before) + 1);
+      await waitForText(page, '[data-field=attempt]', next, LIVE);
+      const flash = (await page.locator('#flash').innerText()).trim();
+      assert.match(flash, /Retry Job event/, `expected the page to say the retry was sent, found ${JSON.stringify(flash)}`);
+    });
+  });
+
   test('f. the queues page shows the queue and its waiting jobs', { timeout: 60_000 }, async () => {
     await withPage('queues', async (page) => {
       await goto(page, '/queues');

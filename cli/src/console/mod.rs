@@ -145,8 +145,12 @@ impl Console {
         }))
     }
 
-    fn page(&self, title: impl Into<String>, tab: &'static str) -> Page {
+    /// What a page shows around its content. `fingerprint` is that of the active jobs it
+    /// was made from: its live updates start from there, so a change between the page
+    /// and its event stream is not missed.
+    fn page(&self, title: impl Into<String>, tab: &'static str, fingerprint: Option<u64>) -> Page {
         Page {
+            fingerprint: fingerprint.map(|f| format!("{f:x}")).unwrap_or_default(),
             title: title.into(),
             tab,
             place: self.place.clone(),
@@ -158,9 +162,18 @@ impl Console {
 
     /// An error page: what could not be done, and why.
     fn failure(&self, status: StatusCode, heading: &str, detail: impl std::fmt::Display) -> Response {
-        let page =
-            pages::ErrorPage { page: self.page(heading, ""), heading: heading.to_owned(), detail: detail.to_string() };
+        let page = pages::ErrorPage {
+            page: self.page(heading, "", None),
+            heading: heading.to_owned(),
+            detail: detail.to_string(),
+        };
         (status, render(&page)).into_response()
+    }
+
+    /// The fingerprint of the active jobs now (none when they cannot be read: the page
+    /// then updates at the first change its stream sees).
+    async fn fingerprint(&self) -> Option<u64> {
+        self.jobs.active().await.ok().map(|read| fingerprint(&read.records))
     }
 
     /// A store error, explained as the CLI explains it.
@@ -260,7 +273,7 @@ async fn overview(State(console): State<Arc<Console>>, Query(query): Query<Windo
         Err(e) => return console.store_failure(&e, "scanning the table for the jobs that ended"),
     };
     let page = pages::overview(
-        console.page("Overview", "overview"),
+        console.page("Overview", "overview", Some(fingerprint(&active.records))),
         window,
         &active.records,
         &ended.records,
@@ -284,7 +297,8 @@ async fn jobs(State(console): State<Arc<Console>>, Query(filter): Query<data::Fi
         }
     }
     let queues = pages::queue_names(&active.records);
-    render(&pages::jobs(console.page("Jobs", "jobs"), &filter, &records, queues, Timestamp::now()))
+    let page = console.page("Jobs", "jobs", Some(fingerprint(&active.records)));
+    render(&pages::jobs(page, &filter, &records, queues, Timestamp::now()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +308,8 @@ struct JobQuery {
 }
 
 async fn job(State(console): State<Arc<Console>>, Path(id): Path<String>, Query(query): Query<JobQuery>) -> Response {
+    // Before the record: a change after this is one the page's stream reports.
+    let seen = console.fingerprint().await;
     let record = match console.jobs.store.get(&id).await {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -312,11 +328,13 @@ async fn job(State(console): State<Arc<Console>>, Path(id): Path<String>, Query(
         _ => "",
     };
     let can = Can { cancel: console.queue_url.is_some(), retry: true };
-    let page = pages::job(console.page(id.clone(), "jobs"), &record, ahead, flash.to_owned(), can, Timestamp::now());
+    let page =
+        pages::job(console.page(id.clone(), "jobs", seen), &record, ahead, flash.to_owned(), can, Timestamp::now());
     render(&page)
 }
 
 async fn queues(State(console): State<Arc<Console>>) -> Response {
+    let seen = console.fingerprint().await;
     let Some(queue_table) = console.queue_table.as_deref() else {
         return console.failure(
             StatusCode::NOT_FOUND,
@@ -359,7 +377,7 @@ async fn queues(State(console): State<Arc<Console>>) -> Response {
         });
     }
     let page = pages::QueuesPage {
-        page: console.page("Queues", "queues"),
+        page: console.page("Queues", "queues", seen),
         queues: rows,
         total_limits: list.all_queues.limits.text,
         total_admitted: list.all_queues.admitted.text,
@@ -455,18 +473,34 @@ async fn retry(
     Redirect::to(&format!("/jobs/{id}?sent=retry")).into_response()
 }
 
+/// A digest of the active jobs: each one's id, state, attempt and last change.
+fn fingerprint(records: &[podbridge_core::record::JobRecord]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for record in records {
+        (&record.job_id, record.state, record.attempt, record.updated_at.as_nanosecond()).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// The fingerprint the page was made from (hex).
+    since: Option<String>,
+}
+
 /// Server-sent events: `changed` whenever the active jobs (their states, attempts or
-/// changes) differ from the last look, every [`LIVE_EVERY`].
-async fn events(State(console): State<Arc<Console>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures::stream::unfold((console, None::<u64>), |(console, mut last)| async move {
+/// changes) differ from what the page was made from, then from the last look; a look
+/// every [`LIVE_EVERY`].
+async fn events(
+    State(console): State<Arc<Console>>,
+    Query(query): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let since = query.since.and_then(|hex| u64::from_str_radix(&hex, 16).ok());
+    let stream = futures::stream::unfold((console, since), |(console, mut last)| async move {
         loop {
             tokio::time::sleep(LIVE_EVERY).await;
             let Ok(read) = console.jobs.active().await else { continue };
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            for record in read.records.iter() {
-                (&record.job_id, record.state, record.attempt, record.updated_at.as_nanosecond()).hash(&mut hasher);
-            }
-            let seen = hasher.finish();
+            let seen = fingerprint(&read.records);
             let changed = last.is_some_and(|last| last != seen);
             last = Some(seen);
             if changed {

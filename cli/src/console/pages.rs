@@ -26,6 +26,9 @@ pub struct Page {
     pub read_only: bool,
     /// The token every form that changes something carries.
     pub csrf: String,
+    /// The fingerprint of the active jobs the page was made from (hex), where its live
+    /// updates start.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Template)]

@@ -70,16 +70,29 @@ async fn in_state(store: &DynamoJobStore, id: &str, wanted: impl Fn(&JobRecord) 
 /// GIVEN the local stack with its console, one job succeeded, one failed (exit 3, its
 /// last log lines recorded), one running for ever, one running for half a minute, and a
 /// queue of one job with a second one waiting
-/// WHEN the browser tests look at each view and cancel the running job from its page
+/// WHEN the browser tests look at each view, cancel the running job from its page and
+/// retry the failed one from its page
 /// THEN every view shows what the records say, a state change appears without a reload,
-/// nothing is fetched from the network, and the cancelled job's record says
-/// `cancelled` and its pod is gone
+/// nothing is fetched from the network, the cancelled job's record says `cancelled` and
+/// its pod is gone, and the failed job ran a second attempt
 #[tokio::test]
 async fn given_the_local_stack_when_a_browser_uses_the_console_then_it_shows_the_jobs_and_cancels_one() {
     let browser = browser_harness();
     let stack = Stack::from_env().await;
     let dir = std::env::temp_dir().join(unique_name("podbridge-console"));
-    let (_running, env) = start_dev(&stack, &dir, &["--reconcile-every", "2"]).await;
+    let (mut running, env) = start_dev(&stack, &dir, &["--reconcile-every", "2"]).await;
+    // Its log is read as it comes: a full pipe would stop the stack mid-test.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = running.0.stderr.take().expect("the stack's stderr is piped");
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut kept = kept.lock().unwrap();
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
     let console_url = env.get("PODBRIDGE_CONSOLE_URL").cloned().expect("the env file names the console's URL");
     let store = DynamoJobStore::new(stack.dynamodb(), env["PODBRIDGE_TABLE"].clone())
         .with_queue_table(env["PODBRIDGE_QUEUE_TABLE"].clone());
@@ -130,7 +143,7 @@ async fn given_the_local_stack_when_a_browser_uses_the_console_then_it_shows_the
         .output()
         .expect("node runs (tests/browser/setup.sh checks it is installed)");
     let report = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the browser tests failed:\n{report}");
+    assert!(output.status.success(), "the browser tests failed:\n{report}\nthe stack's log:\n{}", log.lock().unwrap());
 
     // The cancel clicked on the page went through the queue and dispatch, as
     // `podbridge cancel` does: the record says so and the pod is gone.
@@ -144,6 +157,10 @@ async fn given_the_local_stack_when_a_browser_uses_the_console_then_it_shows_the
         pods.get_opt(&pod).await.ok().and_then(|found| found.is_none().then_some(()))
     })
     .await;
+    // The retry clicked on the failed job's page went through the bus and the trigger,
+    // as `podbridge retry` does: its second attempt ran (and failed as the first did).
+    let retried = in_state(&store, fail, |r| r.attempt == 2 && r.state.is_terminal()).await;
+    assert!(retried.history.iter().any(|change| change.message.ends_with("retried from the console")), "{retried:?}");
     // Every view was photographed.
     for name in ["overview", "jobs", "job", "queues"] {
         let shot = shots.join(format!("{name}.png"));

@@ -67,7 +67,9 @@
 
   function listen() {
     if (typeof EventSource === "undefined") return;
-    const source = new EventSource("/events");
+    // From the jobs the page was made from: a change since is reported at once.
+    const since = encodeURIComponent(document.body.dataset.fingerprint || "");
+    const source = new EventSource("/events?since=" + since);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("changed", refresh);
     // EventSource reconnects by itself; meanwhile the page says it is not live.
