@@ -220,8 +220,14 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         let job_id = job_id.to_owned();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let observed = observe(&pod);
-        // The same view decides the same (what changes with time alone, the pass
-        // sees): only a pod whose view moved is worth a read of its record.
+        // A pod still starting says nothing its record does not (whoever created it
+        // recorded `setting_up`; what time alone changes, a start that takes too long,
+        // the pass sees), and the same view decides the same: only a pod whose view
+        // moved on is worth a read of its record.
+        if observed.view == PodView::Starting && !observed.terminating {
+            report.unchanged += 1;
+            return;
+        }
         match self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid) {
             Some(Followed::Over) => {
                 report.unchanged += 1;
