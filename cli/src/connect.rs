@@ -58,6 +58,8 @@ pub const QUEUE_URL_VAR: &str = "PODBRIDGE_QUEUE_URL";
 pub const DLQ_URL_VAR: &str = "PODBRIDGE_DLQ_URL";
 /// The trigger's queue in the local stack, where ticks and job events are delivered.
 pub const TRIGGER_QUEUE_URL_VAR: &str = "PODBRIDGE_TRIGGER_QUEUE_URL";
+/// The URL of the console `podbridge dev` serves (read by people and scripts).
+pub const CONSOLE_URL_VAR: &str = "PODBRIDGE_CONSOLE_URL";
 /// The trigger's dead-letter queue.
 pub const TRIGGER_DLQ_URL_VAR: &str = "PODBRIDGE_TRIGGER_DLQ_URL";
 

@@ -357,22 +357,22 @@ fn deployment_total() -> anyhow::Result<Limits> {
 
 /// What one queue's jobs are doing, from the active-jobs index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    running: u64,
-    not_running: u64,
-    waiting: u64,
+pub(crate) struct Counts {
+    pub(crate) running: u64,
+    pub(crate) not_running: u64,
+    pub(crate) waiting: u64,
     /// When the longest-waiting job was recorded.
-    oldest_waiting: Option<Timestamp>,
+    pub(crate) oldest_waiting: Option<Timestamp>,
 }
 
 /// The queue a record counts in: where it waits, else its stored job's.
-fn queue_of(record: &JobRecord) -> Option<String> {
+pub(crate) fn queue_of(record: &JobRecord) -> Option<String> {
     record.wait.as_ref().map(|place| place.queue.clone()).or_else(|| record.stored_job().ok().map(|job| job.queue))
 }
 
 /// Counts `records` by queue; returns the counts and how many active records could
 /// not be put in a queue (no readable spec).
-fn count<'a>(records: impl IntoIterator<Item = &'a JobRecord>) -> (BTreeMap<String, Counts>, u64) {
+pub(crate) fn count<'a>(records: impl IntoIterator<Item = &'a JobRecord>) -> (BTreeMap<String, Counts>, u64) {
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     let mut unplaced = 0;
     for record in records.into_iter().filter(|record| record.state.is_active()) {
@@ -407,11 +407,6 @@ struct Snapshot {
 
 impl Snapshot {
     async fn read(connected: &Connected) -> anyhow::Result<Snapshot> {
-        let definitions = connected.definitions().await?;
-        let usage = connected.usage().await?;
-        let (total, total_from) = total(definitions.total)?;
-        let defined = definitions.queues.iter().map(|queue| queue.name.clone()).collect();
-        let queues = Queues::new(definitions.queues, total);
         let store = &connected.store;
         let mut records = Vec::new();
         let mut pages = pin!(active_pages(store, PAGE_SIZE));
@@ -421,7 +416,17 @@ impl Snapshot {
             })?;
             records.extend(page.jobs);
         }
-        let (counts, unplaced) = count(&records);
+        Self::of(connected, &records).await
+    }
+
+    /// The snapshot with `records` the active jobs, read already.
+    async fn of(connected: &Connected, records: &[JobRecord]) -> anyhow::Result<Snapshot> {
+        let definitions = connected.definitions().await?;
+        let usage = connected.usage().await?;
+        let (total, total_from) = total(definitions.total)?;
+        let defined = definitions.queues.iter().map(|queue| queue.name.clone()).collect();
+        let queues = Queues::new(definitions.queues, total);
+        let (counts, unplaced) = count(records);
         Ok(Snapshot { queues, defined, total_from, usage, counts, unplaced })
     }
 
@@ -594,15 +599,21 @@ fn list_text(view: &ListView, now: Timestamp) -> String {
     format!("{}\n\n{}\n", output::render(&mut table), output::render(&mut totals))
 }
 
-/// Every queue as `podbridge queues` shows it, and all queues together: for the console.
-pub(crate) async fn read_list(aws: &Aws, store: &DynamoJobStore, queue_table: &str) -> anyhow::Result<ListView> {
+/// Every queue as `podbridge queues` shows it, and all queues together, with `active`
+/// the active jobs already read: for the console.
+pub(crate) async fn read_list(
+    aws: &Aws,
+    store: &DynamoJobStore,
+    queue_table: &str,
+    active: &[JobRecord],
+) -> anyhow::Result<ListView> {
     let connected = Connected {
         aws: aws.clone(),
         store: store.clone(),
         queue_table: queue_table.to_owned(),
         table: Some(store.table().to_owned()),
     };
-    let snapshot = Snapshot::read(&connected).await?;
+    let snapshot = Snapshot::of(&connected, active).await?;
     Ok(ListView {
         queues: snapshot.names().iter().map(|name| snapshot.view(name)).collect(),
         all_queues: snapshot.all_queues(),

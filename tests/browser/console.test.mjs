@@ -1,6 +1,6 @@
 // Browser tests of the podbridge web console, in a real (headless) Chromium driven by playwright-core.
 //
-// Run by cli/tests/console.rs once it has started the local stack, the console and the jobs below;
+// Run by cli/tests/dev/console.rs once it has started the local stack, the console and the jobs below;
 // by hand: see README.md. Needs Node 20+, `tests/browser/setup.sh` run once, and:
 //   CONSOLE_URL       base URL of the console, e.g. http://127.0.0.1:41234
 //   SCREENSHOTS       directory for the PNG screenshots (created)

@@ -4,15 +4,15 @@
 //! index), both kept for a few seconds so that pages and their live updates share one
 //! read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use jiff::{SignedDuration, Timestamp};
-use podbridge::store::active_pages;
 use podbridge::store::dynamodb::DynamoJobStore;
+use podbridge::store::{JobStore as _, active_pages};
 use podbridge_core::FailureClass;
 use podbridge_core::record::JobRecord;
 use podbridge_core::state::JobState;
@@ -21,8 +21,12 @@ use tokio::sync::Mutex;
 /// How long the active jobs read once serve every page and the live updates.
 const ACTIVE_FRESH: Duration = Duration::from_secs(2);
 /// How long a Scan for ended jobs serves: it reads the whole table, so it is made at
-/// most this often per window.
-const ENDED_FRESH: Duration = Duration::from_secs(15);
+/// most this often per window. Meanwhile the jobs that leave the active set are read
+/// one by one and put in it, so the pages stay true between Scans.
+const ENDED_FRESH: Duration = Duration::from_secs(60);
+/// The most jobs that left the active set one look reads one by one; past it the ended
+/// reads are dropped and the next page Scans again.
+const FOLLOW_ENDED_MAX: usize = 100;
 /// Active jobs read per index query.
 const PAGE_SIZE: u32 = 500;
 /// The most ended jobs one Scan keeps (the newest are not favoured: DynamoDB returns
@@ -77,16 +81,60 @@ impl Jobs {
             // The index also holds failures whose retry is owed: they show as ended.
             records.extend(page?.jobs.into_iter().filter(|job| job.state.is_active()));
         }
+        if let Some(previous) = cached.as_ref() {
+            let now: HashSet<&str> = records.iter().map(|r| r.job_id.as_str()).collect();
+            let left: Vec<String> = previous
+                .records
+                .iter()
+                .filter(|r| !now.contains(r.job_id.as_str()))
+                .map(|r| r.job_id.clone())
+                .collect();
+            if !left.is_empty() {
+                self.follow_ended(&left).await;
+            }
+        }
         let read = Read { records: Arc::new(records), at: Instant::now(), partial: false };
         *cached = Some(read.clone());
         Ok(read)
+    }
+
+    /// Puts the jobs that left the active set (`left`) in the ended reads as they are
+    /// now, so a job that ended shows as ended at once, not at the next Scan.
+    async fn follow_ended(&self, left: &[String]) {
+        let mut ended = self.ended.lock().await;
+        if ended.is_empty() {
+            return;
+        }
+        if left.len() > FOLLOW_ENDED_MAX {
+            ended.clear();
+            return;
+        }
+        let mut found = Vec::new();
+        for id in left {
+            match self.store.get(id).await {
+                Ok(Some(record)) if record.state.is_terminal() => found.push(record),
+                Ok(_) => {}
+                // Not known now: the next page Scans again.
+                Err(_) => {
+                    ended.clear();
+                    return;
+                }
+            }
+        }
+        for read in ended.values_mut() {
+            let mut records: Vec<JobRecord> =
+                read.records.iter().filter(|r| !left.contains(&r.job_id)).cloned().collect();
+            records.extend(found.iter().cloned());
+            read.records = Arc::new(records);
+        }
     }
 
     /// The jobs that ended (or were rejected) within `window` before now: a Scan with a
     /// filter, made at most every [`ENDED_FRESH`] per window.
     pub async fn ended(&self, window: (&'static str, SignedDuration)) -> Result<Read, podbridge::error::Error> {
         let mut cached = self.ended.lock().await;
-        if let Some(read) = cached.get(window.0).filter(|read| read.at.elapsed() < ENDED_FRESH) {
+        cached.retain(|_, read| read.at.elapsed() < ENDED_FRESH);
+        if let Some(read) = cached.get(window.0) {
             return Ok(read.clone());
         }
         let since = Timestamp::now().checked_sub(window.1).unwrap_or(Timestamp::MIN);
@@ -106,10 +154,14 @@ impl Jobs {
     }
 }
 
-/// The queue a record counts in: where it waits, else its stored job's.
-pub fn queue_of(record: &JobRecord) -> Option<String> {
-    record.wait.as_ref().map(|place| place.queue.clone()).or_else(|| record.stored_job().ok().map(|job| job.queue))
+/// The ended records that are not active again (retried since the Scan): each job is
+/// counted once, as it is now.
+pub fn only_ended<'a>(ended: &'a [JobRecord], active: &[JobRecord]) -> Vec<&'a JobRecord> {
+    let active: HashSet<&str> = active.iter().map(|r| r.job_id.as_str()).collect();
+    ended.iter().filter(|r| !active.contains(r.job_id.as_str())).collect()
 }
+
+pub(crate) use crate::queues::queue_of;
 
 /// When the record entered its current state.
 pub fn in_state_since(record: &JobRecord) -> Timestamp {
@@ -117,16 +169,16 @@ pub fn in_state_since(record: &JobRecord) -> Timestamp {
 }
 
 /// Jobs by state: the active ones now, the ended ones within the window.
-pub fn counts(active: &[JobRecord], ended: &[JobRecord]) -> BTreeMap<JobState, usize> {
+pub fn counts(active: &[JobRecord], ended: &[&JobRecord]) -> BTreeMap<JobState, usize> {
     let mut counts: BTreeMap<JobState, usize> = JobState::ALL.into_iter().map(|state| (state, 0)).collect();
-    for record in active.iter().chain(ended) {
+    for record in active.iter().chain(ended.iter().copied()) {
         *counts.entry(record.state).or_default() += 1;
     }
     counts
 }
 
 /// Failed jobs by failure class, most frequent first.
-pub fn failures(ended: &[JobRecord]) -> Vec<(FailureClass, usize)> {
+pub fn failures(ended: &[&JobRecord]) -> Vec<(FailureClass, usize)> {
     let mut by_class: BTreeMap<FailureClass, usize> = BTreeMap::new();
     for record in ended.iter().filter(|record| record.state == JobState::Failed) {
         if let Some(class) = record.failure_class {
@@ -180,16 +232,14 @@ pub fn stuck(active: &[JobRecord], after: Duration, now: Timestamp) -> Vec<Stuck
     found
 }
 
-/// Waiting jobs per queue, and when the longest-waiting one was recorded.
-pub fn waiting_by_queue(active: &[JobRecord]) -> BTreeMap<String, (usize, Timestamp)> {
-    let mut queues: BTreeMap<String, (usize, Timestamp)> = BTreeMap::new();
-    for record in active.iter().filter(|record| record.is_waiting()) {
-        let Some(queue) = queue_of(record) else { continue };
-        let entry = queues.entry(queue).or_insert((0, record.created_at));
-        entry.0 += 1;
-        entry.1 = entry.1.min(record.created_at);
-    }
-    queues
+/// Waiting jobs per queue, and when the longest-waiting one was recorded (as
+/// `podbridge queues` counts them).
+pub fn waiting_by_queue(active: &[JobRecord]) -> BTreeMap<String, (u64, Timestamp)> {
+    crate::queues::count(active)
+        .0
+        .into_iter()
+        .filter_map(|(queue, counts)| Some((queue, (counts.waiting, counts.oldest_waiting?))))
+        .collect()
 }
 
 /// The chart of the overview: for each of `buckets` instants across the window, how
@@ -216,7 +266,13 @@ fn state_at(record: &JobRecord, t: Timestamp) -> Option<JobState> {
 
 /// [`Chart`] over the window ending at `now`. Every job active at some moment of the
 /// window is either active now or ended within it, so `active` and `ended` hold all.
-pub fn chart(active: &[JobRecord], ended: &[JobRecord], window: SignedDuration, now: Timestamp, buckets: u32) -> Chart {
+pub fn chart(
+    active: &[JobRecord],
+    ended: &[&JobRecord],
+    window: SignedDuration,
+    now: Timestamp,
+    buckets: u32,
+) -> Chart {
     let buckets = buckets.max(1);
     let step = window / i32::try_from(buckets).unwrap_or(i32::MAX);
     let mut chart = Chart {
@@ -232,7 +288,7 @@ pub fn chart(active: &[JobRecord], ended: &[JobRecord], window: SignedDuration, 
         let t = now.checked_sub(behind).unwrap_or(now);
         let from = t.checked_sub(step).unwrap_or(t);
         let (mut queued, mut setting_up, mut executing, mut succeeded, mut failed) = (0, 0, 0, 0, 0);
-        for record in active.iter().chain(ended) {
+        for record in active.iter().chain(ended.iter().copied()) {
             match state_at(record, t) {
                 Some(JobState::Queued) => queued += 1,
                 Some(JobState::SettingUp) => setting_up += 1,
@@ -278,8 +334,8 @@ pub struct Filter {
     pub sort: Option<String>,
     /// `desc` (default for times) or `asc`.
     pub dir: Option<String>,
-    /// 1-based.
-    pub page: Option<usize>,
+    /// 1-based (anything else is page 1).
+    pub page: Option<String>,
 }
 
 /// A field of a form: blank counts as not given.
@@ -288,6 +344,34 @@ fn given(value: &Option<String>) -> Option<&str> {
 }
 
 impl Filter {
+    /// The page asked for (1-based; anything unreadable is the first).
+    pub fn page(&self) -> usize {
+        given(&self.page).and_then(|p| p.parse().ok()).unwrap_or(1)
+    }
+
+    /// What is wrong with the filters, in words: a value no state, class or window has.
+    pub fn problem(&self) -> Option<String> {
+        let mut problems = Vec::new();
+        if let Some(state) = given(&self.state)
+            && !matches!(state, "active" | "all")
+            && state.parse::<JobState>().is_err()
+        {
+            problems.push(format!("state {state:?} is not a state (active, all, or one of queued, setting_up, executing, succeeded, failed, cancelled, rejected)"));
+        }
+        if let Some(class) = given(&self.class)
+            && !FailureClass::ALL.iter().any(|c| c.as_str() == class)
+        {
+            problems.push(format!("failure class {class:?} is not one podbridge records"));
+        }
+        if let Some(since) = given(&self.since)
+            && !WINDOWS.iter().any(|(name, _)| *name == since)
+        {
+            let names: Vec<&str> = WINDOWS.iter().map(|(name, _)| *name).collect();
+            problems.push(format!("since {since:?} is not one of {}", names.join(", ")));
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+
     /// The states asked for.
     pub fn states(&self) -> Vec<JobState> {
         match given(&self.state) {
@@ -407,7 +491,7 @@ mod tests {
         );
         let runs =
             record("b", &[(JobState::Queued, "2026-11-30T11:35:00Z"), (JobState::Executing, "2026-11-30T11:50:00Z")]);
-        let chart = chart(&[runs], &[ran], SignedDuration::from_hours(1), now, 6);
+        let chart = chart(&[runs], &[&ran], SignedDuration::from_hours(1), now, 6);
         // Instants 11:10, 11:20, ..., 12:00.
         assert_eq!(chart.at.first(), Some(&at("2026-11-30T11:10:00Z").as_second()));
         assert_eq!(chart.queued, [0, 0, 0, 1, 0, 0]);

@@ -36,7 +36,10 @@ use axum::routing::{get, post};
 use futures::Stream;
 use jiff::Timestamp;
 use podbridge::store::JobStore;
+use podbridge_core::record::JobRecord;
+use podbridge_core::validate::is_valid_job_id;
 use serde::Deserialize;
+use tracing::{info, warn};
 
 use crate::connect::{self, Aws, Target};
 use crate::output;
@@ -51,7 +54,8 @@ const EXAMPLES: &str = "\
 Examples:
   podbridge console                          # http://127.0.0.1:8077, against PODBRIDGE_TABLE
   podbridge console --port 9000 --read-only  # look, but cancel and retry nothing
-  eval \"$(cat .podbridge/env)\" && podbridge console   # against the local stack of `podbridge dev`
+  source .podbridge-dev/env && podbridge console --port 8078   # against `podbridge dev`'s stack
+                                             # (which serves one itself: $PODBRIDGE_CONSOLE_URL)
 
 Exit codes: 0 stopped by Ctrl-C, 1 error (a missing setting, the port taken), 64 wrong command line.";
 
@@ -64,7 +68,7 @@ Exit codes: 0 stopped by Ctrl-C, 1 error (a missing setting, the port taken), 64
         It reads the deployment the other commands read (PODBRIDGE_TABLE, PODBRIDGE_QUEUE_TABLE, and \
         AWS_ENDPOINT_URL for a local stack); cancel needs PODBRIDGE_QUEUE_URL and retry the event bus, as \
         `podbridge cancel` and `podbridge retry` do. Active jobs come from the active-jobs index; ended jobs \
-        from a Scan of the table filtered by time, made at most every 15 s per window.\n\n\
+        from a Scan of the table filtered by time, made at most once a minute per window.\n\n\
         It listens on 127.0.0.1 unless --listen names another address, answers only requests addressed to \
         it, and takes actions only from its own pages.",
     after_help = EXAMPLES
@@ -77,6 +81,11 @@ pub struct Args {
     /// the console (and, without --read-only, cancel and retry jobs).
     #[arg(long, value_name = "ADDRESS", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     listen: IpAddr,
+    /// A host name the console answers to besides its address (and `localhost` on
+    /// loopback): the name others reach it by with --listen. Repeat for more. Requests
+    /// addressed to any other name are refused (no DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     /// Offer no action: no cancel, no retry.
     #[arg(long)]
     read_only: bool,
@@ -99,7 +108,13 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     })?;
     let address = listener.local_addr()?;
     eprintln!("podbridge console: http://{address} (Ctrl-C stops it)");
-    serve(listener, console, async {
+    if !address.ip().is_loopback() && !args.read_only {
+        eprintln!(
+            "warning: the console listens on {address} with actions enabled: anyone who can reach it can cancel \
+             and retry jobs (--read-only offers none)"
+        );
+    }
+    serve(listener, console, &args.allow_hosts, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
@@ -150,6 +165,7 @@ impl Console {
     /// and its event stream is not missed.
     fn page(&self, title: impl Into<String>, tab: &'static str, fingerprint: Option<u64>) -> Page {
         Page {
+            job: String::new(),
             fingerprint: fingerprint.map(|f| format!("{f:x}")).unwrap_or_default(),
             title: title.into(),
             tab,
@@ -186,16 +202,17 @@ impl Console {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     console: Arc<Console>,
+    names: &[String],
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
-    axum::serve(listener, router(console, address)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(console, allowed_hosts(address, names))).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
-/// The console's routes, behind its guard.
-fn router(console: Arc<Console>, address: SocketAddr) -> Router {
-    let hosts = Arc::new(allowed_hosts(address));
+/// The console's routes, behind its guard, answering requests addressed to `hosts`.
+fn router(console: Arc<Console>, hosts: Vec<String>) -> Router {
+    let hosts = Arc::new(hosts);
     Router::new()
         .route("/", get(overview))
         .route("/jobs", get(jobs))
@@ -210,17 +227,21 @@ fn router(console: Arc<Console>, address: SocketAddr) -> Router {
         .layer(middleware::from_fn_with_state(hosts, guard))
 }
 
-/// The `Host` values a request to the console may carry: its own address, and
-/// `localhost` for a loopback one.
-fn allowed_hosts(address: SocketAddr) -> Vec<String> {
+/// The `Host` values a request to the console may carry: its own address, the loopback
+/// names when it listens on loopback or on every address, and the operator's `names`;
+/// never any name at all, which would let a page of another site that rebinds its
+/// name to the console's address read the console and act through it.
+fn allowed_hosts(address: SocketAddr, names: &[String]) -> Vec<String> {
     let port = address.port();
     let mut hosts = vec![address.to_string()];
-    if address.ip().is_loopback() {
+    if address.ip().is_loopback() || address.ip().is_unspecified() {
         hosts.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
     }
-    if address.ip().is_unspecified() {
-        // Listening everywhere: the operator chose to be reached by any name.
-        hosts.push("*".to_owned());
+    hosts.extend(names.iter().map(|name| format!("{name}:{port}")));
+    // A browser leaves the port out of `Host` when it is the scheme's default.
+    if port == 80 {
+        let bare: Vec<String> = hosts.iter().filter_map(|h| h.strip_suffix(":80").map(str::to_owned)).collect();
+        hosts.extend(bare);
     }
     hosts
 }
@@ -234,9 +255,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// headers to every answer.
 async fn guard(State(hosts): State<Arc<Vec<String>>>, request: Request, next: Next) -> Response {
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    if !hosts.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(host)) {
-        return (StatusCode::MISDIRECTED_REQUEST, "this console answers only requests addressed to it\n")
-            .into_response();
+    if !hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
+        let message = format!(
+            "this console answers only requests addressed to {} (--allow-host adds a name), not to {host:?}\n",
+            hosts.join(", ")
+        );
+        return (StatusCode::MISDIRECTED_REQUEST, message).into_response();
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -276,7 +300,7 @@ async fn overview(State(console): State<Arc<Console>>, Query(query): Query<Windo
         console.page("Overview", "overview", Some(fingerprint(&active.records))),
         window,
         &active.records,
-        &ended.records,
+        &data::only_ended(&ended.records, &active.records),
         ended.partial,
         console.options.stuck_after,
         Timestamp::now(),
@@ -285,20 +309,39 @@ async fn overview(State(console): State<Arc<Console>>, Query(query): Query<Windo
 }
 
 async fn jobs(State(console): State<Arc<Console>>, Query(filter): Query<data::Filter>) -> Response {
+    // An id searched for whole is the job's own page, whenever it ran.
+    if let Some(id) = filter.q.as_deref().map(str::trim).filter(|q| is_valid_job_id(q)) {
+        match console.jobs.store.get(id).await {
+            Ok(Some(_)) => return Redirect::to(&format!("/jobs/{id}")).into_response(),
+            Ok(None) => {}
+            Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+        }
+    }
     let active = match console.jobs.active().await {
         Ok(read) => read,
         Err(e) => return console.store_failure(&e, "reading the active jobs"),
     };
-    let mut records: Vec<_> = active.records.iter().cloned().collect();
-    if filter.wants_ended() {
+    let ended = if filter.wants_ended() {
         match console.jobs.ended(filter.window()).await {
-            Ok(read) => records.extend(read.records.iter().cloned()),
+            Ok(read) => Some(read),
             Err(e) => return console.store_failure(&e, "scanning the table for the jobs that ended"),
         }
+    } else {
+        None
+    };
+    let mut records: Vec<&JobRecord> = active.records.iter().collect();
+    if let Some(ended) = &ended {
+        records.extend(data::only_ended(&ended.records, &active.records));
     }
     let queues = pages::queue_names(&active.records);
+    let partial = ended.as_ref().is_some_and(|read| read.partial);
     let page = console.page("Jobs", "jobs", Some(fingerprint(&active.records)));
-    render(&pages::jobs(page, &filter, &records, queues, Timestamp::now()))
+    render(&pages::jobs(page, &filter, &records, queues, partial, Timestamp::now()))
+}
+
+/// The refusal of a path's job id that no job can have.
+fn not_a_job(console: &Console, id: &str) -> Option<Response> {
+    output::job_id(id).err().map(|why| console.failure(StatusCode::NOT_FOUND, "No such job", format!("{id:?}: {why}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,8 +351,11 @@ struct JobQuery {
 }
 
 async fn job(State(console): State<Arc<Console>>, Path(id): Path<String>, Query(query): Query<JobQuery>) -> Response {
+    if let Some(refused) = not_a_job(&console, &id) {
+        return refused;
+    }
     // Before the record: a change after this is one the page's stream reports.
-    let seen = console.fingerprint().await;
+    let active = console.fingerprint().await;
     let record = match console.jobs.store.get(&id).await {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -328,21 +374,32 @@ async fn job(State(console): State<Arc<Console>>, Path(id): Path<String>, Query(
         _ => "",
     };
     let can = Can { cancel: console.queue_url.is_some(), retry: true };
-    let page =
-        pages::job(console.page(id.clone(), "jobs", seen), &record, ahead, flash.to_owned(), can, Timestamp::now());
-    render(&page)
+    // The job's own last change too: a retry that runs and ends between two looks at
+    // the active jobs still moves it.
+    let seen = active.map(|active| with_job(active, Some(&record)));
+    let mut page = console.page(id.clone(), "jobs", seen);
+    page.job.clone_from(&id);
+    render(&pages::job(page, &record, ahead, flash.to_owned(), can, Timestamp::now()))
 }
 
 async fn queues(State(console): State<Arc<Console>>) -> Response {
-    let seen = console.fingerprint().await;
     let Some(queue_table) = console.queue_table.as_deref() else {
         return console.failure(
             StatusCode::NOT_FOUND,
             "No queue table",
-            "The queues live in the queue table: set PODBRIDGE_QUEUE_TABLE (or --queue-table) for the console.",
+            format!(
+                "The queues live in the queue table: set {} (or {}) for the console.",
+                connect::QUEUE_TABLE.variable,
+                connect::QUEUE_TABLE.flag
+            ),
         );
     };
-    let list = match crate::queues::read_list(&console.aws, &console.jobs.store, queue_table).await {
+    let active = match console.jobs.active().await {
+        Ok(read) => read,
+        Err(e) => return console.store_failure(&e, "reading the active jobs"),
+    };
+    let seen = Some(fingerprint(&active.records));
+    let list = match crate::queues::read_list(&console.aws, &console.jobs.store, queue_table, &active.records).await {
         Ok(list) => list,
         Err(e) => return console.failure(StatusCode::BAD_GATEWAY, "The queues could not be read", format!("{e:#}")),
     };
@@ -405,7 +462,7 @@ fn refusal(console: &Console, headers: &HeaderMap, form: &ActionForm) -> Option<
     let foreign_origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|origin| origin != format!("http://{host}"));
+        .is_some_and(|origin| !origin.eq_ignore_ascii_case(&format!("http://{host}")));
     if cross_site || foreign_origin || form.csrf.is_empty() || form.csrf != console.csrf {
         return Some(console.failure(
             StatusCode::FORBIDDEN,
@@ -425,24 +482,33 @@ async fn cancel(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(refused) = refusal(&console, &headers, &form) {
+    if let Some(refused) = refusal(&console, &headers, &form).or_else(|| not_a_job(&console, &id)) {
         return refused;
     }
     let Some(queue_url) = console.queue_url.as_deref() else {
         return console.failure(
             StatusCode::CONFLICT,
             "No job queue",
-            "Cancelling sends a cancel message to the job queue: set PODBRIDGE_QUEUE_URL (or --queue-url).",
+            format!(
+                "Cancelling sends a cancel message to the job queue: set {} (or {}).",
+                connect::QUEUE_URL.variable,
+                connect::QUEUE_URL.flag
+            ),
         );
     };
+    // Only a recorded job: a cancel of an id not recorded yet would keep a job sent
+    // later under that id from ever running (`podbridge cancel` does that on purpose).
     let namespace = match console.jobs.store.get(&id).await {
-        Ok(record) => record.and_then(|r| r.namespace),
+        Ok(Some(record)) => record.namespace,
+        Ok(None) => return console.failure(StatusCode::NOT_FOUND, "No such job", format!("No job {id} is recorded.")),
         Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
     };
     let body = crate::cancel::message(&id, Some("cancelled from the console"), namespace.as_deref()).to_string();
     if let Err(e) = console.aws.send_message(queue_url, &body).await {
+        warn!(job_id = %id, error = %format!("{e:#}"), "the console could not send a cancel");
         return console.failure(StatusCode::BAD_GATEWAY, "The cancel could not be sent", format!("{e:#}"));
     }
+    info!(job_id = %id, action = "cancel", "sent from the console");
     console.jobs.forget().await;
     Redirect::to(&format!("/jobs/{id}?sent=cancel")).into_response()
 }
@@ -453,7 +519,7 @@ async fn retry(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Some(refused) = refusal(&console, &headers, &form) {
+    if let Some(refused) = refusal(&console, &headers, &form).or_else(|| not_a_job(&console, &id)) {
         return refused;
     }
     let record = match console.jobs.store.get(&id).await {
@@ -467,14 +533,16 @@ async fn retry(
     };
     let detail = crate::retry::detail(&id, Some(attempt), Some("retried from the console"));
     if let Err(e) = crate::retry::put(&console.aws, &console.bus, &detail).await {
+        warn!(job_id = %id, error = %format!("{e:#}"), "the console could not send a retry");
         return console.failure(StatusCode::BAD_GATEWAY, "The retry could not be sent", format!("{e:#}"));
     }
+    info!(job_id = %id, attempt, action = "retry", "sent from the console");
     console.jobs.forget().await;
     Redirect::to(&format!("/jobs/{id}?sent=retry")).into_response()
 }
 
 /// A digest of the active jobs: each one's id, state, attempt and last change.
-fn fingerprint(records: &[podbridge_core::record::JobRecord]) -> u64 {
+fn fingerprint(records: &[JobRecord]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for record in records {
         (&record.job_id, record.state, record.attempt, record.updated_at.as_nanosecond()).hash(&mut hasher);
@@ -482,10 +550,20 @@ fn fingerprint(records: &[podbridge_core::record::JobRecord]) -> u64 {
     hasher.finish()
 }
 
+/// A page's fingerprint that also follows one job: the active jobs' and the job's own
+/// last change.
+fn with_job(active: u64, record: Option<&JobRecord>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (active, record.map(|r| (r.attempt, r.state, r.updated_at.as_nanosecond()))).hash(&mut hasher);
+    hasher.finish()
+}
+
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     /// The fingerprint the page was made from (hex).
     since: Option<String>,
+    /// The job the page shows, whose own changes count too.
+    job: Option<String>,
 }
 
 /// Server-sent events: `changed` whenever the active jobs (their states, attempts or
@@ -496,16 +574,24 @@ async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let since = query.since.and_then(|hex| u64::from_str_radix(&hex, 16).ok());
-    let stream = futures::stream::unfold((console, since), |(console, mut last)| async move {
-        loop {
-            tokio::time::sleep(LIVE_EVERY).await;
-            let Ok(read) = console.jobs.active().await else { continue };
-            let seen = fingerprint(&read.records);
-            let changed = last.is_some_and(|last| last != seen);
-            last = Some(seen);
-            if changed {
-                let event = Event::default().event("changed").data(format!("{seen:x}"));
-                return Some((Ok(event), (console, last)));
+    let job = query.job.filter(|id| is_valid_job_id(id));
+    let stream = futures::stream::unfold((console, since), move |(console, mut last)| {
+        let job = job.clone();
+        async move {
+            loop {
+                tokio::time::sleep(LIVE_EVERY).await;
+                let Ok(read) = console.jobs.active().await else { continue };
+                let mut seen = fingerprint(&read.records);
+                if let Some(id) = &job {
+                    let Ok(record) = console.jobs.store.get(id).await else { continue };
+                    seen = with_job(seen, record.as_ref());
+                }
+                let changed = last.is_some_and(|last| last != seen);
+                last = Some(seen);
+                if changed {
+                    let event = Event::default().event("changed").data(format!("{seen:x}"));
+                    return Some((Ok(event), (console, last)));
+                }
             }
         }
     });
@@ -515,8 +601,7 @@ async fn events(
 /// The console's icon (browsers ask for `/favicon.ico` whatever the page says).
 async fn favicon() -> Response {
     let icon = include_bytes!("assets/favicon.svg");
-    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=3600")], icon.as_slice())
-        .into_response()
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-cache")], icon.as_slice()).into_response()
 }
 
 /// The embedded assets: the console's script and style, and uPlot (MIT, 1.6.32, from
@@ -529,7 +614,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "uPlot.min.css" => ("text/css; charset=utf-8", include_bytes!("assets/vendor/uPlot.min.css")),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     };
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 #[cfg(test)]
@@ -548,7 +633,7 @@ mod tests {
         let options = Options { read_only, stuck_after: Duration::from_secs(600) };
         let console = Console::new(&target, Aws::new(sdk, "nowhere".into()), options).unwrap();
         let csrf = console.csrf.clone();
-        (router(console, "127.0.0.1:8077".parse().unwrap()), csrf)
+        (router(console, allowed_hosts("127.0.0.1:8077".parse().unwrap(), &[])), csrf)
     }
 
     async fn send(app: Router, request: axum::http::Request<Body>) -> Response {
@@ -581,6 +666,54 @@ mod tests {
         }
         let missing = send(app, get("/assets/nothing.js", "127.0.0.1:8077")).await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_hosts_are_the_address_loopback_names_and_the_operators_never_any() {
+        let loopback = allowed_hosts("127.0.0.1:8077".parse().unwrap(), &[]);
+        assert_eq!(loopback, ["127.0.0.1:8077", "localhost:8077", "127.0.0.1:8077", "[::1]:8077"]);
+        let everywhere = allowed_hosts("0.0.0.0:9000".parse().unwrap(), &["console.internal".to_owned()]);
+        assert!(
+            everywhere.contains(&"console.internal:9000".to_owned())
+                && everywhere.contains(&"localhost:9000".to_owned())
+        );
+        assert!(!everywhere.iter().any(|h| h.contains("evil") || h == "*"));
+        let default_port = allowed_hosts("[::1]:80".parse().unwrap(), &[]);
+        assert!(default_port.contains(&"[::1]".to_owned()) && default_port.contains(&"localhost".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_console_on_every_address_still_refuses_a_name_it_was_not_given() {
+        let flags = connect::Flags { table: Some("jobs".into()), ..connect::Flags::default() };
+        let target = Target::from_lookup(&flags, |_| None);
+        let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let options = Options { read_only: false, stuck_after: Duration::from_secs(600) };
+        let console = Console::new(&target, Aws::new(sdk, "nowhere".into()), options).unwrap();
+        let app = router(console, allowed_hosts("0.0.0.0:8077".parse().unwrap(), &["ops.example".to_owned()]));
+        let rebound = send(app.clone(), get("/assets/console.js", "attacker.example:8077")).await;
+        assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
+        let body = axum::body::to_bytes(rebound.into_body(), 1 << 16).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("--allow-host"), "the refusal says how to add a name");
+        assert_eq!(send(app, get("/assets/console.js", "ops.example:8077")).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_action_with_the_token_from_the_console_itself_passes_the_guard() {
+        // No queue is configured: a request that passes the guard is answered 409 (what
+        // is missing), one refused by it 403.
+        let (console, token) = app(false);
+        let answer =
+            send(console.clone(), post("/jobs/j/cancel", "http://127.0.0.1:8077", &format!("csrf={token}"))).await;
+        assert_eq!(answer.status(), StatusCode::CONFLICT);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("PODBRIDGE_QUEUE_URL"));
+        // The same request, said by the browser to come from another site.
+        let mut cross = post("/jobs/j/cancel", "http://127.0.0.1:8077", &format!("csrf={token}"));
+        cross.headers_mut().insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert_eq!(send(console.clone(), cross).await.status(), StatusCode::FORBIDDEN);
+        // An id no job can have, with a good token.
+        let bad = send(console, post("/jobs/a%20b/cancel", "http://127.0.0.1:8077", &format!("csrf={token}"))).await;
+        assert_eq!(bad.status(), StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

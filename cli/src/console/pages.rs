@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use askama::Template;
 use jiff::{SignedDuration, Timestamp};
 use podbridge_core::FailureClass;
-use podbridge_core::pod::JOB_ID_LABEL;
+use podbridge_core::pod::{CONTAINER, JOB_ID_LABEL};
 use podbridge_core::record::JobRecord;
 use podbridge_core::state::JobState;
 
@@ -29,6 +29,8 @@ pub struct Page {
     /// The fingerprint of the active jobs the page was made from (hex), where its live
     /// updates start.
     pub fingerprint: String,
+    /// The job the page shows (empty: none), whose own changes its live updates follow.
+    pub job: String,
 }
 
 #[derive(Debug, Template)]
@@ -42,7 +44,7 @@ pub struct ErrorPage {
 #[derive(Debug)]
 pub struct WaitingRow {
     pub queue: String,
-    pub count: usize,
+    pub count: u64,
     pub oldest: String,
 }
 
@@ -77,7 +79,7 @@ pub fn overview(
     page: Page,
     window: (&'static str, SignedDuration),
     active: &[JobRecord],
-    ended: &[JobRecord],
+    ended: &[&JobRecord],
     partial: bool,
     stuck_after: std::time::Duration,
     now: Timestamp,
@@ -133,6 +135,8 @@ pub struct Jobs {
     pub shown: usize,
     pub total: usize,
     pub source_note: String,
+    /// What is wrong with the filters, said on the page (empty: nothing).
+    pub problem: String,
     pub page_number: usize,
     pub pages: usize,
     pub prev: String,
@@ -182,12 +186,19 @@ fn encode(value: &str) -> String {
 }
 
 /// The job list: `records` are every candidate read (active, and ended when asked).
-pub fn jobs(page: Page, filter: &Filter, records: &[JobRecord], queues: BTreeSet<String>, now: Timestamp) -> Jobs {
-    let mut matching: Vec<&JobRecord> = records.iter().filter(|r| filter.matches(r, now)).collect();
+pub fn jobs(
+    page: Page,
+    filter: &Filter,
+    records: &[&JobRecord],
+    mut queues: BTreeSet<String>,
+    partial: bool,
+    now: Timestamp,
+) -> Jobs {
+    let mut matching: Vec<&JobRecord> = records.iter().copied().filter(|r| filter.matches(r, now)).collect();
     filter.sort(&mut matching);
     let total = matching.len();
     let pages = total.div_ceil(PAGE_ROWS).max(1);
-    let number = filter.page.unwrap_or(1).clamp(1, pages);
+    let number = filter.page().clamp(1, pages);
     let rows: Vec<JobRow> = matching
         .iter()
         .skip((number - 1) * PAGE_ROWS)
@@ -226,15 +237,21 @@ pub fn jobs(page: Page, filter: &Filter, records: &[JobRecord], queues: BTreeSet
     };
     let mut state_values = vec!["active".to_owned(), "all".to_owned()];
     state_values.extend(JobState::ALL.iter().map(ToString::to_string));
-    let source_note = if filter.wants_ended() {
+    let mut source_note = if filter.wants_ended() {
         format!(
             "Active jobs from the active-jobs index; ended jobs that changed within the last {} from a Scan of the table \
-             (made at most every 15 s).",
+             (made at most once a minute).",
             filter.window().0
         )
     } else {
         "Active jobs, from the active-jobs index.".to_owned()
     };
+    if partial {
+        source_note.push_str(&format!(" The Scan stopped at {} ended jobs: the list is partial.", data::ENDED_MAX));
+    }
+    // The queues of every job read, and the one asked for even if none is shown.
+    queues.extend(records.iter().filter_map(|r| data::queue_of(r)));
+    queues.extend(filter.queue.clone().filter(|q| !q.trim().is_empty()));
     Jobs {
         page,
         state_options: options(state_values, Some(state_text.as_str())),
@@ -260,6 +277,7 @@ pub fn jobs(page: Page, filter: &Filter, records: &[JobRecord], queues: BTreeSet
         rows,
         total,
         source_note,
+        problem: filter.problem().unwrap_or_default(),
         page_number: number,
         pages,
         prev: if number > 1 { link(filter, sort, dir, number - 1) } else { String::new() },
@@ -342,7 +360,7 @@ pub fn job(page: Page, record: &JobRecord, ahead: Option<u64>, flash: String, ca
         Some(pod) => format!(
             "kubectl -n {namespace} get pod {pod} -o yaml\n\
              kubectl -n {namespace} describe pod {pod}\n\
-             kubectl -n {namespace} logs {pod} -c job\n\
+             kubectl -n {namespace} logs {pod} -c {CONTAINER}\n\
              kubectl -n {namespace} get events --field-selector involvedObject.name={pod}\n\
              kubectl -n {namespace} get pods -l {JOB_ID_LABEL}={}",
             record.job_id
@@ -350,9 +368,17 @@ pub fn job(page: Page, record: &JobRecord, ahead: Option<u64>, flash: String, ca
         None => format!("kubectl -n {namespace} get pods -l {JOB_ID_LABEL}={}", record.job_id),
     };
     let active = record.state.is_active();
-    let retryable = matches!(record.state, JobState::Failed | JobState::Cancelled) && record.spec.is_some();
+    let retryable = matches!(record.state, JobState::Failed | JobState::Cancelled)
+        && record.spec.is_some()
+        && !record.retry_pending;
     let action_note = if active && !can.cancel {
-        "Cancelling needs the job queue: set PODBRIDGE_QUEUE_URL (or --queue-url) for the console.".to_owned()
+        format!(
+            "Cancelling needs the job queue: set {} (or {}) for the console.",
+            crate::connect::QUEUE_URL.variable,
+            crate::connect::QUEUE_URL.flag
+        )
+    } else if record.retry_pending {
+        "Its rules retry it: the reconciler starts the next attempt after its back-off.".to_owned()
     } else {
         String::new()
     };
@@ -434,7 +460,7 @@ pub fn line(records: Vec<JobRecord>, now: Timestamp) -> Vec<LineEntry> {
         .map(|(i, record)| LineEntry {
             position: i + 1,
             priority: record.stored_job().map_or_else(|_| "-".into(), |job| job.priority.to_string()),
-            waited: age(now.duration_since(data::in_state_since(&record))),
+            waited: age(now.duration_since(record.created_at)),
             why: record.message.as_deref().map(crate::get::without_place).unwrap_or_default().to_owned(),
             job_id: record.job_id,
         })
@@ -451,6 +477,88 @@ pub fn queue_names(active: &[JobRecord]) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page() -> Page {
+        Page {
+            title: "t".into(),
+            tab: "jobs",
+            place: "p".into(),
+            generated: "g".into(),
+            read_only: false,
+            csrf: "token".into(),
+            fingerprint: String::new(),
+            job: String::new(),
+        }
+    }
+
+    #[test]
+    fn what_a_job_wrote_is_shown_as_text_never_as_markup() {
+        let now: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let mut record = JobRecord::new(
+            "j-1",
+            JobState::Failed,
+            podbridge_core::record::Source::Direct,
+            now,
+            "Error",
+            "<img src=x onerror=alert(1)>",
+        );
+        record.termination_message = Some("</pre><script>alert(1)</script>".into());
+        let can = Can { cancel: true, retry: true };
+        let html = job(page(), &record, None, String::new(), can, now).render().unwrap();
+        assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "{html}");
+        assert!(html.contains("&#60;/pre&#62;&#60;script&#62;alert(1)&#60;/script&#62;"), "escaped: {html}");
+        // The chart's data cannot end its script element either.
+        let overview = overview(page(), data::window(None), &[], &[], false, std::time::Duration::from_secs(60), now);
+        assert!(!overview.chart_json.contains('<'));
+    }
+
+    #[test]
+    fn the_job_list_pages_sorts_and_turns_its_order_around() {
+        let now: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let records: Vec<JobRecord> = (0..120)
+            .map(|i| {
+                let at = now.checked_sub(jiff::SignedDuration::from_secs(i)).unwrap();
+                JobRecord::new(
+                    &format!("j-{i:03}"),
+                    JobState::Queued,
+                    podbridge_core::record::Source::Direct,
+                    at,
+                    "R",
+                    "m",
+                )
+            })
+            .collect();
+        let refs: Vec<&JobRecord> = records.iter().collect();
+        let filter: Filter = serde_json::from_str(r#"{"page": "3"}"#).unwrap();
+        let list = jobs(page(), &filter, &refs, BTreeSet::new(), false, now);
+        assert_eq!((list.page_number, list.pages, list.shown, list.total), (3, 3, 20, 120));
+        assert_eq!(list.rows[0].job_id, "j-100", "newest change first: page 3 starts at the 101st");
+        assert!(list.next.is_empty() && list.prev == "/jobs?page=2");
+        // Past the end, or unreadable: the nearest page.
+        let far: Filter = serde_json::from_str(r#"{"page": "99"}"#).unwrap();
+        assert_eq!(jobs(page(), &far, &refs, BTreeSet::new(), false, now).page_number, 3);
+        let junk: Filter = serde_json::from_str(r#"{"page": "abc"}"#).unwrap();
+        assert_eq!(jobs(page(), &junk, &refs, BTreeSet::new(), false, now).page_number, 1);
+        // The header of the current column turns the order around; another starts in its own.
+        let by_id: Filter = serde_json::from_str(r#"{"sort": "id"}"#).unwrap();
+        let list = jobs(page(), &by_id, &refs, BTreeSet::new(), false, now);
+        assert_eq!(list.rows[0].job_id, "j-000");
+        let id_header = list.headers.iter().find(|h| h.1 == "id").unwrap();
+        assert_eq!((id_header.2.as_str(), id_header.3), ("/jobs?sort=id&dir=desc", " ↑"));
+        let changed = list.headers.iter().find(|h| h.1 == "updated").unwrap();
+        assert_eq!(changed.2, "/jobs?sort=updated&dir=desc");
+    }
+
+    #[test]
+    fn filters_no_state_class_or_window_has_are_said_on_the_page() {
+        let filter: Filter = serde_json::from_str(r#"{"state": "running", "since": "3w"}"#).unwrap();
+        let list = jobs(page(), &filter, &[], BTreeSet::new(), false, "2026-11-30T12:00:00Z".parse().unwrap());
+        assert!(
+            list.problem.contains("\"running\" is not a state") && list.problem.contains("\"3w\""),
+            "{}",
+            list.problem
+        );
+    }
 
     #[test]
     fn links_keep_the_filters_and_encode_their_values() {

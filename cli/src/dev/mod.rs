@@ -322,7 +322,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let console = async {
         match console {
             Some((listener, console, _)) => {
-                if let Err(e) = crate::console::serve(listener, console, std::future::pending()).await {
+                if let Err(e) = crate::console::serve(listener, console, &[], std::future::pending()).await {
                     error!(error = %format!("{e:#}"), "the console stopped");
                 }
                 std::future::pending::<()>().await;
@@ -382,14 +382,11 @@ fn exports(
         ("KUBECONFIG", kubeconfig.display().to_string()),
     ]
     .into_iter()
-    .chain(console_url.map(|url| (CONSOLE_URL_VAR, url.to_owned())))
+    .chain(console_url.map(|url| (connect::CONSOLE_URL_VAR, url.to_owned())))
     .map(|(name, value)| format!("export {name}='{value}'"))
     .collect::<Vec<_>>()
     .join("\n")
 }
-
-/// The console's URL in the env file (read by nothing but people and scripts).
-pub const CONSOLE_URL_VAR: &str = "PODBRIDGE_CONSOLE_URL";
 
 /// Writes `text` to `path` through a temporary file, so a reader never sees half of it.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -39,14 +39,21 @@
   }
 
   // Fetches this page again and swaps its content; the controls (filters) stay as the
-  // user left them.
+  // user left them. A change that comes during a refresh brings another one after it.
   let refreshing = false;
+  let again = false;
   async function refresh() {
-    if (refreshing) return;
+    if (refreshing) {
+      again = true;
+      return;
+    }
     refreshing = true;
     try {
       const answer = await fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store" });
-      if (!answer.ok) return;
+      if (!answer.ok) {
+        setStatus("stale");
+        return;
+      }
       const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
       const main = document.getElementById("main");
       const next = fresh.getElementById("main");
@@ -55,26 +62,51 @@
         const footer = document.querySelector("footer");
         const nextFooter = fresh.querySelector("footer");
         if (footer && nextFooter) footer.replaceChildren(...nextFooter.childNodes);
+        document.body.dataset.fingerprint = fresh.body.dataset.fingerprint || "";
         document.body.dataset.liveUpdates = String(Number(document.body.dataset.liveUpdates || 0) + 1);
         drawChart();
+        setStatus("live");
       }
     } catch (e) {
       setStatus("offline");
     } finally {
       refreshing = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
     }
   }
 
+  // One event stream while the page is shown, none while it is hidden: a browser keeps
+  // only a few connections per site, and hidden tabs must not take them all.
+  let source = null;
   function listen() {
-    if (typeof EventSource === "undefined") return;
+    if (source || typeof EventSource === "undefined") return;
     // From the jobs the page was made from: a change since is reported at once.
     const since = encodeURIComponent(document.body.dataset.fingerprint || "");
-    const source = new EventSource("/events?since=" + since);
+    const job = document.body.dataset.job ? "&job=" + encodeURIComponent(document.body.dataset.job) : "";
+    source = new EventSource("/events?since=" + since + job);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("changed", refresh);
     // EventSource reconnects by itself; meanwhile the page says it is not live.
     source.addEventListener("error", () => setStatus("reconnecting"));
   }
+  function stop() {
+    if (source) {
+      source.close();
+      source = null;
+      setStatus("paused");
+    }
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") {
+      stop();
+    } else {
+      listen();
+    }
+  });
+  window.addEventListener("pagehide", stop);
 
   // Every form that changes something asks first, in the browser's own words.
   document.addEventListener("submit", (event) => {
