@@ -25,6 +25,9 @@ pub const ATTEMPT_LABEL: &str = "podbridge.dev/attempt";
 pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 /// The name of the job's container.
 pub const CONTAINER: &str = "job";
+/// How long the pod is kept after its attempt ends (the job's `keepPodSeconds`), on
+/// the pod, so that cleanup knows a pod is still within it without reading its record.
+pub const KEEP_SECONDS: &str = "podbridge.dev/keep-pod-seconds";
 
 /// How pods are built, set by the deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,7 +187,10 @@ pub fn build_pod(job: &Job, attempt: u32, settings: &PodSettings) -> Pod {
             name: Some(pod_name(&job.id, attempt)),
             namespace: Some(job.namespace.clone()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(SAFE_TO_EVICT.to_owned(), "false".to_owned())])),
+            annotations: Some(BTreeMap::from([
+                (SAFE_TO_EVICT.to_owned(), "false".to_owned()),
+                (KEEP_SECONDS.to_owned(), job.keep_pod_seconds.to_string()),
+            ])),
             ..Default::default()
         },
         spec: Some(PodSpec {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::failure::FailureClass;
+use k8s_openapi::api::core::v1::Pod;
+
 use crate::observe::{Observed, PodView};
 use crate::record::{JobRecord, StateChange, expires_at};
 use crate::state::JobState;
@@ -319,6 +321,37 @@ pub enum Cleanup {
     Keep,
     /// Delete it; the reason, for the log.
     Delete(&'static str),
+}
+
+/// Whether an ended pod is still within its keep time by what the pod itself says: its
+/// `keep-pod-seconds` annotation ([`crate::pod::KEEP_SECONDS`]) and when its containers
+/// finished. An attempt's record ends no earlier than its pod did (the pod ends, then it
+/// is recorded), and a next attempt is queued after that, so [`cleanup`] keeps such a pod
+/// whatever its record says: the pass keeps it without reading the record. Anything
+/// else (a pod being deleted, still running, or that does not say) is `false`: read it.
+pub fn kept_by_its_own_word(pod: &Pod, now: Timestamp) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if !matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let keep = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::pod::KEEP_SECONDS))
+        .and_then(|v| v.parse::<u64>().ok());
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+        .max();
+    match (keep, finished) {
+        (Some(keep), Some(finished)) => since(now, Some(finished)) < Duration::from_secs(keep),
+        _ => false,
+    }
 }
 
 /// Decides about a pod that no active job attempt claims: the pod of a finished job is

@@ -182,6 +182,10 @@ impl<S: QueueStore, E: EventSink> QueueStore for Journal<S, E> {
         self.store.release(job_id, attempt).await
     }
 
+    async fn release_known(&self, slot: &Slot) -> Result<bool> {
+        self.store.release_known(slot).await
+    }
+
     async fn slots(&self) -> Result<Vec<Slot>> {
         self.store.slots().await
     }

@@ -293,6 +293,36 @@ fn unclaimed_pods_are_kept_for_their_keep_time_and_orphans_for_the_grace() {
 }
 
 #[test]
+fn an_ended_pod_within_the_keep_time_it_carries_is_kept_without_its_record() {
+    use podbridge_core::pod::KEEP_SECONDS;
+    use podbridge_core::reconcile::kept_by_its_own_word;
+    let read = |name: &str| -> Pod {
+        let path = format!("{}/tests/fixtures/pods/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    // succeeded.json: its container finished at 10:05.
+    let mut done = read("succeeded");
+    let annotations = done.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(KEEP_SECONDS.to_owned(), "600".to_owned());
+    assert!(kept_by_its_own_word(&done, minutes_later(14)), "finished 9 minutes ago, kept 10");
+    assert!(!kept_by_its_own_word(&done, minutes_later(15)), "its keep time is up: the record decides");
+    // Failed pods too (exit-code.json finished at 10:01).
+    let mut failed = read("exit-code");
+    failed.metadata.annotations.get_or_insert_with(Default::default).insert(KEEP_SECONDS.to_owned(), "600".to_owned());
+    assert!(kept_by_its_own_word(&failed, minutes_later(10)));
+    // What the pod does not say, the record must: no annotation (a pod of an earlier
+    // release), a running pod, one being deleted, one whose containers never ended.
+    assert!(!kept_by_its_own_word(&read("succeeded"), minutes_later(6)));
+    assert!(!kept_by_its_own_word(&read("running"), minutes_later(1)));
+    let mut deleting = done.clone();
+    deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(minutes_later(6)));
+    assert!(!kept_by_its_own_word(&deleting, minutes_later(6)));
+    let mut no_end = done;
+    no_end.status.as_mut().unwrap().container_statuses = None;
+    assert!(!kept_by_its_own_word(&no_end, minutes_later(6)));
+}
+
+#[test]
 fn infrastructure_failures_are_retried_by_default_and_the_jobs_own_are_not() {
     let t = Thresholds::default();
     let defaults = default_job();

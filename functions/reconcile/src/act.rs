@@ -66,7 +66,7 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
                 // gives nothing back (the winner may run the attempt on); whatever the
                 // winner ended, the next pass's settle gives back.
                 if ended {
-                    result.released = self.attempts.release(&record.job_id, record.attempt).await?;
+                    result.released = self.attempts.release_attempt(&record).await?;
                 }
             }
         }

@@ -13,7 +13,7 @@ use podbridge::error::{Result, error_chain};
 use podbridge::store::{ActivePage, Store, active_pages};
 use podbridge_core::observe::observe;
 use podbridge_core::pod::{attempt_of, is_pod_of};
-use podbridge_core::reconcile::{Cleanup, cleanup};
+use podbridge_core::reconcile::{Cleanup, cleanup, kept_by_its_own_word};
 use podbridge_core::record::JobRecord;
 use tracing::{error, info, warn};
 
@@ -125,15 +125,17 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         let Some((job_id, attempt)) = attempt_of(&pod).map(|(job, attempt)| (job.to_owned(), attempt)) else {
             return Ok(false);
         };
+        // Already being deleted: deleting it again every pass would change nothing. Still
+        // within the keep time it carries: kept, whatever the record says (no read, so a
+        // finished job's pod costs nothing until its keep time is up).
+        if pod.metadata.deletion_timestamp.is_some() || kept_by_its_own_word(&pod, now) {
+            return Ok(false);
+        }
         let record = self.store().get(&job_id).await?;
         let keep = record
             .as_ref()
             .and_then(|r| r.stored_job().ok())
             .map_or(Duration::ZERO, |job| Duration::from_secs(job.keep_pod_seconds));
-        // Already being deleted: deleting it again every pass would change nothing.
-        if pod.metadata.deletion_timestamp.is_some() {
-            return Ok(false);
-        }
         let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let ended = matches!(phase, Some("Succeeded" | "Failed"));

@@ -161,4 +161,16 @@ impl<S: QueueStore> Admission<S> {
     pub async fn release(&self, job_id: &str, attempt: u32) -> Result<bool> {
         self.store.release(job_id, attempt).await
     }
+
+    /// Gives back the slot of `record`'s current attempt of `job`, sized as `acquire`
+    /// took it (one request when it is exactly that); false when it held none.
+    pub async fn release_attempt(&self, record: &JobRecord, job: &Job) -> Result<bool> {
+        let slot = Slot {
+            job_id: record.job_id.clone(),
+            attempt: record.attempt,
+            queue: job.queue.clone(),
+            request: attempt_request(record, job),
+        };
+        self.store.release_known(&slot).await
+    }
 }

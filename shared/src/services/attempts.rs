@@ -147,6 +147,15 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
         self.admission.release(job_id, attempt).await
     }
 
+    /// Gives back the slot of `record`'s current attempt (an ended attempt), as it was
+    /// taken; false when it held none.
+    pub async fn release_attempt(&self, record: &JobRecord) -> Result<bool> {
+        match record.stored_job() {
+            Ok(job) => self.admission.release_attempt(record, &job).await,
+            Err(_) => self.release(&record.job_id, record.attempt).await,
+        }
+    }
+
     /// Takes the slot of the record's current attempt, creates its pod and records it
     /// (`queued` → `setting_up`); with no room, records why the job waits (`queued`,
     /// reason `Waiting`). Safe to repeat: the slot and the pod name are fixed per
@@ -234,7 +243,7 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
             let name = created.metadata.name.clone().unwrap_or_default();
             warn!(job_id = %record.job_id, state = %current.state, pod = %name, "the job ended while its pod was created; deleting the pod");
             self.cluster.delete_pod(&namespace, &name, created.metadata.uid.as_deref()).await?;
-            self.release(&record.job_id, record.attempt).await?;
+            self.release_attempt(record).await?;
         }
         Ok(Outcome::AlreadyRecorded { job_id: current.job_id, state: current.state })
     }
@@ -281,7 +290,7 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
             }
         };
         if over {
-            self.release(&record.job_id, record.attempt).await?;
+            self.release_attempt(record).await?;
         }
         match changed {
             Changed::Applied(_) => Ok(Outcome::Failed { job_id: record.job_id.clone(), reason: message.to_owned() }),

@@ -336,7 +336,7 @@ impl<S: Store, C: Cluster> Submitter<S, C> {
             // failed: delete it now (deleting a pod that is gone is not an error).
             if record.state == JobState::Cancelled {
                 self.attempts.delete_pod(&record).await?;
-                self.attempts.release(job_id, record.attempt).await?;
+                self.attempts.release_attempt(&record).await?;
             }
             // A failed attempt whose retry is still owed has not ended the job.
             if record.state.is_terminal() && !record.retry_pending {
@@ -351,7 +351,7 @@ impl<S: Store, C: Cluster> Submitter<S, C> {
             if let Changed::Applied(cancelled) = self.store().change(job_id, &change).await? {
                 self.attempts.delete_pod(&cancelled).await?;
                 // The record says the attempt is over: its slot is free for the next job.
-                self.attempts.release(job_id, record.attempt).await?;
+                self.attempts.release_attempt(&record).await?;
                 return Ok(Outcome::Cancelled { job_id: job_id.to_owned() });
             }
         }

@@ -187,6 +187,14 @@ pub trait QueueStore: Send + Sync {
     /// transaction; false (nothing written) when the job holds no slot for that attempt.
     fn release(&self, job_id: &str, attempt: u32) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Gives back `slot` as its holder knows it (job, attempt, queue and request): in
+    /// one transaction with no read first when the stored slot is exactly that one,
+    /// else as [`QueueStore::release`] does; false when the job holds no slot for that
+    /// attempt.
+    fn release_known(&self, slot: &Slot) -> impl Future<Output = Result<bool>> + Send {
+        self.release(&slot.job_id, slot.attempt)
+    }
+
     /// Every slot (strongly consistent).
     fn slots(&self) -> impl Future<Output = Result<Vec<Slot>>> + Send;
 

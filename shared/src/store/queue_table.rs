@@ -287,6 +287,39 @@ impl QueueStore for DynamoJobStore {
         Ok(self.transact(items, "release a slot").await?.is_none())
     }
 
+    async fn release_known(&self, slot: &Slot) -> Result<bool> {
+        // The usages lose exactly what the slot holds: the delete holds only if the
+        // stored slot is this one, to the attempt, queue and size.
+        let delete = Delete::builder()
+            .table_name(self.queue_table_name()?)
+            .set_key(Some(key(SLOT, &slot.job_id)))
+            .condition_expression("#attempt = :attempt AND #queue = :queue AND #cpu = :cpu AND #memory = :memory")
+            .expression_attribute_names("#attempt", "attempt")
+            .expression_attribute_names("#queue", "queue")
+            .expression_attribute_names("#cpu", "cpu")
+            .expression_attribute_names("#memory", "memory")
+            .expression_attribute_values(":attempt", n(slot.attempt))
+            .expression_attribute_values(":queue", s(&slot.queue))
+            .expression_attribute_values(":cpu", n(slot.request.cpu_millis))
+            .expression_attribute_values(":memory", n(slot.request.memory_bytes))
+            .build()
+            .map_err(|err| build_error("slot delete", err))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder()
+                .update(self.usage_update(&slot.queue, slot.request, -1, &Limits::NONE)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(self.usage_update(ALL_QUEUES, slot.request, -1, &Limits::NONE)?)
+                .build(),
+        ];
+        match self.transact(items, "release a slot").await? {
+            None => Ok(true),
+            // Not that slot (another attempt's, another size) or none: as `release`.
+            Some(_) => self.release(&slot.job_id, slot.attempt).await,
+        }
+    }
+
     async fn slots(&self) -> Result<Vec<Slot>> {
         self.items_under(SLOT).await?.iter().map(decode_slot).collect()
     }

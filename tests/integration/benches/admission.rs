@@ -11,6 +11,9 @@
 //! - `admission_latency_p50_s`, `admission_latency_p95_s`: with the reconciler following
 //!   the pods, from a pod's end (kube-sim's record) to the creation of the pod of the
 //!   waiting job admitted into its slot, slots and admissions paired in order;
+//! - `admission_latency_steady_p50_s`, `admission_latency_steady_p95_s` (over
+//!   `admission_latency_steady_jobs`): the same for the slots freed once every job was
+//!   submitted, when the store no longer serves the burst of submissions too;
 //! - `admission_latency_ddb_wait_ms`: meanwhile, the mean time DynamoDB (moto) took to
 //!   begin an answer, queueing included, at a proxy in front of it: what each of the
 //!   chain's sequential requests costs here;
@@ -111,14 +114,24 @@ async fn reconcile_while(world: &World, done: &AtomicBool) {
     }
 }
 
+/// What a spike took.
+struct Spike {
+    /// From the first submission to the last job's end (or the limit).
+    took: Duration,
+    /// Jobs that had ended.
+    ended: usize,
+    /// When the last submission was recorded.
+    submitted_at: jiff::Timestamp,
+}
+
 /// Submits every body, ten at a time, and waits until every job has ended or `limit`
-/// has passed, the reconciler running all along; how long it took and how many of the
-/// jobs had ended.
-async fn spike(world: &World, bodies: &[String], ids: &[String], limit: Duration) -> (Duration, usize) {
+/// has passed, the reconciler running all along.
+async fn spike(world: &World, bodies: &[String], ids: &[String], limit: Duration) -> Spike {
     let started = Instant::now();
     let done = AtomicBool::new(false);
     let store = world.direct_store();
     let mut ended = 0;
+    let mut submitted_at = jiff::Timestamp::now();
     let ((), ()) = tokio::join!(
         async {
             futures::stream::iter(bodies)
@@ -126,6 +139,7 @@ async fn spike(world: &World, bodies: &[String], ids: &[String], limit: Duration
                     submit(world, body).await;
                 })
                 .await;
+            submitted_at = jiff::Timestamp::now();
             // Ended when every job's pod has ended (kube-sim's own record: watching it
             // loads nothing the spike needs), then when none of the jobs is in the
             // active-jobs index any more (a Query a page, which in moto reads the whole
@@ -159,7 +173,7 @@ async fn spike(world: &World, bodies: &[String], ids: &[String], limit: Duration
         },
         reconcile_while(world, &done),
     );
-    (started.elapsed(), ended)
+    Spike { took: started.elapsed(), ended, submitted_at }
 }
 
 #[tokio::main]
@@ -204,7 +218,7 @@ async fn main() {
     let ids: Vec<String> = (0..count).map(|i| format!("{run}-{i}")).collect();
     let bodies: Vec<String> = ids.iter().map(|id| body(id, "ten", "1s")).collect();
     let before = world.proxy().stats();
-    spike(&world, &bodies, &ids, Duration::MAX).await;
+    let submitted_at = spike(&world, &bodies, &ids, Duration::MAX).await.submitted_at;
     let ddb_wait = world.proxy().stats().mean_wait_since(&before);
     let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
     let pods: Vec<_> = world.sim().created_pods().into_iter().filter(|p| p.name.starts_with(&run)).collect();
@@ -214,15 +228,25 @@ async fn main() {
     ended.sort();
     // The first ten were admitted at submission; each later one took the slot of the
     // n-th pod to end.
-    let latencies: Vec<f64> = created
+    let pairs: Vec<(jiff::Timestamp, f64)> = created
         .iter()
         .skip(10)
         .zip(&ended)
-        .map(|(admitted, freed)| admitted.duration_since(*freed).as_secs_f64().max(0.0))
+        .map(|(admitted, freed)| (*freed, admitted.duration_since(*freed).as_secs_f64().max(0.0)))
         .collect();
+    let latencies: Vec<f64> = pairs.iter().map(|(_, latency)| *latency).collect();
     println!("{tag} admission_latency_jobs {} jobs", latencies.len());
     println!("{tag} admission_latency_p50_s {:.3} s", percentile(latencies.clone(), 0.50));
     println!("{tag} admission_latency_p95_s {:.3} s", percentile(latencies, 0.95));
+    // The same once every job is submitted: the store no longer busy with the burst of
+    // submissions that the spike's first slots free into.
+    let steady: Vec<f64> =
+        pairs.iter().filter(|(freed, _)| *freed >= submitted_at).map(|(_, latency)| *latency).collect();
+    println!("{tag} admission_latency_steady_jobs {} jobs", steady.len());
+    if !steady.is_empty() {
+        println!("{tag} admission_latency_steady_p50_s {:.3} s", percentile(steady.clone(), 0.50));
+        println!("{tag} admission_latency_steady_p95_s {:.3} s", percentile(steady, 0.95));
+    }
     println!("{tag} admission_latency_ddb_wait_ms {:.1} ms", ddb_wait.as_secs_f64() * 1000.0);
     drop(world);
 
@@ -248,7 +272,7 @@ async fn main() {
     let before = world.proxy().stats();
     // The smoke test runs its small spike to the end, whatever it takes.
     let limit = if benchmarking { Duration::from_secs_f64(ideal * 5.0) } else { Duration::MAX };
-    let (took, ended) = spike(&world, &bodies, &ids, limit).await;
+    let Spike { took, ended, .. } = spike(&world, &bodies, &ids, limit).await;
     let took = took.as_secs_f64();
     let requests = world.proxy().stats().answers - before.answers;
     let most = podbridge_tests::most_at_once(world.sim(), |p| p.name.starts_with(&run));
