@@ -325,10 +325,12 @@ pub enum Cleanup {
 
 /// Whether an ended pod is still within its keep time by what the pod itself says: its
 /// `keep-pod-seconds` annotation ([`crate::pod::KEEP_SECONDS`]) and when its containers
-/// finished. An attempt's record ends no earlier than its pod did (the pod ends, then it
-/// is recorded), and a next attempt is queued after that, so [`cleanup`] keeps such a pod
-/// whatever its record says: the pass keeps it without reading the record. Anything
-/// else (a pod being deleted, still running, or that does not say) is `false`: read it.
+/// finished. A pod that ends by itself is recorded after it ended, and a next attempt
+/// is queued after that, so [`cleanup`] would keep it for as long too: the pass keeps it
+/// without reading the record. (An attempt whose record ended first, a cancel or a
+/// timeout, deletes its pod, and a pod being deleted is not kept here; an orphan is kept
+/// for its annotation's time before the orphan rule applies.) Anything else (a pod still
+/// running, or that does not say) is `false`: read its record.
 pub fn kept_by_its_own_word(pod: &Pod, now: Timestamp) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if !matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {

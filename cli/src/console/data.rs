@@ -147,10 +147,10 @@ impl Jobs {
         Ok(read)
     }
 
-    /// Forgets what was read, so the next page reads again (after an action).
+    /// Forgets the active jobs read, so the next page reads them again (after an
+    /// action); the ended reads stay: the jobs that leave the active set are put in them.
     pub async fn forget(&self) {
         *self.active.lock().await = None;
-        self.ended.lock().await.clear();
     }
 }
 

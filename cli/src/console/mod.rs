@@ -140,6 +140,8 @@ pub struct Console {
     options: Options,
     /// The token every form of this process carries; a request without it changes nothing.
     csrf: String,
+    /// Set when the server stops: the live streams end, so the server can.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Console {
@@ -157,6 +159,7 @@ impl Console {
             bus: target.bus().to_owned(),
             options,
             csrf: token.iter().map(|b| format!("{b:02x}")).collect(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -206,6 +209,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
+    let stopping = console.clone();
+    // The live streams never end by themselves: told to, they let the server stop.
+    let shutdown = async move {
+        shutdown.await;
+        stopping.stopping.send_replace(true);
+    };
     axum::serve(listener, router(console, allowed_hosts(address, names))).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
@@ -309,14 +318,6 @@ async fn overview(State(console): State<Arc<Console>>, Query(query): Query<Windo
 }
 
 async fn jobs(State(console): State<Arc<Console>>, Query(filter): Query<data::Filter>) -> Response {
-    // An id searched for whole is the job's own page, whenever it ran.
-    if let Some(id) = filter.q.as_deref().map(str::trim).filter(|q| is_valid_job_id(q)) {
-        match console.jobs.store.get(id).await {
-            Ok(Some(_)) => return Redirect::to(&format!("/jobs/{id}")).into_response(),
-            Ok(None) => {}
-            Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
-        }
-    }
     let active = match console.jobs.active().await {
         Ok(read) => read,
         Err(e) => return console.store_failure(&e, "reading the active jobs"),
@@ -332,6 +333,16 @@ async fn jobs(State(console): State<Arc<Console>>, Query(filter): Query<data::Fi
     let mut records: Vec<&JobRecord> = active.records.iter().collect();
     if let Some(ended) = &ended {
         records.extend(data::only_ended(&ended.records, &active.records));
+    }
+    // An id searched for that nothing listed has: the job's own page, whenever it ran.
+    if let Some(id) = filter.q.as_deref().map(str::trim).filter(|q| is_valid_job_id(q))
+        && !records.iter().any(|r| r.job_id.contains(id))
+    {
+        match console.jobs.store.get(id).await {
+            Ok(Some(_)) => return Redirect::to(&format!("/jobs/{id}")).into_response(),
+            Ok(None) => {}
+            Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+        }
     }
     let queues = pages::queue_names(&active.records);
     let partial = ended.as_ref().is_some_and(|read| read.partial);
@@ -450,6 +461,11 @@ struct ActionForm {
     csrf: String,
 }
 
+/// Whether `given` is `token`, compared in time that does not depend on where they differ.
+fn same_token(given: &str, token: &str) -> bool {
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
 /// The refusal of a request that changes something, unless it came from one of the
 /// console's own pages (its token matches, and the browser says it is not cross-site)
 /// and the console takes actions.
@@ -463,7 +479,7 @@ fn refusal(console: &Console, headers: &HeaderMap, form: &ActionForm) -> Option<
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|origin| !origin.eq_ignore_ascii_case(&format!("http://{host}")));
-    if cross_site || foreign_origin || form.csrf.is_empty() || form.csrf != console.csrf {
+    if cross_site || foreign_origin || form.csrf.is_empty() || !same_token(&form.csrf, &console.csrf) {
         return Some(console.failure(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -575,11 +591,18 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let since = query.since.and_then(|hex| u64::from_str_radix(&hex, 16).ok());
     let job = query.job.filter(|id| is_valid_job_id(id));
-    let stream = futures::stream::unfold((console, since), move |(console, mut last)| {
+    let stopping = console.stopping.subscribe();
+    let stream = futures::stream::unfold((console, since, stopping), move |(console, mut last, mut stopping)| {
         let job = job.clone();
         async move {
             loop {
-                tokio::time::sleep(LIVE_EVERY).await;
+                if *stopping.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(LIVE_EVERY) => {}
+                    _ = stopping.changed() => return None,
+                }
                 let Ok(read) = console.jobs.active().await else { continue };
                 let mut seen = fingerprint(&read.records);
                 if let Some(id) = &job {
@@ -590,7 +613,7 @@ async fn events(
                 last = Some(seen);
                 if changed {
                     let event = Event::default().event("changed").data(format!("{seen:x}"));
-                    return Some((Ok(event), (console, last)));
+                    return Some((Ok(event), (console, last, stopping)));
                 }
             }
         }

@@ -460,7 +460,7 @@ pub fn line(records: Vec<JobRecord>, now: Timestamp) -> Vec<LineEntry> {
         .map(|(i, record)| LineEntry {
             position: i + 1,
             priority: record.stored_job().map_or_else(|_| "-".into(), |job| job.priority.to_string()),
-            waited: age(now.duration_since(record.created_at)),
+            waited: age(now.duration_since(data::in_state_since(&record))),
             why: record.message.as_deref().map(crate::get::without_place).unwrap_or_default().to_owned(),
             job_id: record.job_id,
         })

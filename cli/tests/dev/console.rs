@@ -68,7 +68,7 @@ async fn in_state(store: &DynamoJobStore, id: &str, wanted: impl Fn(&JobRecord) 
 }
 
 /// GIVEN the local stack with its console, one job succeeded, one failed (exit 3, its
-/// last log lines recorded), one running for ever, one running for half a minute, and a
+/// last log lines recorded), one running for ever, one running for 45 s, and a
 /// queue of one job with a second one waiting
 /// WHEN the browser tests look at each view, cancel the running job from its page and
 /// retry the failed one from its page
@@ -121,7 +121,7 @@ async fn given_the_local_stack_when_a_browser_uses_the_console_then_it_shows_the
     sqs.send_message().queue_url(queue_url).message_body(job(waits, queue, "run=1s")).send().await.unwrap();
     in_state(&store, waits, JobRecord::is_waiting).await;
     // Last: it must still be executing when the browser opens its page.
-    sqs.send_message().queue_url(queue_url).message_body(job(live, "default", "run=30s")).send().await.unwrap();
+    sqs.send_message().queue_url(queue_url).message_body(job(live, "default", "run=45s")).send().await.unwrap();
     in_state(&store, live, |r| r.state == JobState::Executing).await;
 
     let shots = screenshots();

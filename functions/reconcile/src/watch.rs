@@ -221,9 +221,10 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let observed = observe(&pod);
         // A pod still starting says nothing its record does not (whoever created it
-        // recorded `setting_up`; what time alone changes, a start that takes too long,
-        // the pass sees), and the same view decides the same: only a pod whose view
-        // moved on is worth a read of its record.
+        // recorded `setting_up`), and a view already applied would be applied again:
+        // only a pod whose view moved on is worth a read of its record. What changes
+        // with time alone (a start or a run past its limit, an unschedulable pod past
+        // its threshold) is the pass's: it decides about every active job each minute.
         if observed.view == PodView::Starting && !observed.terminating {
             report.unchanged += 1;
             return;
@@ -259,9 +260,25 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         };
         match self.reconcile_job(record, Some(observed.clone()), now).await {
             Ok(result) => {
-                // An attempt this change ended (or replaced) says nothing more.
+                // An attempt this change ended (or replaced) says nothing more. A view is
+                // remembered only once the record says what it says (nothing to write, or
+                // written to the state it shows); a lost race, or a catch-up that wrote
+                // less (a running pod found for a record still `queued`), is read again
+                // at the pod's next change.
                 let over = result.recorded.is_some_and(JobState::is_terminal) || result.retried || result.requeued;
-                self.remember(uid, if over { Followed::Over } else { Followed::Applied(observed) });
+                let settled = !result.lost_race
+                    && match (result.recorded, &observed.view) {
+                        (None, _) => true,
+                        (Some(JobState::Executing), PodView::Running { .. }) => true,
+                        (Some(state), _) => state.is_terminal(),
+                    };
+                if over {
+                    self.remember(uid, Followed::Over);
+                } else if settled {
+                    self.remember(uid, Followed::Applied(observed));
+                } else {
+                    self.forget(&uid);
+                }
                 report.writes += result.writes;
                 report.released += usize::from(result.released);
                 report.lost_races += usize::from(result.lost_race);
@@ -276,6 +293,11 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
                 report.errors += 1;
             }
         }
+    }
+
+    /// Forgets what the watch knew of the pod `uid`: its next change is read.
+    fn forget(&self, uid: &str) {
+        self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
     }
 
     /// Remembers what the watch knows of the pod `uid`.

@@ -151,8 +151,10 @@ impl<S: Store, C: Cluster> Attempts<S, C> {
     /// taken; false when it held none.
     pub async fn release_attempt(&self, record: &JobRecord) -> Result<bool> {
         match record.stored_job() {
-            Ok(job) => self.admission.release_attempt(record, &job).await,
-            Err(_) => self.release(&record.job_id, record.attempt).await,
+            // A waiting attempt was never admitted: it most likely holds nothing, which
+            // one read says more cheaply than a transaction that fails.
+            Ok(job) if !record.is_waiting() => self.admission.release_attempt(record, &job).await,
+            _ => self.release(&record.job_id, record.attempt).await,
         }
     }
 

@@ -139,6 +139,36 @@ impl DynamoJobStore {
         output.item.as_ref().map(decode_slot).transpose()
     }
 
+    /// Deletes `slot` and takes exactly what it holds from its queue's usage and from
+    /// all queues', in one transaction that holds only if the stored slot is this one
+    /// (attempt, queue and size); false, with nothing written, when it is not.
+    async fn release_exactly(&self, slot: &Slot) -> Result<bool> {
+        let delete = Delete::builder()
+            .table_name(self.queue_table_name()?)
+            .set_key(Some(key(SLOT, &slot.job_id)))
+            .condition_expression("#attempt = :attempt AND #queue = :queue AND #cpu = :cpu AND #memory = :memory")
+            .expression_attribute_names("#attempt", "attempt")
+            .expression_attribute_names("#queue", "queue")
+            .expression_attribute_names("#cpu", "cpu")
+            .expression_attribute_names("#memory", "memory")
+            .expression_attribute_values(":attempt", n(slot.attempt))
+            .expression_attribute_values(":queue", s(&slot.queue))
+            .expression_attribute_values(":cpu", n(slot.request.cpu_millis))
+            .expression_attribute_values(":memory", n(slot.request.memory_bytes))
+            .build()
+            .map_err(|err| build_error("slot delete", err))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder()
+                .update(self.usage_update(&slot.queue, slot.request, -1, &Limits::NONE)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(self.usage_update(ALL_QUEUES, slot.request, -1, &Limits::NONE)?)
+                .build(),
+        ];
+        Ok(self.transact(items, "release a slot").await?.is_none())
+    }
+
     /// The update that adds `amount` (negated when `sign` is -1) to a usage, conditional
     /// on the room `limits` leave for it.
     fn usage_update(&self, queue: &str, amount: Resources, sign: i64, limits: &Limits) -> Result<Update> {
@@ -268,56 +298,16 @@ impl QueueStore for DynamoJobStore {
         let Some(slot) = self.read_slot(job_id).await?.filter(|slot| slot.attempt == attempt) else {
             return Ok(false);
         };
-        let delete = Delete::builder()
-            .table_name(self.queue_table_name()?)
-            .set_key(Some(key(SLOT, job_id)))
-            .condition_expression("attempt = :attempt")
-            .expression_attribute_values(":attempt", n(attempt))
-            .build()
-            .map_err(|err| build_error("slot delete", err))?;
-        let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            TransactWriteItem::builder()
-                .update(self.usage_update(&slot.queue, slot.request, -1, &Limits::NONE)?)
-                .build(),
-            TransactWriteItem::builder()
-                .update(self.usage_update(ALL_QUEUES, slot.request, -1, &Limits::NONE)?)
-                .build(),
-        ];
-        Ok(self.transact(items, "release a slot").await?.is_none())
+        // Changed between the read and the delete (released meanwhile): nothing to give.
+        self.release_exactly(&slot).await
     }
 
     async fn release_known(&self, slot: &Slot) -> Result<bool> {
-        // The usages lose exactly what the slot holds: the delete holds only if the
-        // stored slot is this one, to the attempt, queue and size.
-        let delete = Delete::builder()
-            .table_name(self.queue_table_name()?)
-            .set_key(Some(key(SLOT, &slot.job_id)))
-            .condition_expression("#attempt = :attempt AND #queue = :queue AND #cpu = :cpu AND #memory = :memory")
-            .expression_attribute_names("#attempt", "attempt")
-            .expression_attribute_names("#queue", "queue")
-            .expression_attribute_names("#cpu", "cpu")
-            .expression_attribute_names("#memory", "memory")
-            .expression_attribute_values(":attempt", n(slot.attempt))
-            .expression_attribute_values(":queue", s(&slot.queue))
-            .expression_attribute_values(":cpu", n(slot.request.cpu_millis))
-            .expression_attribute_values(":memory", n(slot.request.memory_bytes))
-            .build()
-            .map_err(|err| build_error("slot delete", err))?;
-        let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            TransactWriteItem::builder()
-                .update(self.usage_update(&slot.queue, slot.request, -1, &Limits::NONE)?)
-                .build(),
-            TransactWriteItem::builder()
-                .update(self.usage_update(ALL_QUEUES, slot.request, -1, &Limits::NONE)?)
-                .build(),
-        ];
-        match self.transact(items, "release a slot").await? {
-            None => Ok(true),
-            // Not that slot (another attempt's, another size) or none: as `release`.
-            Some(_) => self.release(&slot.job_id, slot.attempt).await,
+        if self.release_exactly(slot).await? {
+            return Ok(true);
         }
+        // Not that slot (another attempt's, another size) or none: read what is held.
+        self.release(&slot.job_id, slot.attempt).await
     }
 
     async fn slots(&self) -> Result<Vec<Slot>> {

@@ -270,11 +270,13 @@ async fn main() {
     let bodies: Vec<String> = ids.iter().map(|id| body(id, "default", &format!("{run_s}s"))).collect();
     let ideal = (count * run_s) as f64 / 50.0;
     let before = world.proxy().stats();
-    // The smoke test runs its small spike to the end, whatever it takes.
-    let limit = if benchmarking { Duration::from_secs_f64(ideal * 5.0) } else { Duration::MAX };
+    // The smoke test runs its small spike to the end (and fails if it cannot within
+    // ten minutes).
+    let limit = if benchmarking { Duration::from_secs_f64(ideal * 5.0) } else { Duration::from_secs(600) };
     let Spike { took, ended, .. } = spike(&world, &bodies, &ids, limit).await;
     let took = took.as_secs_f64();
     let requests = world.proxy().stats().answers - before.answers;
+    assert!(benchmarking || ended == count, "the smoke spike ended {ended} of its {count} jobs in ten minutes");
     let most = podbridge_tests::most_at_once(world.sim(), |p| p.name.starts_with(&run));
     assert!(most <= 50, "the cluster held {most} of the spike's pods at once");
     println!("{tag} admission_spike_jobs {count} jobs");

@@ -54,6 +54,12 @@
         setStatus("stale");
         return;
       }
+      // The page now answers with another (a job searched for that has appeared):
+      // go there rather than put one page's content in another.
+      if (answer.redirected) {
+        window.location.assign(answer.url);
+        return;
+      }
       const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
       const main = document.getElementById("main");
       const next = fresh.getElementById("main");
@@ -121,6 +127,12 @@
   });
 
   document.addEventListener("DOMContentLoaded", () => {
+    // What an action just sent is said once, not at every refresh.
+    const url = new URL(window.location.href);
+    if (url.searchParams.has("sent")) {
+      url.searchParams.delete("sent");
+      window.history.replaceState(null, "", url);
+    }
     drawChart();
     listen();
   });

@@ -504,6 +504,40 @@ async fn the_queue_table_counts_each_slot_once_and_refuses_what_passes_a_limit()
     assert!(!store.repair("etl", &seen, Resources::default()).await.unwrap(), "the usage moved since it was read");
 }
 
+/// GIVEN the queue table on moto with slots held
+/// WHEN their holders give them back as they know them: exactly, with a size that is not
+/// the stored one (an attempt sized otherwise when it was adopted), twice, and for a job
+/// that holds none
+/// THEN each slot leaves once, the usage loses exactly what the stored slot held, and
+/// the rest change nothing.
+#[tokio::test]
+async fn a_slot_given_back_as_its_holder_knows_it_leaves_once_and_exactly() {
+    let world = World::builder().name("release").build().await;
+    let store = world.direct_store();
+    let slot = |job: &str, cpu| podbridge_core::admission::Slot {
+        job_id: job.into(),
+        attempt: 1,
+        queue: "etl".into(),
+        request: Resources::job(cpu, 1 << 20),
+    };
+    use podbridge::store::Acquired;
+    for (job, cpu) in [("a", 500), ("b", 700), ("c", 900)] {
+        assert_eq!(store.acquire(&slot(job, cpu), &Limits::NONE, &Limits::NONE).await.unwrap(), Acquired::Admitted);
+    }
+    assert!(store.release_known(&slot("a", 500)).await.unwrap(), "exactly the stored slot");
+    assert!(!store.release_known(&slot("a", 500)).await.unwrap(), "given back once");
+    // Known with another size: the stored one is read and given back as stored.
+    assert!(store.release_known(&slot("b", 1_000)).await.unwrap());
+    let mut other_attempt = slot("c", 900);
+    other_attempt.attempt = 2;
+    assert!(!store.release_known(&other_attempt).await.unwrap(), "attempt 2 does not hold attempt 1's slot");
+    assert!(!store.release_known(&slot("none", 100)).await.unwrap(), "a job that holds no slot");
+    let (usage, truth) = usage_and_slots(&world, "etl").await;
+    assert_eq!((usage, truth), (Resources::job(900, 1 << 20), Resources::job(900, 1 << 20)), "only c's slot is left");
+    let all = store.usage().await.unwrap()[podbridge::store::ALL_QUEUES].held;
+    assert_eq!(all, Resources::job(900, 1 << 20), "across all queues too");
+}
+
 /// GIVEN a queue of 2 CPU holding one job, and a job of 1.5 CPU waiting behind it
 /// WHEN the queue's limit is lowered to 1 CPU
 /// THEN the next admission round fails the waiting job, naming both sizes, rather than
