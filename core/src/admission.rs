@@ -177,6 +177,20 @@ pub struct Slot {
     pub request: Resources,
 }
 
+impl Slot {
+    /// The slot of `record`'s current attempt of `job`: in the job's queue, sized as the
+    /// attempt runs ([`attempt_request`]). The one shape taking, giving back and adopting
+    /// a slot all use.
+    pub fn of(record: &crate::record::JobRecord, job: &crate::validate::Job) -> Self {
+        Self {
+            job_id: record.job_id.clone(),
+            attempt: record.attempt,
+            queue: job.queue.clone(),
+            request: attempt_request(record, job),
+        }
+    }
+}
+
 /// What the record's current attempt of `job` requests: its CPU, and its memory as the
 /// attempt runs it (grown after OOM kills, `Job::with_memory_after`). The one size the
 /// plan, the slot and the pod all use.

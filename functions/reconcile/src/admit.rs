@@ -204,12 +204,7 @@ impl<S: Store, C: podbridge::cluster::Cluster> Reconciler<S, C> {
                 continue;
             }
             let Ok(job) = record.stored_job() else { continue };
-            let slot = Slot {
-                job_id: record.job_id.clone(),
-                attempt: record.attempt,
-                queue: job.queue.clone(),
-                request: attempt_request(&record, &job),
-            };
+            let slot = Slot::of(&record, &job);
             // Its pod exists: it is counted whatever the limits say.
             if self.store().acquire(&slot, &Limits::NONE, &Limits::NONE).await? == Acquired::Admitted {
                 info!(job_id = %record.job_id, attempt = record.attempt, "gave an admitted attempt the slot it lacked");

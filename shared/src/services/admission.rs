@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use podbridge_core::admission::{
-    Limits, NodeSize, Queues, Resources, Slot, Waiting, admit, attempt_request, never_fits,
-};
+use podbridge_core::admission::{Limits, NodeSize, Queues, Resources, Slot, Waiting, admit, never_fits};
 use podbridge_core::record::JobRecord;
 use podbridge_core::validate::{Job, Problem};
 use tracing::info;
@@ -102,12 +100,7 @@ impl<S: QueueStore> Admission<S> {
         let Some(queue) = queues.get(&job.queue) else {
             return Ok(Admit::Wait(format!("queue {} does not exist", job.queue)));
         };
-        let slot = Slot {
-            job_id: record.job_id.clone(),
-            attempt: record.attempt,
-            queue: job.queue.clone(),
-            request: attempt_request(record, job),
-        };
+        let slot = Slot::of(record, job);
         if queue.paused {
             // A paused queue admits nothing new, but an attempt already admitted (a
             // redelivery after a crash) goes on.
@@ -165,12 +158,6 @@ impl<S: QueueStore> Admission<S> {
     /// Gives back the slot of `record`'s current attempt of `job`, sized as `acquire`
     /// took it (one request when it is exactly that); false when it held none.
     pub async fn release_attempt(&self, record: &JobRecord, job: &Job) -> Result<bool> {
-        let slot = Slot {
-            job_id: record.job_id.clone(),
-            attempt: record.attempt,
-            queue: job.queue.clone(),
-            request: attempt_request(record, job),
-        };
-        self.store.release_known(&slot).await
+        self.store.release_known(&Slot::of(record, job)).await
     }
 }
