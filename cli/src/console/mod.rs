@@ -195,6 +195,19 @@ impl Console {
         self.jobs.active().await.ok().map(|read| fingerprint(&read.records))
     }
 
+    /// The record of job `id` as it is now, or the page that says why there is none.
+    async fn recorded(&self, id: &str) -> Result<JobRecord, Box<Response>> {
+        match self.jobs.store.get(id).await {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Err(Box::new(self.failure(
+                StatusCode::NOT_FOUND,
+                "No such job",
+                format!("No job {id} is recorded in this table (records expire after the deployment's TTL)."),
+            ))),
+            Err(e) => Err(Box::new(self.store_failure(&e, &format!("reading job {id}")))),
+        }
+    }
+
     /// A store error, explained as the CLI explains it.
     fn store_failure(&self, error: &podbridge::error::Error, what: &str) -> Response {
         self.failure(StatusCode::BAD_GATEWAY, "The deployment could not be read", self.aws.explain(error, what))
@@ -231,7 +244,7 @@ fn router(console: Arc<Console>, hosts: Vec<String>) -> Router {
         .route("/queues", get(queues))
         .route("/events", get(events))
         .route("/assets/{name}", get(asset))
-        .route("/favicon.ico", get(favicon))
+        .route("/favicon.ico", get(|| asset(Path("favicon.svg".to_owned()))))
         .with_state(console)
         .layer(middleware::from_fn_with_state(hosts, guard))
 }
@@ -344,10 +357,9 @@ async fn jobs(State(console): State<Arc<Console>>, Query(filter): Query<data::Fi
             Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
         }
     }
-    let queues = pages::queue_names(&active.records);
     let partial = ended.as_ref().is_some_and(|read| read.partial);
     let page = console.page("Jobs", "jobs", Some(fingerprint(&active.records)));
-    render(&pages::jobs(page, &filter, &records, queues, partial, Timestamp::now()))
+    render(&pages::jobs(page, &filter, &records, partial, Timestamp::now()))
 }
 
 /// The refusal of a path's job id that no job can have.
@@ -367,16 +379,9 @@ async fn job(State(console): State<Arc<Console>>, Path(id): Path<String>, Query(
     }
     // Before the record: a change after this is one the page's stream reports.
     let active = console.fingerprint().await;
-    let record = match console.jobs.store.get(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            return console.failure(
-                StatusCode::NOT_FOUND,
-                "No such job",
-                format!("No job {id} is recorded in this table (records expire after the deployment's TTL)."),
-            );
-        }
-        Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+    let record = match console.recorded(&id).await {
+        Ok(record) => record,
+        Err(page) => return *page,
     };
     let ahead = if record.is_waiting() { console.jobs.store.ahead_of(&record).await.ok().flatten() } else { None };
     let flash = match query.sent.as_deref() {
@@ -514,10 +519,9 @@ async fn cancel(
     };
     // Only a recorded job: a cancel of an id not recorded yet would keep a job sent
     // later under that id from ever running (`podbridge cancel` does that on purpose).
-    let namespace = match console.jobs.store.get(&id).await {
-        Ok(Some(record)) => record.namespace,
-        Ok(None) => return console.failure(StatusCode::NOT_FOUND, "No such job", format!("No job {id} is recorded.")),
-        Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+    let namespace = match console.recorded(&id).await {
+        Ok(record) => record.namespace,
+        Err(page) => return *page,
     };
     let body = crate::cancel::message(&id, Some("cancelled from the console"), namespace.as_deref()).to_string();
     if let Err(e) = console.aws.send_message(queue_url, &body).await {
@@ -538,10 +542,9 @@ async fn retry(
     if let Some(refused) = refusal(&console, &headers, &form).or_else(|| not_a_job(&console, &id)) {
         return refused;
     }
-    let record = match console.jobs.store.get(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return console.failure(StatusCode::NOT_FOUND, "No such job", format!("No job {id} is recorded.")),
-        Err(e) => return console.store_failure(&e, &format!("reading job {id}")),
+    let record = match console.recorded(&id).await {
+        Ok(record) => record,
+        Err(page) => return *page,
     };
     let attempt = match crate::retry::retryable_attempt(&record, None) {
         Ok(attempt) => attempt,
@@ -621,18 +624,14 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// The console's icon (browsers ask for `/favicon.ico` whatever the page says).
-async fn favicon() -> Response {
-    let icon = include_bytes!("assets/favicon.svg");
-    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-cache")], icon.as_slice()).into_response()
-}
-
 /// The embedded assets: the console's script and style, and uPlot (MIT, 1.6.32, from
 /// npm; its licence beside it).
 async fn asset(Path(name): Path<String>) -> Response {
     let (content_type, body): (&str, &'static [u8]) = match name.as_str() {
         "console.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/console.js")),
         "console.css" => ("text/css; charset=utf-8", include_bytes!("assets/console.css")),
+        // Also `/favicon.ico`: browsers ask for it whatever the page says.
+        "favicon.svg" => ("image/svg+xml", include_bytes!("assets/favicon.svg")),
         "uPlot.iife.min.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/vendor/uPlot.iife.min.js")),
         "uPlot.min.css" => ("text/css; charset=utf-8", include_bytes!("assets/vendor/uPlot.min.css")),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),

@@ -186,14 +186,7 @@ fn encode(value: &str) -> String {
 }
 
 /// The job list: `records` are every candidate read (active, and ended when asked).
-pub fn jobs(
-    page: Page,
-    filter: &Filter,
-    records: &[&JobRecord],
-    mut queues: BTreeSet<String>,
-    partial: bool,
-    now: Timestamp,
-) -> Jobs {
+pub fn jobs(page: Page, filter: &Filter, records: &[&JobRecord], partial: bool, now: Timestamp) -> Jobs {
     let mut matching: Vec<&JobRecord> = records.iter().copied().filter(|r| filter.matches(r, now)).collect();
     filter.sort(&mut matching);
     let total = matching.len();
@@ -249,8 +242,9 @@ pub fn jobs(
     if partial {
         source_note.push_str(&format!(" The Scan stopped at {} ended jobs: the list is partial.", data::ENDED_MAX));
     }
-    // The queues of every job read, and the one asked for even if none is shown.
-    queues.extend(records.iter().filter_map(|r| data::queue_of(r)));
+    // `default`, the queues of every job read, and the one asked for even if none is shown.
+    let mut queues: BTreeSet<String> = records.iter().filter_map(|r| data::queue_of(r)).collect();
+    queues.insert(podbridge_core::job::DEFAULT_QUEUE.to_owned());
     queues.extend(filter.queue.clone().filter(|q| !q.trim().is_empty()));
     Jobs {
         page,
@@ -467,13 +461,6 @@ pub fn line(records: Vec<JobRecord>, now: Timestamp) -> Vec<LineEntry> {
         .collect()
 }
 
-/// The queues the job list offers to filter by: those of the active jobs, and `default`.
-pub fn queue_names(active: &[JobRecord]) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = active.iter().filter_map(data::queue_of).collect();
-    names.insert(podbridge_core::job::DEFAULT_QUEUE.to_owned());
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,18 +517,18 @@ mod tests {
             .collect();
         let refs: Vec<&JobRecord> = records.iter().collect();
         let filter: Filter = serde_json::from_str(r#"{"page": "3"}"#).unwrap();
-        let list = jobs(page(), &filter, &refs, BTreeSet::new(), false, now);
+        let list = jobs(page(), &filter, &refs, false, now);
         assert_eq!((list.page_number, list.pages, list.shown, list.total), (3, 3, 20, 120));
         assert_eq!(list.rows[0].job_id, "j-100", "newest change first: page 3 starts at the 101st");
         assert!(list.next.is_empty() && list.prev == "/jobs?page=2");
         // Past the end, or unreadable: the nearest page.
         let far: Filter = serde_json::from_str(r#"{"page": "99"}"#).unwrap();
-        assert_eq!(jobs(page(), &far, &refs, BTreeSet::new(), false, now).page_number, 3);
+        assert_eq!(jobs(page(), &far, &refs, false, now).page_number, 3);
         let junk: Filter = serde_json::from_str(r#"{"page": "abc"}"#).unwrap();
-        assert_eq!(jobs(page(), &junk, &refs, BTreeSet::new(), false, now).page_number, 1);
+        assert_eq!(jobs(page(), &junk, &refs, false, now).page_number, 1);
         // The header of the current column turns the order around; another starts in its own.
         let by_id: Filter = serde_json::from_str(r#"{"sort": "id"}"#).unwrap();
-        let list = jobs(page(), &by_id, &refs, BTreeSet::new(), false, now);
+        let list = jobs(page(), &by_id, &refs, false, now);
         assert_eq!(list.rows[0].job_id, "j-000");
         let id_header = list.headers.iter().find(|h| h.1 == "id").unwrap();
         assert_eq!((id_header.2.as_str(), id_header.3), ("/jobs?sort=id&dir=desc", " ↑"));
@@ -552,7 +539,7 @@ mod tests {
     #[test]
     fn filters_no_state_class_or_window_has_are_said_on_the_page() {
         let filter: Filter = serde_json::from_str(r#"{"state": "running", "since": "3w"}"#).unwrap();
-        let list = jobs(page(), &filter, &[], BTreeSet::new(), false, "2026-11-30T12:00:00Z".parse().unwrap());
+        let list = jobs(page(), &filter, &[], false, "2026-11-30T12:00:00Z".parse().unwrap());
         assert!(
             list.problem.contains("\"running\" is not a state") && list.problem.contains("\"3w\""),
             "{}",
