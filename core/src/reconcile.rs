@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-
-use crate::failure::FailureClass;
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::failure::FailureClass;
 use crate::observe::{Observed, PodView};
 use crate::record::{JobRecord, StateChange, expires_at};
 use crate::state::JobState;

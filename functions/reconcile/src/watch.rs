@@ -229,7 +229,7 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
             report.unchanged += 1;
             return;
         }
-        match self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid) {
+        match self.followed().get(&uid) {
             Some(Followed::Over) => {
                 report.unchanged += 1;
                 return;
@@ -267,11 +267,10 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
                 // at the pod's next change.
                 let over = result.recorded.is_some_and(JobState::is_terminal) || result.retried || result.requeued;
                 let settled = !result.lost_race
-                    && match (result.recorded, &observed.view) {
-                        (None, _) => true,
-                        (Some(JobState::Executing), PodView::Running { .. }) => true,
-                        (Some(state), _) => state.is_terminal(),
-                    };
+                    && matches!(
+                        (result.recorded, &observed.view),
+                        (None, _) | (Some(JobState::Executing), PodView::Running { .. })
+                    );
                 if over {
                     self.remember(uid, Followed::Over);
                 } else if settled {
@@ -295,9 +294,15 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         }
     }
 
+    /// What the watch knows of the pods it followed (a panic elsewhere left it whole:
+    /// each change is one insert or remove).
+    fn followed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Followed>> {
+        self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Forgets what the watch knew of the pod `uid`: its next change is read.
     fn forget(&self, uid: &str) {
-        self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+        self.followed().remove(uid);
     }
 
     /// Remembers what the watch knows of the pod `uid`.
@@ -305,7 +310,7 @@ impl<S: Store, C: Cluster> Reconciler<S, C> {
         if uid.is_empty() {
             return;
         }
-        let mut known = self.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut known = self.followed();
         if known.len() >= FOLLOWED_MAX {
             known.clear();
         }

@@ -376,11 +376,13 @@ async fn given_an_oom_kill_and_a_memory_factor_when_retried_then_the_next_attemp
 #[tokio::test]
 async fn given_a_pass_done_when_the_reconciler_follows_the_pods_then_the_end_reaches_the_record_without_another_pass() {
     let world = world().await;
-    world.submit(&message("followed", "run=1s", json!({}))).await;
+    // Long enough that the pass, made just after the job is seen running, still finds
+    // it running on a loaded machine.
+    world.submit(&message("followed", "run=2s", json!({}))).await;
     world.reconcile_until("followed", JobState::Executing).await;
 
     // One pass, then only the watch: its windows flush events as the function does.
-    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
     let (pass, followed) = world
         .reconciler
         .run(&[NAMESPACE.to_owned()], until, async |_| {
